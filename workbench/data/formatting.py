@@ -1,0 +1,121 @@
+"""Prompt formatting, tokenisation and batching of question–answer pairs.
+
+Likelihood-based objectives and metrics score only the *answer* tokens (SPEC §3): prompt positions
+and padding carry label −100, and the closing EOS / end-of-turn token counts as an answer token.
+The prompt is the tokenizer's chat template when it has one (with the date pinned, since Llama-3
+templates otherwise insert today's date and make results depend on the day they ran), otherwise
+the plain ``Question: …\\nAnswer:`` form. Batches are padded on the right for likelihoods and on
+the left for generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from workbench.data.schema import QA
+
+IGNORE = -100
+PINNED_DATE = "26 Jul 2024"  # [choice] any fixed date; Llama-3 templates read it as `date_string`
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised pair: ``input_ids = prompt + answer + [eos]``; labels −100 on the prompt."""
+
+    input_ids: tuple[int, ...]
+    prompt_len: int
+
+    @property
+    def labels(self) -> list[int]:
+        return [IGNORE] * self.prompt_len + list(self.input_ids[self.prompt_len :])
+
+    @property
+    def prompt_ids(self) -> tuple[int, ...]:
+        return self.input_ids[: self.prompt_len]
+
+
+def prompt_text(tokenizer, question: str, use_chat_template: bool | None = None) -> str:
+    """The text that precedes the answer. ``use_chat_template=None`` uses the template when present."""
+    if use_chat_template is None:
+        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}],
+            tokenize=False,
+            add_generation_prompt=True,
+            date_string=PINNED_DATE,
+        )
+    return f"Question: {question}\nAnswer:"
+
+
+def answer_text(tokenizer, answer: str, use_chat_template: bool | None = None) -> str:
+    if use_chat_template is None:
+        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    return answer if use_chat_template else f" {answer}"
+
+
+def encode(tokenizer, question: str, answer: str, *, max_length: int = 512, use_chat_template: bool | None = None) -> Encoded:
+    """Tokenise one pair. Prompt and answer are tokenised separately so the boundary is exact."""
+    if not answer or not answer.strip():
+        raise ValueError(f"empty answer for question {question[:80]!r}: every example needs a non-empty answer")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token before encoding")
+    if use_chat_template is None:
+        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    # Chat templates write their own BOS; the plain format gets the tokenizer's usual special tokens.
+    p_ids = tokenizer(prompt_text(tokenizer, question, use_chat_template), add_special_tokens=not use_chat_template)["input_ids"]
+    a_ids = tokenizer(answer_text(tokenizer, answer, use_chat_template), add_special_tokens=False)["input_ids"]
+    a_ids = a_ids + [tokenizer.eos_token_id]
+    ids = (p_ids + a_ids)[:max_length]
+    if len(ids) <= len(p_ids):
+        raise ValueError(f"max_length={max_length} leaves no answer token for question {question[:80]!r}; raise max_length")
+    return Encoded(tuple(ids), len(p_ids))
+
+
+def encode_all(tokenizer, examples: Sequence[QA], *, field: str = "answer", max_length: int = 512) -> list[Encoded]:
+    """Encode the ``answer`` (or ``paraphrased_answer``) of every example."""
+    out = []
+    for ex in examples:
+        ans = getattr(ex, field) if field != "paraphrased_answer" else (ex.paraphrased_answer or ex.answer)
+        out.append(encode(tokenizer, ex.question, ans, max_length=max_length))
+    return out
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def collate(items: Sequence[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch for likelihoods: ``input_ids``, ``attention_mask``, ``labels`` ``[batch, pos]``."""
+    width = max(len(e.input_ids) for e in items)
+    ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, e in enumerate(items):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def collate_prompts(items: Sequence[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded prompts for batched generation: ``input_ids``, ``attention_mask`` ``[batch, pos]``."""
+    width = max(e.prompt_len for e in items)
+    ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, e in enumerate(items):
+        n = e.prompt_len
+        ids[row, width - n :] = torch.tensor(e.prompt_ids)
+        mask[row, width - n :] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def batches(items: Sequence[Encoded], batch_size: int, pad_token_id: int, *, order: Sequence[int] | None = None):
+    """Yield right-padded batches in ``order`` (default: as given)."""
+    order = list(range(len(items))) if order is None else list(order)
+    for start in range(0, len(order), batch_size):
+        yield collate([items[i] for i in order[start : start + batch_size]], pad_token_id)

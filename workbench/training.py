@@ -1,0 +1,315 @@
+"""Training loops: full fine-tuning and training restricted to a region.
+
+The controlled setting of Lee et al. (2025, §4) needs three kinds of training:
+
+* full fine-tuning (θp → θr on the retain set; θp → the target model on ``full``);
+* injection: θr → θo on the forget set updating only ``V_tgt``, with a retain term
+  ``NLL(forget) + λ_retain · NLL(retain)`` (λ_retain = 2);
+* unlearning restricted to a region (Oracle ``V_tgt`` or Random ``V_rdm``) with any objective.
+
+All use the same loop (:func:`run_loop`): AdamW (or another registered optimizer), weight decay,
+gradient clipping over the trainable entries only, linear decay without warm-up **[choice]**, a
+seeded data order, a tqdm progress bar, and a guard that stops on a non-finite loss or gradient
+with the step, objective and learning rate in the message.
+
+Restricted training (:func:`train_region`) trains a :class:`~workbench.delta.RegionDelta`, so every
+parameter outside the region is bit-identical afterwards. :func:`train_dense_masked` is the plain
+reference (gradient mask on full down-projection weights + weight decay limited to the mask) that
+tests and benchmarks compare it with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from workbench import architectures as arch
+from workbench import objectives as obj
+from workbench.data.formatting import Encoded, collate
+from workbench.delta import RegionDelta
+from workbench.regions import Region, WeightRegion
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (paper appendix F defaults: AdamW, batch 16, weight decay 0.01, 5 epochs).
+
+    ``schedule="linear"`` decays the learning rate linearly to 0 with no warm-up **[choice]**.
+    ``max_grad_norm=None`` disables clipping. ``max_steps`` caps the number of steps (benchmarks).
+    """
+
+    lr: float
+    epochs: int = 5
+    batch_size: int = 16
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    optimizer: str = "adamw"
+    schedule: str = "linear"
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        if self.schedule not in ("linear", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose 'linear' or 'constant'")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss or gradient."""
+
+
+def make_optimizer(params: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    kwargs = {"lr": cfg.lr}
+    if cfg.optimizer in ("adamw", "adam", "sgd"):
+        kwargs["weight_decay"] = cfg.weight_decay
+    return OPTIMIZERS[cfg.optimizer](params, **kwargs)
+
+
+def epoch_orders(n: int, cfg: TrainConfig) -> Iterable[list[int]]:
+    """Seeded shuffles, one per epoch (independent of the global RNG)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        yield torch.randperm(n, generator=gen).tolist()
+
+
+def _cycle_batches(items: Sequence[Encoded], cfg: TrainConfig, pad_token_id: int):
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    while True:
+        order = torch.randperm(len(items), generator=gen).tolist()
+        for start in range(0, len(order), cfg.batch_size):
+            yield collate([items[i] for i in order[start : start + cfg.batch_size]], pad_token_id)
+
+
+def run_loop(
+    params: Sequence[torch.Tensor],
+    step_loss: Callable[[dict, dict | None], torch.Tensor],
+    data: Sequence[Encoded],
+    cfg: TrainConfig,
+    pad_token_id: int,
+    *,
+    retain: Sequence[Encoded] | None = None,
+    desc: str = "train",
+    before_step: Callable[[torch.optim.Optimizer], None] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[dict]:
+    """Generic loop over seeded batches of ``data``; returns a per-step history.
+
+    ``step_loss(batch, retain_batch)`` returns the loss; ``retain_batch`` is drawn from ``retain``
+    (cycled, seeded) when given. ``before_step`` runs after clipping and before the optimizer step.
+    """
+    params = list(params)
+    if not params:
+        raise ValueError(f"{desc}: nothing to train (empty region?)")
+    optimizer = make_optimizer(params, cfg)
+    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    decay = (lambda s: max(0.0, 1.0 - s / total)) if cfg.schedule == "linear" else (lambda s: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    retain_iter = _cycle_batches(retain, cfg, pad_token_id) if retain else None
+    history: list[dict] = []
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    step = 0
+    for order in epoch_orders(len(data), cfg):
+        for start in range(0, len(order), cfg.batch_size):
+            if step >= total:
+                break
+            batch = _to(collate([data[i] for i in order[start : start + cfg.batch_size]], pad_token_id), device)
+            retain_batch = _to(next(retain_iter), device) if retain_iter else None
+            lr = scheduler.get_last_lr()[0]
+            loss = step_loss(batch, retain_batch)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"{desc}: loss is {loss.item()} at step {step} (lr {lr:.3g}); lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = _grad_norm(params, cfg.max_grad_norm)
+            if not math.isfinite(norm):
+                raise DivergedError(f"{desc}: gradient norm is {norm} at step {step} (lr {lr:.3g}); lower the learning rate")
+            if before_step is not None:
+                before_step(optimizer)
+            optimizer.step()
+            scheduler.step()
+            history.append({"step": step, "loss": loss.item(), "lr": lr, "grad_norm": norm})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            step += 1
+    bar.close()
+    return history
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _grad_norm(params: Sequence[torch.Tensor], max_norm: float | None) -> float:
+    grads = [p for p in params if p.grad is not None]
+    if max_norm is None:
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads]))) if grads else 0.0
+    return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
+
+
+def _objective_loss(model, objective, ctx, lambda_retain):
+    def step_loss(batch, retain_batch):
+        return obj.total_loss(objective, model, batch, ctx, retain_batch=retain_batch, lambda_retain=lambda_retain)
+
+    return step_loss
+
+
+def finetune(
+    model: nn.Module,
+    data: Sequence[Encoded],
+    cfg: TrainConfig,
+    pad_token_id: int,
+    *,
+    desc: str = "fine-tune",
+    progress: bool = True,
+) -> list[dict]:
+    """Full fine-tuning with the NLL of the answer tokens (learning θr and the target model)."""
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    nll = obj.make("nll")
+    history = run_loop(
+        [p for p in model.parameters() if p.requires_grad],
+        _objective_loss(model, nll, obj.ObjectiveContext(), 0.0),
+        data, cfg, pad_token_id, desc=desc, device=_device_of(model), progress=progress,
+    )
+    model.eval()
+    return history
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def train_region(
+    model: nn.Module,
+    region: Region | WeightRegion,
+    data: Sequence[Encoded],
+    cfg: TrainConfig,
+    pad_token_id: int,
+    *,
+    objective: obj.Objective | str = "nll",
+    retain: Sequence[Encoded] | None = None,
+    lambda_retain: float = 0.0,
+    ctx: obj.ObjectiveContext | None = None,
+    desc: str | None = None,
+    progress: bool = True,
+) -> tuple[RegionDelta, list[dict]]:
+    """Train only ``region``'s entries; the model's own weights are left untouched.
+
+    Returns the trained :class:`RegionDelta` (hooks removed, *not* merged: call
+    ``delta.merge()`` for θ_after, or mix with ``delta.mixed(α)``) and the step history.
+    The objective's ``π_ref`` is the model with the delta disabled.
+    """
+    objective = obj.make(objective) if isinstance(objective, str) else objective
+    if lambda_retain and not retain:
+        raise ValueError("lambda_retain > 0 needs retain examples")
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    delta = RegionDelta(model, region)
+    ctx = ctx or obj.ObjectiveContext()
+    if ctx.reference is None:
+        ctx.reference = delta.disabled
+    was_training = model.training
+    model.train()
+    try:
+        with delta.attached():
+            history = run_loop(
+                list(delta.params.values()),
+                _objective_loss(model, objective, ctx, lambda_retain),
+                data, cfg, pad_token_id,
+                retain=retain if lambda_retain else None,
+                desc=desc or f"{objective.name} on {region.size} entries",
+                device=_device_of(model), progress=progress,
+            )
+    finally:
+        model.train(was_training)
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+    return delta, history
+
+
+def train_dense_masked(
+    model: nn.Module,
+    region: Region | WeightRegion,
+    data: Sequence[Encoded],
+    cfg: TrainConfig,
+    pad_token_id: int,
+    *,
+    objective: obj.Objective | str = "nll",
+    retain: Sequence[Encoded] | None = None,
+    lambda_retain: float = 0.0,
+    ctx: obj.ObjectiveContext | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Reference implementation: train full down-projection weights with a gradient mask.
+
+    Weight decay is applied by hand to the masked entries only (AdamW's own decay would move the
+    frozen ones), so with Adam-type optimizers the entries outside the mask stay exactly fixed.
+    Gradients and optimizer state are full-size: this is what :func:`train_region` avoids.
+    """
+    objective = obj.make(objective) if isinstance(objective, str) else objective
+    weights = [arch.down_proj(model, l).weight for l in range(arch.n_layers(model))]
+    masks = [_weight_mask(model, region, l) for l in range(arch.n_layers(model))]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    handles = []
+    for w, m in zip(weights, masks):
+        w.requires_grad_(True)
+        handles.append(w.register_hook(lambda g, m=m: g * m.to(g.dtype)))
+    masked_cfg = TrainConfig(**{**cfg.as_dict(), "weight_decay": 0.0})
+
+    def decay_masked(optimizer: torch.optim.Optimizer) -> None:
+        lr = optimizer.param_groups[0]["lr"]
+        with torch.no_grad():
+            for w, m in zip(weights, masks):
+                w.sub_(lr * cfg.weight_decay * w * m.to(w.dtype))
+
+    if ctx is None:
+        ctx = obj.ObjectiveContext()
+    model.train()
+    history = run_loop(
+        weights, _objective_loss(model, objective, ctx, lambda_retain), data, masked_cfg, pad_token_id,
+        retain=retain if lambda_retain else None, desc="dense masked",
+        before_step=decay_masked if cfg.weight_decay else None, device=_device_of(model), progress=progress,
+    )
+    model.eval()
+    for w, handle in zip(weights, handles):
+        handle.remove()
+        w.requires_grad_(False)
+    return history
+
+
+def _weight_mask(model: nn.Module, region: Region | WeightRegion, layer: int) -> torch.Tensor:
+    weight = arch.down_proj(model, layer).weight
+    if isinstance(region, WeightRegion):
+        return region.masks.get(layer, torch.zeros_like(weight, dtype=torch.bool)).to(weight.device)
+    mask = torch.zeros_like(weight, dtype=torch.bool)
+    idx = region.layer(layer).to(weight.device)
+    if arch.vector_axis(model) == 1:
+        mask[:, idx] = True
+    else:
+        mask[idx] = True
+    return mask
+
