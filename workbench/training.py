@@ -99,6 +99,9 @@ def _cycle_batches(items: Sequence[Encoded], cfg: TrainConfig, pad_token_id: int
             yield collate([items[i] for i in order[start : start + cfg.batch_size]], pad_token_id)
 
 
+CollateFn = Callable[[Sequence, int], dict]
+
+
 def run_loop(
     params: Sequence[torch.Tensor],
     step_loss: Callable[[dict, dict | None], torch.Tensor],
@@ -111,8 +114,12 @@ def run_loop(
     before_step: Callable[[torch.optim.Optimizer], None] | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    collate_fn: CollateFn = collate,
 ) -> list[dict]:
     """Generic loop over seeded batches of ``data``; returns a per-step history.
+
+    ``collate_fn(items, pad_token_id)`` turns a list of data items into a batch dict (default:
+    :func:`~workbench.data.formatting.collate`; objectives with paired data, such as DPO, pass theirs).
 
     ``step_loss(batch, retain_batch)`` returns the loss; ``retain_batch`` is drawn from ``retain``
     (cycled, seeded) when given. ``before_step`` runs after clipping and before the optimizer step.
@@ -133,7 +140,7 @@ def run_loop(
         for start in range(0, len(order), cfg.batch_size):
             if step >= total:
                 break
-            batch = _to(collate([data[i] for i in order[start : start + cfg.batch_size]], pad_token_id), device)
+            batch = _to(collate_fn([data[i] for i in order[start : start + cfg.batch_size]], pad_token_id), device)
             retain_batch = _to(next(retain_iter), device) if retain_iter else None
             lr = scheduler.get_last_lr()[0]
             loss = step_loss(batch, retain_batch)
@@ -214,6 +221,7 @@ def train_region(
     ctx: obj.ObjectiveContext | None = None,
     desc: str | None = None,
     progress: bool = True,
+    collate_fn: CollateFn = collate,
 ) -> tuple[RegionDelta, list[dict]]:
     """Train only ``region``'s entries; the model's own weights are left untouched.
 
@@ -241,7 +249,7 @@ def train_region(
                 data, cfg, pad_token_id,
                 retain=retain if lambda_retain else None,
                 desc=desc or f"{objective.name} on {region.size} entries",
-                device=_device_of(model), progress=progress,
+                device=_device_of(model), progress=progress, collate_fn=collate_fn,
             )
     finally:
         model.train(was_training)
@@ -262,6 +270,7 @@ def train_dense_masked(
     lambda_retain: float = 0.0,
     ctx: obj.ObjectiveContext | None = None,
     progress: bool = False,
+    collate_fn: CollateFn = collate,
 ) -> list[dict]:
     """Reference implementation: train full down-projection weights with a gradient mask.
 
@@ -293,6 +302,7 @@ def train_dense_masked(
         weights, _objective_loss(model, objective, ctx, lambda_retain), data, masked_cfg, pad_token_id,
         retain=retain if lambda_retain else None, desc="dense masked",
         before_step=decay_masked if cfg.weight_decay else None, device=_device_of(model), progress=progress,
+        collate_fn=collate_fn,
     )
     model.eval()
     for w, handle in zip(weights, handles):
