@@ -119,3 +119,23 @@ def batches(items: Sequence[Encoded], batch_size: int, pad_token_id: int, *, ord
     order = list(range(len(items))) if order is None else list(order)
     for start in range(0, len(order), batch_size):
         yield collate([items[i] for i in order[start : start + batch_size]], pad_token_id)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One DPO item: the same prompt with a preferred answer (``win``, a refusal) and a rejected one
+    (``lose``, the true answer to forget)."""
+
+    win: Encoded
+    lose: Encoded
+
+
+def collate_pairs(items: Sequence[PreferencePair], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Batch ``n`` pairs as ``2n`` right-padded rows (wins first, then loses, in the same order) so
+    that one forward pass scores both; ``preferred`` ``[2n]`` marks the win rows.
+
+    Usable as ``collate_fn`` of :func:`workbench.training.train_region` / ``run_loop``.
+    """
+    batch = collate([p.win for p in items] + [p.lose for p in items], pad_token_id)
+    batch["preferred"] = torch.arange(2 * len(items)) < len(items)
+    return batch
