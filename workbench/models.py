@@ -133,3 +133,120 @@ def load_pretrained(
 
 def count_value_vectors(model: nn.Module) -> int:
     return arch.n_layers(model) * arch.d_ff(model)
+
+
+# -- memory estimate ------------------------------------------------------------------------------
+GIB = 2**30
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+_ADAMW_BYTES_PER_DELTA_PARAM = 4 + 4 + 8  # fp32 parameter, its gradient, two fp32 Adam moments
+# Per-layer norm weights beyond LLaMA's two d_model-sized RMSNorms (q/k norms), by model_type.
+_EXTRA_NORMS = {"olmo2": lambda q_dim, kv_dim: q_dim + kv_dim}
+
+
+def _dims(config) -> dict[str, int]:
+    d, heads = config.hidden_size, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or d // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return {"d": d, "ff": config.intermediate_size, "L": config.num_hidden_layers, "V": config.vocab_size,
+            "q": heads * head_dim, "kv": kv_heads * head_dim}
+
+
+def count_parameters(config) -> int:
+    """Exact parameter count of a LLaMA-shaped causal LM from its config (no weights needed)."""
+    s = _dims(config)
+    attn = s["d"] * s["q"] * 2 + s["d"] * s["kv"] * 2
+    if getattr(config, "attention_bias", False):
+        attn += s["q"] + 2 * s["kv"] + s["d"]  # q, k, v biases and the o bias
+    mlp = 3 * s["d"] * s["ff"] + (2 * s["ff"] + s["d"] if getattr(config, "mlp_bias", False) else 0)
+    norms = 2 * s["d"] + _EXTRA_NORMS.get(getattr(config, "model_type", ""), lambda q, kv: 0)(s["q"], s["kv"])
+    head = 0 if getattr(config, "tie_word_embeddings", False) else s["V"] * s["d"]
+    return s["V"] * s["d"] + s["L"] * (attn + mlp + norms) + s["d"] + head
+
+
+def _activation_elems_per_token(s: dict[str, int], mode: str, fraction: float, checkpointing: bool) -> float:
+    # Tensors autograd keeps per token and layer. Full training also keeps the inputs of every
+    # matmul (for the weight gradients); with frozen weights only the nonlinearities, attention and
+    # the region's slice of the MLP coefficients are kept.
+    if mode == "full":
+        layer = 6 * s["d"] + 2 * s["kv"] + 4 * s["ff"]
+    else:
+        layer = 4 * s["d"] + 2 * s["kv"] + (3 + fraction) * s["ff"]
+    if checkpointing:  # one layer input per layer, plus one layer recomputed at a time
+        return s["L"] * s["d"] + layer
+    return s["L"] * layer
+
+
+def estimate_memory(
+    config,
+    region_fraction: float,
+    batch: int,
+    seq_len: int,
+    *,
+    dtype: str = "bfloat16",
+    mode: str = "restricted",
+    gradient_checkpointing: bool = False,
+    shards: int = 1,
+    overhead_bytes: int = GIB,
+) -> dict:
+    """Peak GPU memory of one training step, per device, for a LLaMA-shaped ``config``.
+
+    Exact parts: the weights (``count_parameters`` × dtype), the region delta of ``mode="restricted"``
+    (``round(fraction·L·d_ff)`` value vectors × ``d_model``: fp32 parameter + gradient + two AdamW
+    moments = 16 B each, plus the frozen ``P0`` copy in ``dtype``: what :class:`~workbench.delta.RegionDelta`
+    and ``torch.optim.AdamW`` allocate) and, for ``mode="full"``, gradients and AdamW moments in the
+    weights' dtype (torch keeps optimizer state in the parameter dtype; pass ``dtype="float32"`` for
+    fp32 master weights). ``shards`` divides weights, gradients and optimizer state of full training
+    (FSDP full sharding over that many GPUs); restricted training replicates everything (DDP).
+
+    Rough parts (±30%, **[choice]**, checked by ``benchmarks/gpu_check.py``): activations kept
+    for backward for ``batch × seq_len`` tokens per device (see ``_activation_elems_per_token``),
+    the logits with their fp32 log-softmax and its gradient (``dtype`` + 12 bytes per entry), and a
+    fixed ``overhead_bytes`` for the CUDA context and allocator slack.
+
+    Returns a dict of byte counts (``weights_bytes``, ``delta_bytes``, ``train_state_bytes``,
+    ``activation_bytes``, ``logits_bytes``, ``overhead_bytes``, ``total_bytes``), the counts
+    ``n_params``, ``region_vectors``, ``delta_params``, and a one-line ``summary``.
+    """
+    if mode not in ("restricted", "full"):
+        raise ValueError(f"unknown mode {mode!r}; choose 'restricted' or 'full'")
+    if dtype not in _BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(_BYTES)}")
+    if not 0.0 <= region_fraction <= 1.0:
+        raise ValueError(f"region_fraction must be in [0, 1], got {region_fraction}")
+    s, b = _dims(config), _BYTES[dtype]
+    n_params = count_parameters(config)
+    region_vectors = round(region_fraction * s["L"] * s["ff"]) if mode == "restricted" else 0
+    delta_params = region_vectors * s["d"]
+    tokens = batch * seq_len
+    est = {
+        "mode": mode,
+        "n_params": n_params,
+        "region_vectors": region_vectors,
+        "delta_params": delta_params,
+        "weights_bytes": n_params * b // (shards if mode == "full" else 1),
+        "delta_bytes": delta_params * (_ADAMW_BYTES_PER_DELTA_PARAM + b),
+        "train_state_bytes": 3 * n_params * b // shards if mode == "full" else 0,
+        "activation_bytes": int(tokens * b * _activation_elems_per_token(s, mode, region_fraction, gradient_checkpointing)),
+        "logits_bytes": tokens * s["V"] * (b + 12),
+        "overhead_bytes": overhead_bytes,
+    }
+    est["total_bytes"] = sum(v for k, v in est.items() if k.endswith("_bytes"))
+    est["summary"] = _memory_summary(est, dtype, batch, seq_len, gradient_checkpointing, shards)
+    return est
+
+
+def _memory_summary(est: dict, dtype: str, batch: int, seq_len: int, checkpointing: bool, shards: int) -> str:
+    parts = ", ".join(
+        f"{k.removesuffix('_bytes')} {est[k] / GIB:.1f}"
+        for k in ("weights_bytes", "delta_bytes", "train_state_bytes", "activation_bytes", "logits_bytes", "overhead_bytes")
+        if est[k]
+    )
+    setup = f"{est['mode']}, {est['n_params'] / 1e9:.2f}B params in {dtype}, batch {batch}×{seq_len}"
+    setup += ", checkpointing" if checkpointing else ""
+    setup += f", {shards} shards" if shards > 1 and est["mode"] == "full" else ""
+    return f"{est['total_bytes'] / GIB:.1f} GiB per device ({setup}): {parts} GiB"
+
+
+def fits(estimate: dict, gpu_bytes: int, *, headroom: float = 0.95) -> bool:
+    """Whether an :func:`estimate_memory` result fits in ``headroom`` × ``gpu_bytes`` of GPU memory."""
+    return estimate["total_bytes"] <= headroom * gpu_bytes

@@ -1,0 +1,100 @@
+"""``estimate_memory``: the exact parts (parameter count, region delta, optimizer state) equal what
+torch really allocates on tiny models; the rough parts behave sensibly."""
+
+import pytest
+import torch
+import transformers as tf
+
+from workbench.delta import RegionDelta
+from workbench.models import count_parameters, estimate_memory, fits
+from workbench.regions import random_region
+
+from conftest import make_tiny
+
+pytestmark = pytest.mark.unit
+
+
+def _tiny(model_type: str, **extra):
+    dims = dict(vocab_size=96, hidden_size=32, intermediate_size=80, num_hidden_layers=3,
+                num_attention_heads=4, num_key_value_heads=2, **extra)
+    config = {"llama": tf.LlamaConfig, "olmo2": tf.Olmo2Config}[model_type](**dims)
+    torch.manual_seed(0)
+    return tf.AutoModelForCausalLM.from_config(config)
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _adamw_step(params) -> torch.optim.Optimizer:
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    return opt
+
+
+@pytest.mark.parametrize(
+    "model_type,extra",
+    [("llama", {}), ("llama", {"tie_word_embeddings": True}), ("llama", {"attention_bias": True, "mlp_bias": True}),
+     ("olmo2", {})],
+)
+def test_parameter_count_is_exact(model_type, extra):
+    model = _tiny(model_type, **extra)
+    assert count_parameters(model.config) == sum(p.numel() for p in model.parameters())
+
+
+def test_llama_31_8b_parameter_count():
+    config = tf.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                            num_attention_heads=32, num_key_value_heads=8)
+    assert count_parameters(config) == 8_030_261_248
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.05])
+def test_region_delta_part_is_exact(fraction):
+    model = make_tiny("llama", d_ff=96, layers=3).to(torch.bfloat16)
+    delta = RegionDelta(model, random_region(model, fraction, seed=0))
+    est = estimate_memory(model.config, fraction, batch=2, seq_len=8, dtype="bfloat16")
+    assert est["delta_params"] == delta.num_trainable()
+    params = list(delta.params.values())
+    opt = _adamw_step(params)
+    state = [t for s in opt.state.values() for k, t in s.items() if k != "step"]
+    before = [delta.before(layer) for layer in delta.layers]
+    assert est["delta_bytes"] == _nbytes(params) + _nbytes(p.grad for p in params) + _nbytes(state) + _nbytes(before)
+    assert est["weights_bytes"] == _nbytes(model.parameters())
+
+
+def test_full_training_state_is_exact():
+    model = make_tiny("llama").to(torch.bfloat16)
+    est = estimate_memory(model.config, 0.0, batch=2, seq_len=8, dtype="bfloat16", mode="full")
+    params = list(model.parameters())
+    opt = _adamw_step(params)
+    state = [t for s in opt.state.values() for k, t in s.items() if k != "step"]
+    assert est["train_state_bytes"] == _nbytes(p.grad for p in params) + _nbytes(state)
+    assert est["delta_bytes"] == 0
+
+
+def test_rough_parts_scale_and_checkpointing_helps():
+    model = make_tiny("llama")
+    small = estimate_memory(model.config, 0.1, batch=2, seq_len=16)
+    double = estimate_memory(model.config, 0.1, batch=4, seq_len=16)
+    assert double["activation_bytes"] == 2 * small["activation_bytes"]
+    assert double["logits_bytes"] == 2 * small["logits_bytes"]
+    big = tf.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8)
+    plain = estimate_memory(big, 0.1, 16, 512)
+    ckpt = estimate_memory(big, 0.1, 16, 512, gradient_checkpointing=True)
+    full = estimate_memory(big, 0.1, 16, 512, mode="full", gradient_checkpointing=True)
+    sharded = estimate_memory(big, 0.1, 16, 512, mode="full", gradient_checkpointing=True, shards=2)
+    assert ckpt["activation_bytes"] < plain["activation_bytes"] / 5
+    assert fits(ckpt, 80 * 2**30) and not fits(full, 80 * 2**30) and fits(sharded, 80 * 2**30)
+    assert sharded["train_state_bytes"] * 2 == full["train_state_bytes"]
+    assert "GiB per device" in ckpt["summary"]
+
+
+def test_bad_arguments_are_named():
+    config = make_tiny("llama").config
+    with pytest.raises(ValueError, match="mode"):
+        estimate_memory(config, 0.1, 1, 8, mode="lora")
+    with pytest.raises(ValueError, match="dtype"):
+        estimate_memory(config, 0.1, 1, 8, dtype="int8")

@@ -1,0 +1,380 @@
+"""Training on several processes (GPUs) with HF accelerate: full fine-tuning and restricted training.
+
+Data parallelism runs one copy of the training step per process (*rank*). Every rank walks the
+same seeded sequence of **global** batches (the order of :func:`workbench.training.run_loop`) and
+takes its own contiguous share of each batch's rows (:func:`shard_rows`); the gradients are then
+averaged over ranks (DDP's all-reduce, or FSDP's reduce-scatter). A loss that is a *mean* over
+units (answer tokens for NLL, examples for NPO) must be re-weighted so that the average over ranks
+equals the single-process loss of the global batch: rank r multiplies its local mean by
+``world · n_r / N`` (``n_r`` units on the rank, ``N`` in the global batch, :func:`shard_weight`).
+Then two processes compute the same update as one process on the same global batch, up to float
+rounding, for any sequence lengths.
+
+Two ways to split the work across GPUs (paper setting: 8B models on two 80 GB GPUs):
+
+* **Full fine-tuning** (θp → θr, the target model) trains every weight; with AdamW in bf16 that is
+  8 bytes per parameter before activations (≈ 60 GiB of state for 8B, see
+  :func:`workbench.models.estimate_memory`), so shard it with **FSDP** (version 2) over the GPUs.
+* **Restricted training** (injection, unlearning) trains only a
+  :class:`~workbench.delta.RegionDelta` (fp32, a few % of the model) on a frozen bf16 model, which
+  fits one 80 GB GPU. Several GPUs run plain **DDP**: :class:`RestrictedModule` wraps the frozen
+  model and the delta in a module whose only parameters are the delta's, so DDP broadcasts and
+  all-reduces just those (the frozen model is kept out of ``parameters()``, and every rank must load
+  the same weights: :func:`check_same_weights`).
+
+Launch with the accelerate configs in ``scripts/accelerate/`` (``scripts/train_distributed.sh``
+wraps these; nothing here picks a device)::
+
+    # 2 GPUs, restricted training with DDP, bf16 autocast, bf16 frozen weights, fp32 delta
+    accelerate launch --config_file scripts/accelerate/ddp_2gpu.yaml -m workbench.distributed \
+        --mode restricted --model meta-llama/Llama-3.1-8B-Instruct --dtype bfloat16 \
+        --data forget.jsonl --gradient-checkpointing --out outputs/delta
+    # 2 GPUs, full fine-tuning sharded with FSDP2 (one unit per decoder layer, activation
+    # checkpointing from the config, fp32 sharded master weights, bf16 compute)
+    accelerate launch --config_file scripts/accelerate/fsdp2_2gpu.yaml -m workbench.distributed \
+        --mode full --model meta-llama/Llama-3.1-8B-Instruct --dtype float32 --data full.jsonl --out outputs/target
+    # CPU stand-in used by the tests (gloo): the only launch that really starts 2 ranks on CPU
+    ACCELERATE_USE_CPU=true OMP_NUM_THREADS=1 accelerate launch --multi_gpu --num_processes 2 \
+        -m workbench.distributed --mode restricted --out /tmp/run
+
+On CPU, accelerate silently falls back in other launches (``--cpu`` runs one process, FSDP flags
+are ignored), so :func:`train_distributed` records ``distributed_type`` and ``num_processes`` and
+the tests assert them. Gradient checkpointing (``--gradient-checkpointing``) uses the non-reentrant
+torch checkpoint, which also recomputes the delta's hooks and needs no input gradients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from workbench import objectives as obj
+from workbench.data.formatting import Encoded
+from workbench.delta import RegionDelta
+from workbench.regions import Region, WeightRegion, random_region
+from workbench.training import TrainConfig, run_loop
+
+
+# -- sharding a global batch ----------------------------------------------------------------------
+def answer_tokens(batch: Mapping[str, torch.Tensor]) -> int:
+    """Number of predicted answer tokens (what :func:`workbench.objectives.mean_nll` divides by)."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def input_tokens(batch: Mapping[str, torch.Tensor]) -> int:
+    return int(batch["attention_mask"].sum())
+
+
+def examples(batch: Mapping[str, torch.Tensor]) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+# What each objective's loss is a mean over; objectives not listed average over examples.
+LOSS_UNITS: dict[str, Callable[[Mapping[str, torch.Tensor]], int]] = {
+    "nll": answer_tokens,
+    "ga": answer_tokens,
+    "wga": answer_tokens,
+    "l2_mlp": input_tokens,
+}
+
+
+def shard_rows(batch: Mapping[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Rank ``rank``'s contiguous share of the rows of every tensor in ``batch`` (dim 0 = batch)."""
+    n = examples(batch)
+    if n < world:
+        raise ValueError(f"a global batch of {n} rows cannot feed {world} processes; raise batch_size")
+    return {k: torch.tensor_split(v, world)[rank] for k, v in batch.items()}
+
+
+def shard_weight(local: Mapping, full: Mapping, world: int, units: Callable[[Mapping], int]) -> float:
+    """``world · n_local / n_global``: makes the rank-average of local means the global mean."""
+    total = units(full)
+    return world * units(local) / total if total else 0.0
+
+
+# -- what DDP wraps -------------------------------------------------------------------------------
+class RestrictedModule(nn.Module):
+    """A frozen model plus its :class:`RegionDelta`; ``parameters()`` are the delta's only.
+
+    ``forward`` runs the model, whose down-projection hooks read the delta. The model is held in a
+    list so that DDP neither broadcasts nor all-reduces its (frozen, multi-GB) weights.
+    """
+
+    def __init__(self, model: nn.Module, delta: RegionDelta):
+        super().__init__()
+        self.delta = delta
+        self._model = [model]
+
+    def forward(self, *args, **kwargs):
+        return self._model[0](*args, **kwargs)
+
+
+class ModelView:
+    """What objectives see: calls go through the wrapped (DDP/FSDP) module so that gradients are
+    synchronised; attributes (``config``, decoder layers for hooks) come from the plain HF model."""
+
+    def __init__(self, wrapped: nn.Module, model: nn.Module):
+        self._wrapped, self._model = wrapped, model
+
+    def __call__(self, *args, **kwargs):
+        return self._wrapped(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """Non-reentrant activation checkpointing of every decoder layer (works with frozen inputs)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def check_same_weights(accelerator, model: nn.Module) -> None:
+    """Fail early when ranks hold different frozen weights (DDP only syncs the trainable ones)."""
+    local = torch.stack([p.detach().float().sum() for p in model.parameters()]).to(accelerator.device)
+    lo, hi = _min_max(accelerator, local)
+    if not torch.equal(lo, hi):
+        raise RuntimeError("ranks loaded different model weights; load the same checkpoint (or seed) on every rank")
+
+
+def _min_max(accelerator, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    gathered = accelerator.gather(values.unsqueeze(0))
+    return gathered.min(0).values, gathered.max(0).values
+
+
+# -- the training step ----------------------------------------------------------------------------
+def _all_finite(accelerator, loss: torch.Tensor) -> bool:
+    # Every rank must agree, or one rank stops while the others wait in the all-reduce forever.
+    flag = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=accelerator.device)
+    return bool(_min_max(accelerator, flag)[0].item())
+
+
+def sharded_step_loss(
+    accelerator,
+    view: ModelView,
+    objective: obj.Objective,
+    ctx: obj.ObjectiveContext,
+    lambda_retain: float,
+) -> Callable[[dict, dict | None], torch.Tensor]:
+    """``step_loss`` for :func:`run_loop`: this rank's weighted share of the global batch's loss."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    units = LOSS_UNITS.get(objective.name, examples)
+    retain_loss = getattr(objective, "retain_loss", None) or (
+        lambda model, batch, _ctx: obj.mean_nll(obj.forward_logits(model, batch), batch["labels"])
+    )
+
+    def step_loss(batch: dict, retain_batch: dict | None) -> torch.Tensor:
+        local = shard_rows(batch, rank, world)
+        loss = objective(view, local, ctx) * shard_weight(local, batch, world, units)
+        if lambda_retain:
+            r_local = shard_rows(retain_batch, rank, world)
+            r_weight = shard_weight(r_local, retain_batch, world, answer_tokens)
+            loss = loss + lambda_retain * r_weight * retain_loss(view, r_local, ctx)
+        return loss if _all_finite(accelerator, loss) else torch.full_like(loss, float("nan"))
+
+    return step_loss
+
+
+def _prepare(accelerator, model: nn.Module, region: Region | WeightRegion | None):
+    """Wrap for the launch's distributed mode; returns (wrapped, trainable params, delta or None)."""
+    check_same_weights(accelerator, model)
+    if region is None:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if getattr(accelerator, "is_fsdp2", False):
+            # accelerate prepares an FSDP2 model only together with an optimizer; this stateless one
+            # is dropped, and run_loop builds AdamW over the sharded parameters (unverified on GPUs).
+            wrapped, _ = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.0))
+        else:
+            wrapped = accelerator.prepare(model)
+        return wrapped, [p for p in wrapped.parameters() if p.requires_grad], None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    delta = RegionDelta(model, region)
+    with warnings.catch_warnings():  # accelerate passes `broadcast_buffers`, which torch now renames
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+        wrapped = accelerator.prepare(RestrictedModule(model, delta))
+    return wrapped, list(delta.params.values()), delta
+
+
+def train_distributed(
+    accelerator,
+    model: nn.Module,
+    data: Sequence[Encoded],
+    cfg: TrainConfig,
+    pad_token_id: int,
+    *,
+    region: Region | WeightRegion | None = None,
+    objective: obj.Objective | str = "nll",
+    retain: Sequence[Encoded] | None = None,
+    lambda_retain: float = 0.0,
+    gradient_checkpointing: bool = False,
+    progress: bool = True,
+) -> tuple[nn.Module | RegionDelta, list[dict]]:
+    """Train on every process of ``accelerator``: all weights (``region=None``) or only ``region``.
+
+    ``model`` must already sit on ``accelerator.device`` with identical weights on every rank.
+    ``cfg.batch_size`` is the **global** batch (split over the ranks). Returns the trained model
+    (unwrapped; under FSDP its parameters stay sharded, gather them with
+    ``accelerator.get_state_dict``) or the :class:`RegionDelta` (hooks removed, not merged), and the
+    history of :func:`run_loop` with ``loss`` replaced by the loss of the global batch.
+    """
+    objective = obj.make(objective) if isinstance(objective, str) else objective
+    if lambda_retain and not retain:
+        raise ValueError("lambda_retain > 0 needs retain examples")
+    if gradient_checkpointing:
+        enable_checkpointing(model)
+    wrapped, params, delta = _prepare(accelerator, model, region)
+    view = ModelView(wrapped, model)
+    ctx = obj.ObjectiveContext(reference=delta.disabled if delta is not None else None)
+    model.train()
+    try:
+        if delta is not None:
+            delta.attach()
+        history = run_loop(
+            params, sharded_step_loss(accelerator, view, objective, ctx, lambda_retain), data, cfg, pad_token_id,
+            retain=retain if lambda_retain else None, desc=f"{objective.name} on rank {accelerator.process_index}",
+            device=accelerator.device, progress=progress and accelerator.is_main_process,
+        )
+    finally:
+        if delta is not None:
+            delta.detach_hooks()
+        model.eval()
+    return (delta if delta is not None else accelerator.unwrap_model(wrapped)), _global_history(accelerator, history)
+
+
+def _global_history(accelerator, history: list[dict]) -> list[dict]:
+    if not history:
+        return history
+    local = torch.tensor([h["loss"] for h in history], dtype=torch.float64, device=accelerator.device)
+    mean = accelerator.gather(local.unsqueeze(0)).mean(0).tolist()
+    return [{**h, "loss": m} for h, m in zip(history, mean)]
+
+
+def make_accelerator(**kwargs):
+    """An ``Accelerator`` for :func:`train_distributed`. DDP buffer broadcasting is off: the delta's
+    frozen ``P0`` copies are buffers and would otherwise be re-sent before every forward."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)], **kwargs)
+
+
+# -- script entry: tiny model on fixed random data, or a real model on encoded data ----------------
+def tiny_model(seed: int = 0, *, vocab: int = 64, d_model: int = 32, d_ff: int = 64, layers: int = 2) -> nn.Module:
+    """A randomly initialised tiny LLaMA on CPU, identical on every rank for the same seed."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                         tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config)
+
+
+def random_data(n: int, *, vocab: int = 64, seed: int = 0) -> list[Encoded]:
+    """``n`` random examples of unequal lengths (prompt 3–5, answer 4–9 tokens; ids avoid pad 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        prompt, answer = 3 + i % 3, 4 + (7 * i) % 6
+        out.append(Encoded(tuple(torch.randint(1, vocab, (prompt + answer,), generator=gen).tolist()), prompt))
+    return out
+
+
+def load_encoded(path: str | Path) -> list[Encoded]:
+    """Encoded examples from JSON lines ``{"input_ids": [...], "prompt_len": n}``."""
+    lines = Path(path).read_text().splitlines()
+    return [Encoded(tuple(r["input_ids"]), int(r["prompt_len"])) for r in map(json.loads, filter(None, lines))]
+
+
+def _examples(source: str, n: int, seed: int) -> list[Encoded]:
+    return random_data(n, seed=seed) if source == "random" else load_encoded(source)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workbench.distributed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=["restricted", "full"], default="restricted")
+    p.add_argument("--model", default="tiny", help="'tiny' (random, seeded) or a hub id / local path")
+    p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 (delta stays fp32)")
+    p.add_argument("--data", default="random", help="'random' or a JSON-lines file of encoded examples")
+    p.add_argument("--retain", default=None, help="'random' or JSON-lines retain examples (with --lambda-retain)")
+    p.add_argument("--lambda-retain", type=float, default=0.0)
+    p.add_argument("--n-examples", type=int, default=16, help="size of the random data set")
+    p.add_argument("--objective", default="nll")
+    p.add_argument("--region-fraction", type=float, default=0.1)
+    p.add_argument("--region-seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=8, help="global batch, split over the processes")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--dump-ranks", action="store_true", help="every rank writes its trainable tensors (tests)")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def _load_model(args, accelerator) -> tuple[nn.Module, int]:
+    from workbench.models import load_pretrained, resolve_dtype
+
+    if args.model == "tiny":
+        return tiny_model(args.seed).to(accelerator.device, resolve_dtype(args.dtype)), 0
+    model, tokenizer = load_pretrained(args.model, device=str(accelerator.device), dtype=args.dtype)
+    return model, tokenizer.pad_token_id
+
+
+def _trainable(result: nn.Module | RegionDelta) -> dict[str, torch.Tensor]:
+    if isinstance(result, RegionDelta):
+        return {f"delta.{k}": v.detach().cpu().contiguous() for k, v in result.params.items()}
+    return {k: v.detach().cpu().contiguous() for k, v in result.state_dict().items()}
+
+
+def _save(accelerator, result, history: list[dict], args, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = None if isinstance(result, RegionDelta) else accelerator.get_state_dict(result)
+    if args.dump_ranks:
+        save_file(_trainable(result), str(out / f"rank{accelerator.process_index}.safetensors"))
+        info = {"rank": accelerator.process_index, "world": accelerator.num_processes,
+                "distributed_type": str(accelerator.distributed_type), "threads": torch.get_num_threads()}
+        (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(info))
+    if accelerator.is_main_process:
+        if state is None:
+            result.save(out / "delta.safetensors")
+        else:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = make_accelerator()
+    model, pad = _load_model(args, accelerator)
+    data = _examples(args.data, args.n_examples, args.seed)
+    retain = _examples(args.retain, args.n_examples, args.seed + 1) if args.retain else None
+    cfg = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps)
+    region = random_region(model, args.region_fraction, seed=args.region_seed) if args.mode == "restricted" else None
+    result, history = train_distributed(
+        accelerator, model, data, cfg, pad, region=region, objective=args.objective, retain=retain,
+        lambda_retain=args.lambda_retain, gradient_checkpointing=args.gradient_checkpointing, progress=False,
+    )
+    _save(accelerator, result, history, args, out)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
