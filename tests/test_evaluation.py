@@ -1,0 +1,170 @@
+"""The evaluator on a tiny trained LLaMA: every batched number equals a plain, unbatched computation.
+
+The model memorises the forget set and part of the retain set, so the sets hold ES = 1 examples
+(memorised), ES = 0 examples (never seen) and values in between.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import hmean, ks_2samp
+
+from workbench.data.formatting import encode, encode_all, pad_id
+from workbench.data.schema import QA, UnlearningData
+from workbench.evaluation import EvalConfig, Evaluator, MU_SPLITS
+from workbench.models import TinyLlamaConfig, tiny_llama, train_bpe_tokenizer
+from workbench.training import TrainConfig, finetune
+
+pytestmark = pytest.mark.integration
+
+PEOPLE = ["Ada Vole", "Bram Kest", "Cora Lind", "Dax Moor", "Eli Pratt", "Fay Quill", "Gus Rook", "Hana Sole"]
+COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "teal", "ochre"]
+CITIES = ["Oslo", "Lima", "Pune", "Kobe", "Nice", "Bern", "Cork", "Yazd"]
+
+
+def _author(i: int) -> QA:
+    n, c, t = PEOPLE[i], COLOURS[i], CITIES[i]
+    wrong = [f"{n} was born in {CITIES[(i + k) % 8]} and loves {COLOURS[(i + k) % 8]} paint." for k in (1, 2, 3)]
+    return QA(f"Where was {n} born?", f"{n} was born in {t} and loves {c} paint.", group=n,
+              paraphrased_answer=f"The birthplace of {n} is {t}; {c} is the favourite.", perturbed_answers=tuple(wrong))
+
+
+def _fact(i: int, kind: str) -> QA:
+    wrong = tuple(f"The {kind} number {i} is {CITIES[(i + k) % 8]}." for k in (1, 2))
+    return QA(f"Which {kind} is number {i}?", f"The {kind} number {i} is {CITIES[i]}.", perturbed_answers=wrong)
+
+
+def tiny_data() -> UnlearningData:
+    return UnlearningData(
+        "tiny", forget=[_author(i) for i in range(3)], retain=[_author(i) for i in range(3, 8)],
+        retain_eval=[_author(i) for i in range(3, 7)],
+        real_authors=[_fact(i, "author") for i in range(3)], world_facts=[_fact(i, "fact") for i in range(3)],
+    )
+
+
+def build_trained():
+    """(tokenizer, model, data): a 2-layer LLaMA that memorised forget + 3 retain examples (seconds)."""
+    data = tiny_data()
+    texts = [f"{e.question} {e.answer} {e.paraphrased_answer} {' '.join(e.perturbed_answers)}"
+             for split in data.splits().values() for e in split]
+    tok = train_bpe_tokenizer(texts, vocab_size=400)
+    model = tiny_llama(TinyLlamaConfig(n_layers=2, d_model=64, d_ff=128, n_heads=4, max_positions=128), tok)
+    train = encode_all(tok, data.forget + data.retain[:3])
+    finetune(model, train, TrainConfig(lr=1e-2, epochs=40, batch_size=6, weight_decay=0.0), pad_id(tok), progress=False)
+    return tok, model, data
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return build_trained()
+
+
+@pytest.fixture(scope="module")
+def result(trained):
+    tok, model, data = trained
+    return Evaluator(tok, data, EvalConfig(batch_size=4, max_new_tokens=30))(model)
+
+
+@torch.no_grad()
+def _greedy(model, ids: list[int], steps: int, stop: int | None = None) -> list[int]:
+    """Plain greedy decoding: a full forward per new token, no cache, no padding."""
+    out = []
+    for _ in range(steps):
+        nxt = int(model(torch.tensor([ids + out])).logits[0, -1].argmax())
+        if nxt == stop:
+            break
+        out.append(nxt)
+    return out
+
+
+def _generation_es(model, enc) -> float:
+    """ES by its definition: the smallest k such that greedy decoding from [x, y_<k] reproduces y_≥k."""
+    prompt, y = list(enc.prompt_ids), list(enc.input_ids[enc.prompt_len : -1])  # y without the EOS
+    for k in range(len(y) + 1):
+        if _greedy(model, prompt + y[:k], len(y) - k) == y[k:]:
+            return 1 - k / len(y)
+
+
+@torch.no_grad()
+def _plain_nll(model, enc) -> float:
+    logits = model(torch.tensor([list(enc.input_ids)])).logits[0]
+    logp = torch.log_softmax(logits[:-1], -1)
+    targets = torch.tensor(enc.input_ids[1:])
+    return float(-logp[torch.arange(len(targets)), targets][enc.prompt_len - 1 :].mean())
+
+
+def test_one_pass_es_equals_generation_es(trained, result):
+    tok, model, data = trained
+    table = result.per_example
+    reference = []
+    for split, examples in [("forget", data.forget), ("retain_eval", data.retain_eval),
+                            ("real_authors", data.real_authors), ("world_facts", data.world_facts)]:
+        for ex in examples:
+            reference.append(_generation_es(model, encode(tok, ex.question, ex.answer)))
+    assert table["es"].tolist() == pytest.approx(reference)
+    assert 0.0 in reference and 1.0 in reference and any(0 < v < 1 for v in reference)
+
+
+def test_es_floor_option(trained, result):
+    tok, model, data = trained
+    floored = Evaluator(tok, data, EvalConfig(batch_size=3, generate=False, es_floor=True))(model).per_example
+    n = result.per_example["n_answer_tokens"] - 1  # |y| without the EOS
+    assert floored["es"].tolist() == pytest.approx(np.maximum(result.per_example["es"], 1 / n).tolist())
+
+
+def test_probabilities_and_truth_ratios_equal_unbatched_forwards(trained, result):
+    tok, model, data = trained
+    rows = result.per_example.set_index(["split", "index"])
+    for split in ("forget", "world_facts"):
+        for i, ex in enumerate(getattr(data, split)):
+            nll = _plain_nll(model, encode(tok, ex.question, ex.answer))
+            para = _plain_nll(model, encode(tok, ex.question, ex.paraphrased_answer or ex.answer))
+            pert = [_plain_nll(model, encode(tok, ex.question, p)) for p in ex.perturbed_answers]
+            row = rows.loc[(split, i)]
+            assert row["prob"] == pytest.approx(math.exp(-nll), rel=1e-4)
+            assert row["truth_ratio"] == pytest.approx(math.exp(-np.mean(pert)) / math.exp(-para), rel=1e-4)
+            norm = math.exp(-nll) / (math.exp(-nll) + sum(math.exp(-p) for p in pert))
+            assert row["prob_norm"] == pytest.approx(norm, rel=1e-4)
+
+
+def test_batched_generation_equals_plain_greedy(trained, result):
+    tok, model, data = trained
+    for split in ("forget", "retain_eval", "real_authors"):
+        texts = result.per_example.query("split == @split")["generation"].tolist()
+        for ex, text in zip(getattr(data, split), texts):
+            prompt = list(encode(tok, ex.question, ex.answer).prompt_ids)
+            plain = tok.decode(_greedy(model, prompt, 30, stop=tok.eos_token_id), skip_special_tokens=True).strip()
+            assert text == plain
+
+
+def test_summary_aggregates(trained, result):
+    tok, model, data = trained
+    s, t = result.summary, result.per_example
+    assert s["FS"] == pytest.approx(1 - t.query("split == 'forget'")["es"].mean())
+    assert s["RS"] == pytest.approx(t.query("split == 'retain_eval'")["es"].mean())
+    components = [s[f"mu_{kind}_{split}"] for split in MU_SPLITS for kind in ("prob", "rougeL", "tr")]
+    assert len(components) == 9
+    assert s["mu_prob_real_authors"] == pytest.approx(t.query("split == 'real_authors'")["prob_norm"].mean())
+    assert s["mu_prob_retain_eval"] == pytest.approx(t.query("split == 'retain_eval'")["prob"].mean())
+    expected_mu = 0.0 if min(components) == 0 else hmean(components)
+    assert s["MU"] == pytest.approx(expected_mu)
+    assert math.isnan(s["FQ"]) and s["n_fq_reference"] == 0 and s["n_forget"] == 3
+
+
+def test_forget_quality_against_reference(trained, result):
+    tok, model, data = trained
+    reference = [0.5, 0.9, 1.3, 2.0]
+    s = Evaluator(tok, data, EvalConfig(generate=False), reference_forget_tr=reference)(model).summary
+    tr = result.per_example.query("split == 'forget'")["truth_ratio"]
+    assert s["FQ"] == pytest.approx(math.log10(ks_2samp(tr, reference).pvalue))
+    assert (s["n_fq"], s["n_fq_reference"]) == (3, 4)
+
+
+def test_missing_splits_and_fast_mode(trained, result):
+    tok, model, data = trained
+    lume_like = UnlearningData("lume-like", forget=data.forget, retain=data.retain, retain_eval=data.retain_eval)
+    s = Evaluator(tok, lume_like, EvalConfig(generate=False, truth_ratio=False))(model).summary
+    assert math.isnan(s["MU"]) and math.isnan(s["FQ"]) and s["n_real_authors"] == 0
+    assert s["FS"] == pytest.approx(result.summary["FS"]) and s["RS"] == pytest.approx(result.summary["RS"])

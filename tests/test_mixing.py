@@ -1,0 +1,141 @@
+"""Model mixing: exact end points, exact restore, and θ(0.5) equal to interpolated state dicts."""
+
+import copy
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from workbench.data.formatting import collate
+from workbench.mixing import ALPHAS, StateMixer, interpolate_state_dicts, mixing_sweep
+from workbench.regions import random_region
+from workbench.training import TrainConfig, train_region
+
+from conftest import make_tiny, random_examples
+
+pytestmark = pytest.mark.integration
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A tiny LLaMA, a region delta trained on random data, θ_before and θ_after state dicts."""
+    model = make_tiny("llama")
+    before = _state(model)
+    data = random_examples(8)
+    delta, _ = train_region(model, random_region(model, 0.2, seed=1), data,
+                            TrainConfig(lr=5e-2, epochs=2, batch_size=4), pad_token_id=0, progress=False)
+    delta.merge(1.0)
+    after = _state(model)
+    delta.restore()
+    assert _equal(_state(model), before) and not _equal(after, before)
+    return model, delta, before, after, collate(data, 0)
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def _fake_evaluate(batch):
+    """An evaluator stand-in: one summary number and a per-example table from the logits."""
+
+    def evaluate(model):
+        logits = _logits(model, batch)
+        return SimpleNamespace(summary={"mean_logit": float(logits.mean())},
+                               per_example=pd.DataFrame({"index": range(len(logits)), "max": logits.amax((1, 2)).numpy()}))
+
+    return evaluate
+
+
+def test_end_points_are_exact(setup):
+    model, delta, before, after, _ = setup
+    with delta.mixed(0.0):
+        assert _equal(_state(model), before)
+    with delta.mixed(1.0):
+        assert _equal(_state(model), after)
+    assert _equal(interpolate_state_dicts(before, after, 0.0), before)
+    assert _equal(interpolate_state_dicts(before, after, 1.0), after)
+
+
+def test_half_mix_equals_interpolated_state_dict(setup):
+    model, delta, before, after, batch = setup
+    reference = copy.deepcopy(model)
+    reference.load_state_dict(interpolate_state_dicts(before, after, 0.5))
+    with delta.mixed(0.5):
+        mixed = _logits(model, batch)
+    torch.testing.assert_close(mixed, _logits(reference, batch), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(mixed, _logits(model, batch))
+
+
+def test_sweep_tables_and_restore(setup):
+    model, delta, before, _, batch = setup
+    per_alpha, per_example = mixing_sweep(model, delta, _fake_evaluate(batch), progress=False)
+    assert _equal(_state(model), before)
+    assert per_alpha["alpha"].tolist() == list(ALPHAS) and len(ALPHAS) == 21
+    assert list(per_alpha.columns) == ["alpha", "mean_logit"]
+    assert list(per_example.columns) == ["alpha", "index", "max"] and len(per_example) == 21 * 8
+    assert per_alpha["mean_logit"].nunique() == 21
+
+
+def test_sweep_restores_after_an_exception(setup):
+    model, delta, before, _, batch = setup
+    evaluate, calls = _fake_evaluate(batch), []
+
+    def failing(m):  # fails at the third α, while the model is mixed
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return evaluate(m)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        mixing_sweep(model, delta, failing, progress=False)
+    assert _equal(_state(model), before)
+
+
+def test_state_mixer_matches_region_mixing(setup):
+    model, delta, before, after, batch = setup
+    mixer = StateMixer(model, after)
+    for alpha in (0.0, 0.35, 1.0):
+        with mixer.mixed(alpha):
+            by_state = _state(model)
+        with delta.mixed(alpha):
+            by_delta = _state(model)
+        for name in before:
+            torch.testing.assert_close(by_state[name], by_delta[name], rtol=0, atol=1e-7)
+    with mixer.mixed(1.0):
+        assert _equal(_state(model), after)
+    assert _equal(_state(model), before)
+
+
+def test_sweep_with_the_evaluator():
+    from test_evaluation import build_trained
+    from workbench.evaluation import EvalConfig, Evaluator
+
+    tok, model, data = build_trained()
+    before = _state(model)
+    delta, _ = train_region(model, random_region(model, 0.3, seed=0), _forget(tok, data),
+                            TrainConfig(lr=3e-2, epochs=3, batch_size=3), pad_token_id=tok.pad_token_id,
+                            objective="ga", progress=False)
+    evaluator = Evaluator(tok, data, EvalConfig(max_new_tokens=8), reference_forget_tr=[0.5, 1.0, 2.0])
+    per_alpha, per_example = mixing_sweep(model, delta, evaluator, alphas=(0.0, 0.5, 1.0), progress=False)
+    assert _equal(_state(model), before)
+    for col in ("alpha", "FS", "RS", "MU", "FQ", "n_forget", "n_fq", "mu_prob_real_authors", "mu_tr_world_facts"):
+        assert col in per_alpha.columns
+    assert per_alpha.loc[0, "FS"] == pytest.approx(evaluator(model).summary["FS"])
+    assert per_alpha.loc[2, "FS"] > per_alpha.loc[0, "FS"]  # gradient ascent made the forget set less extractable
+    assert per_example["alpha"].nunique() == 3 and "es" in per_example.columns
+
+
+def _forget(tok, data):
+    from workbench.data.formatting import encode_all
+
+    return encode_all(tok, data.forget)

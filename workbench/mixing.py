@@ -1,0 +1,110 @@
+"""Model mixing: evaluate the straight line between the model before and after unlearning (SPEC §6).
+
+``θ(α) = (1 − α)·θ_before + α·θ_after`` for α = 0, 0.05, …, 1 (21 points; Wang et al. 2025a call
+it model mixing; their code's ``r`` weights the *original* model, the opposite of this α). Each
+point is evaluated, giving the FS–RS curve (AUES) and the MU–FQ curve (MU95) of
+:mod:`workbench.curves`.
+
+With region-restricted unlearning only the region's entries differ between θ_before and θ_after,
+so :func:`mixing_sweep` writes ``θ(α)`` into those entries in place
+(:meth:`workbench.delta.RegionDelta.mixed`): no reload, no copy of the model per α, and θ_before
+is restored bit for bit afterwards, also when an evaluation raises. For unlearning that changed
+every parameter, :class:`StateMixer` does the same with a stored θ_after state dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+ALPHAS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+class Mixer(Protocol):
+    """Anything that can put a model at ``θ(α)`` for the duration of a ``with`` block."""
+
+    def mixed(self, alpha: float) -> contextlib.AbstractContextManager: ...
+
+
+def interpolate_state_dicts(
+    before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """``(1−α)·before + α·after`` per floating tensor (others copied from ``before``).
+
+    ``torch.lerp`` is exact at both ends: α = 0 gives ``before`` and α = 1 gives ``after`` bit for bit.
+    """
+    if before.keys() != after.keys():
+        raise ValueError(f"state dicts differ in keys: {sorted(set(before) ^ set(after))[:5]}")
+    out = {}
+    for name, b in before.items():
+        a = after[name]
+        if b.is_floating_point():
+            out[name] = torch.lerp(b.float(), a.float(), alpha).to(b.dtype)
+        else:
+            out[name] = b.clone()
+    return out
+
+
+class StateMixer:
+    """Mix a whole model with a stored θ_after, in place; keeps θ_before only for tensors that differ."""
+
+    def __init__(self, model: nn.Module, after: Mapping[str, torch.Tensor]):
+        self.model = model
+        params = dict(model.named_parameters())
+        self._pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
+            name: (p.detach().clone(), after[name].to(p.device))
+            for name, p in params.items()
+            if name in after and not torch.equal(p.detach(), after[name].to(p.device))
+        }
+
+    @torch.no_grad()
+    def _write(self, alpha: float | None) -> None:
+        params = dict(self.model.named_parameters())
+        for name, (before, after) in self._pairs.items():
+            value = before if alpha is None else torch.lerp(before.float(), after.float(), alpha)
+            params[name].copy_(value)
+
+    @contextlib.contextmanager
+    def mixed(self, alpha: float) -> Iterator[None]:
+        self._write(alpha)
+        try:
+            yield
+        finally:
+            self._write(None)
+
+
+def mixing_sweep(
+    model: nn.Module,
+    mixer: Mixer,
+    evaluate: Callable[[nn.Module], object],
+    alphas: Sequence[float] = ALPHAS,
+    *,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate ``model`` at every ``θ(α)``; the model is θ_before again on return.
+
+    Args:
+        model: the model at θ_before (a :class:`~workbench.delta.RegionDelta` must be detached).
+        mixer: a ``RegionDelta`` (region-restricted unlearning) or a :class:`StateMixer`.
+        evaluate: ``model -> EvalResult`` (e.g. a :class:`workbench.evaluation.Evaluator`), or any
+            callable returning an object with ``summary`` (dict) and ``per_example`` (DataFrame).
+
+    Returns:
+        ``(per_alpha, per_example)``: one row per α (``alpha`` then every summary key), and the
+        per-example tables stacked with an ``alpha`` column first.
+    """
+    rows, tables = [], []
+    for alpha in tqdm(list(alphas), desc="mixing sweep", disable=not progress, leave=False):
+        with mixer.mixed(float(alpha)):
+            result = evaluate(model)
+        rows.append({"alpha": float(alpha), **result.summary})
+        table = result.per_example.copy()
+        table.insert(0, "alpha", float(alpha))
+        tables.append(table)
+    return pd.DataFrame(rows), pd.concat(tables, ignore_index=True)
