@@ -122,3 +122,21 @@ def test_divergence_is_reported_with_step_and_lr():
     cfg = TrainConfig(lr=1e30, epochs=5, batch_size=2, max_grad_norm=None, weight_decay=0.0)
     with pytest.raises(DivergedError, match=r"step \d+ \(lr"):
         finetune(model, random_examples(8), cfg, 0, progress=False)
+
+
+def test_bf16_mixing_goes_through_fp32_hooks():
+    model = make_tiny("llama").to(torch.bfloat16)
+    region = random_region(model, 0.2, seed=0)
+    delta = RegionDelta(model, region)
+    with torch.no_grad():
+        for p in delta.params.values():
+            p.add_(1e-4)  # below bf16 resolution of the weights: merging would round it away
+    x = torch.randint(1, 64, (2, 8))
+    base = model(input_ids=x).logits.float()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with delta.mixed(1.0):
+        mixed = model(input_ids=x).logits.float()
+        assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    with delta.mixed(0.0):
+        assert torch.equal(model(input_ids=x).logits.float(), base)
+    assert not torch.equal(mixed, base)

@@ -60,6 +60,7 @@ class RegionDelta(nn.Module):
         self._model_ref = [model]  # a list keeps the model out of this module's parameters
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._enabled = True
+        self._scale = 1.0
 
     # -- layout ---------------------------------------------------------------------------------
     @staticmethod
@@ -108,6 +109,8 @@ class RegionDelta(nn.Module):
                 return None
             a = args[0]
             diff = self.params[str(layer)] - self.before(layer).float()
+            if self._scale != 1.0:
+                diff = diff * self._scale
             if selector.dtype == torch.bool:
                 dense = torch.zeros(selector.shape, dtype=diff.dtype, device=diff.device).masked_scatter(selector, diff)
                 extra = a @ (dense.T if self.vector_axis == 1 else dense).to(a.dtype)
@@ -170,12 +173,28 @@ class RegionDelta(nn.Module):
 
     @contextlib.contextmanager
     def mixed(self, alpha: float) -> Iterator[None]:
-        """Context in which the model is ``θ(α)``; ``θ_before`` is restored on exit."""
-        self.merge(alpha)
+        """Context in which the model computes ``θ(α)``; ``θ_before`` is restored on exit.
+
+        In fp32 the mixed entries are written into the weights (bit-exact at α = 0 and 1). In lower
+        precision a small ``α·(P − P0)`` added to a bf16 weight is rounded away, so the fp32 delta is
+        applied through the hooks instead, scaled by α, and the weights are never touched.
+        """
+        if self._weight_dtype() == torch.float32:
+            self.merge(alpha)
+            try:
+                yield
+            finally:
+                self.restore()
+            return
+        previous, self._scale = self._scale, float(alpha)
         try:
-            yield
+            with self.attached():
+                yield
         finally:
-            self.restore()
+            self._scale = previous
+
+    def _weight_dtype(self) -> torch.dtype:
+        return arch.down_proj(self.model, self.layers[0]).weight.dtype if self.layers else torch.float32
 
     # -- storage --------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
