@@ -1,0 +1,57 @@
+"""Writing an experiment's results into its run folder: data first, figures beside it.
+
+Every notebook ends the same way: the tidy tables (per-α, per-example, regions, checks, summary,
+significance tests, the paper-shaped table) go into ``outputs/<notebook>/<run-id>/`` as parquet
+(summaries also as CSV), and the FS–RS and MU–FQ figures as one standalone HTML report that opens
+offline. Keeping that in one function keeps the four notebooks from drifting apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from workbench import plots
+from workbench.experiments import Results
+from workbench.runs import RunDir
+
+
+def _storable(df: pd.DataFrame) -> pd.DataFrame:
+    """Parquet needs uniform column types: list-valued cells (per-layer counts) become strings."""
+    df = df.copy()
+    for col in df.columns:
+        if df[col].map(lambda v: isinstance(v, (list, tuple, dict))).any():
+            df[col] = df[col].map(str)
+    return df
+
+
+def save_results(run: RunDir, results: Results, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """Save every table of ``results`` and the named summary ``tables``; returns the paths."""
+    paths = {
+        "per_alpha": run.save_table(results.per_alpha, "per_alpha"),
+        "per_example": run.save_table(results.per_example, "per_example"),
+        "regions": run.save_table(_storable(results.regions), "regions", csv=True),
+    }
+    if not results.checks.empty:
+        paths["checks"] = run.save_table(results.checks, "checks", csv=True)
+    for name, df in {**results.extra, **tables}.items():
+        if df is not None and not df.empty:
+            paths[name] = run.save_table(_storable(df), name, csv=True)
+    return paths
+
+
+def curve_figures(per_alpha: pd.DataFrame, title: str) -> list[go.Figure]:
+    """The FS–RS figure, and the MU–FQ figure where MU and FQ are defined (not on LUME)."""
+    figs = [plots.fs_rs_figure(per_alpha, title=f"{title}: RS vs FS")]
+    if per_alpha["MU"].notna().any() and per_alpha["FQ"].notna().any():
+        figs.append(plots.mu_fq_figure(per_alpha, title=f"{title}: MU vs FQ"))
+    return figs
+
+
+def save_figures(run: RunDir, figures: list[go.Figure], name: str = "figures") -> Path:
+    """All figures in one offline HTML file (plotly.js embedded once)."""
+    parts = [fig.to_html(include_plotlyjs=(i == 0), full_html=False) for i, fig in enumerate(figures)]
+    html = "<html><head><meta charset='utf-8'></head><body>" + "\n".join(parts) + "</body></html>"
+    return run.save_html(html, name)
