@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from workbench import architectures as arch
+from workbench.data.schema import UnlearningData
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -99,6 +100,18 @@ def tiny_llama(cfg: TinyLlamaConfig, tokenizer) -> nn.Module:
         model = LlamaForCausalLM(config)
     model.eval()
     return model
+
+
+def build_tiny(data: UnlearningData, cfg: TinyLlamaConfig, vocab_size: int = 4096) -> tuple[nn.Module, object]:
+    """A tiny LLaMA and its tokenizer for ``data``: BPE trained on the data's texts, then :func:`tiny_llama`.
+
+    The vocabulary is capped by what the corpus supports, so a small data set gets a small
+    embedding table (the BPE trainer stops when no pair is left to merge).
+    """
+    from workbench.data import tokenizer_corpus
+
+    tokenizer = train_bpe_tokenizer(tokenizer_corpus(data), vocab_size=vocab_size)
+    return tiny_llama(cfg, tokenizer), tokenizer
 
 
 # -- any HF model ---------------------------------------------------------------------------------
@@ -250,3 +263,10 @@ def _memory_summary(est: dict, dtype: str, batch: int, seq_len: int, checkpointi
 def fits(estimate: dict, gpu_bytes: int, *, headroom: float = 0.95) -> bool:
     """Whether an :func:`estimate_memory` result fits in ``headroom`` × ``gpu_bytes`` of GPU memory."""
     return estimate["total_bytes"] <= headroom * gpu_bytes
+
+
+def load_smollm2(cache_dir: str | None = None, device: str = "auto", dtype: str = "float32"):
+    """SmolLM2-135M-Instruct from its cached safetensors conversion (see :mod:`workbench.smollm`)."""
+    from workbench.smollm import load_smollm2 as _load
+
+    return _load(cache_dir=cache_dir, device=device, dtype=dtype)

@@ -1,0 +1,168 @@
+"""Data loaders: real TOFU / LUME files split as documented, synthetic sets are seeded, errors name the fix."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from workbench.data import DATASETS, DataError, load_data, tokenizer_corpus
+from workbench.data import tofu as tofu_mod
+from workbench.data.lume import load_lume
+from workbench.data.synthetic import synthetic_lume, synthetic_tofu
+from workbench.data.tofu import load_tofu, load_tofu_split
+
+
+def _groups(examples) -> Counter:
+    return Counter(ex.group for ex in examples)
+
+
+def _write_jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# -- synthetic ----------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_synthetic_tofu_structure():
+    data = synthetic_tofu(n_authors=6, n_forget_authors=2)
+    assert len(data.forget) == 40 and len(data.retain) == 80 and len(data.retain_eval) == 40
+    assert set(_groups(data.forget).values()) == {20} and set(_groups(data.retain).values()) == {20}
+    assert not set(_groups(data.forget)) & set(_groups(data.retain))
+    assert data.has_truth_ratio and data.refusals
+    for ex in data.forget + data.retain:
+        assert ex.paraphrased_answer and len(ex.perturbed_answers) == 5
+        assert len(set(ex.perturbed_answers)) == 5 and ex.paraphrased_answer not in ex.perturbed_answers
+    for ex in data.real_authors + data.world_facts:
+        assert ex.paraphrased_answer is None and len(ex.perturbed_answers) == 5 and ex.answer not in ex.perturbed_answers
+    pretrain_questions = {ex.question for ex in data.pretrain}
+    assert {ex.question for ex in data.real_authors + data.world_facts} <= pretrain_questions
+    assert {ex.question for ex in data.retain_eval} <= {ex.question for ex in data.retain}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("make", [synthetic_tofu, synthetic_lume])
+def test_synthetic_is_deterministic_per_seed(make):
+    assert make(seed=3).fingerprint() == make(seed=3).fingerprint()
+    assert make(seed=3).fingerprint() != make(seed=4).fingerprint()
+
+
+@pytest.mark.unit
+def test_synthetic_lume_shape_and_person_split():
+    data = synthetic_lume(n_people=20, forget_ratio=0.1)
+    assert len(data.forget) == 2 * 6 and len(data.retain) == 18 * 6 and len(data.retain_eval) == 12
+    assert set(_groups(data.forget + data.retain).values()) == {6}
+    assert not set(_groups(data.forget)) & set(_groups(data.retain))
+    assert all(len(ex.group) == 36 for ex in data.forget)
+
+
+@pytest.mark.unit
+def test_registry_and_corpus():
+    assert set(DATASETS) == {"synthetic-tofu", "synthetic-lume", "tofu", "lume"}
+    with pytest.raises(ValueError, match="synthetic-tofu"):
+        load_data("tofu-large")
+    data = load_data("synthetic-tofu", n_authors=3, n_forget_authors=1)
+    corpus = set(tokenizer_corpus(data))
+    ex = data.forget[0]
+    assert {ex.question, ex.answer, ex.paraphrased_answer, *ex.perturbed_answers, *data.refusals} <= corpus
+
+
+# -- TOFU -----------------------------------------------------------------------------------------
+@pytest.fixture
+def tofu_dir(shared_data):
+    return shared_data / "tofu"
+
+
+@pytest.mark.integration
+def test_tofu_full_structure(tofu_dir):
+    data = load_tofu(tofu_dir)
+    full = load_tofu_split(tofu_dir, "full")
+    assert [(ex.question, ex.answer) for ex in data.forget] == [(ex.question, ex.answer) for ex in full[-400:]]
+    assert [(ex.question, ex.answer) for ex in data.retain] == [(ex.question, ex.answer) for ex in full[:3600]]
+    assert len(_groups(data.forget)) == 20 and set(_groups(data.forget).values()) == {20}
+    assert len(_groups(data.retain)) == 180 and set(_groups(data.retain).values()) == {20}
+    assert data.forget[0].group == "author-180" and data.forget[-1].group == "author-199"
+    assert data.has_truth_ratio and len(data.retain_eval) == 400 and len(data.refusals) == 100  # 99 newlines, last line unterminated
+    assert set(_groups(data.retain_eval)) <= set(_groups(data.retain))
+    assert len(data.real_authors) == 100 and data.real_authors[0].paraphrased_answer is None
+    assert len(data.world_facts) == 117 and data.world_facts[0].perturbed_answers
+
+
+@pytest.mark.integration
+def test_tofu_subsampling_keeps_whole_authors(tofu_dir):
+    data = load_tofu(tofu_dir, n_retain_authors=5, n_forget_authors=2, seed=1)
+    assert set(_groups(data.forget)) == {"author-198", "author-199"}
+    retain_groups = _groups(data.retain)
+    assert len(retain_groups) == 5 and set(retain_groups.values()) == {20}
+    assert not set(retain_groups) & set(_groups(data.forget))
+    assert set(_groups(data.retain_eval)) <= set(retain_groups) and len(data.retain_eval) >= 20
+    assert {ex.question for ex in data.retain_eval} <= {ex.question for ex in data.retain}
+    again = load_tofu(tofu_dir, n_retain_authors=5, n_forget_authors=2, seed=1)
+    other = load_tofu(tofu_dir, n_retain_authors=5, n_forget_authors=2, seed=2)
+    assert again.fingerprint() == data.fingerprint() != other.fingerprint()
+
+
+@pytest.mark.integration
+def test_tofu_forget01_pairs_with_retain99(tofu_dir):
+    data = load_tofu(tofu_dir, forget_split="forget01")
+    assert len(data.forget) == 40 and len(data.retain) == 3960
+    with pytest.raises(ValueError, match="forget10"):
+        load_tofu(tofu_dir, forget_split="forget20")
+
+
+@pytest.mark.unit
+def test_tofu_missing_file_names_path_and_expected_files(tmp_path):
+    with pytest.raises(DataError, match=r"forget10\.jsonl or forget10\.json") as err:
+        load_tofu_split(tmp_path, "forget10")
+    assert str(tmp_path) in str(err.value)
+    with pytest.raises(DataError, match="does not exist"):
+        load_tofu(tmp_path / "absent")
+
+
+@pytest.mark.unit
+def test_tofu_bad_rows_name_file_row_and_field(tmp_path):
+    _write_jsonl(tmp_path / "full.jsonl", [{"question": "q1", "answer": "a1"}, {"question": "q2", "answer": " "}])
+    with pytest.raises(DataError, match=r"full\.jsonl: row 2: field 'answer'"):
+        load_tofu_split(tmp_path, "full")
+    _write_jsonl(tmp_path / "forget01_perturbed.jsonl", [{"question": "q", "answer": "a", "perturbed_answer": ["b"]}])
+    with pytest.raises(DataError, match=r"row 1: field 'paraphrased_answer' is missing"):
+        load_tofu_split(tmp_path, "forget01_perturbed")
+
+
+@pytest.mark.unit
+def test_tofu_json_list_file_and_hub_path(tmp_path, monkeypatch):
+    (tmp_path / "world_facts_perturbed.json").write_text(json.dumps([{"question": "q", "answer": "a", "perturbed_answer": ["b", "c"]}]))
+    (ex,) = load_tofu_split(tmp_path, "world_facts_perturbed")
+    assert ex.perturbed_answers == ("b", "c") and ex.paraphrased_answer is None
+    calls = []
+
+    def fake_load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return [{"question": "q", "answer": "a"}]
+
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert load_tofu_split(tofu_mod.HUB_ID, "full")[0].answer == "a"
+    assert calls == [("locuslab/TOFU", "full", "train")]
+
+
+# -- LUME -----------------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_lume_resplit_by_person(shared_data):
+    data = load_lume(shared_data / "lume", forget_ratio=0.1, seed=0)
+    forget_people, retain_people = _groups(data.forget), _groups(data.retain)
+    assert len(forget_people) == 50 and len(retain_people) == 450
+    assert set(forget_people.values()) == set(retain_people.values()) == {6}
+    assert not set(forget_people) & set(retain_people)
+    assert len(data.retain_eval) == len(data.forget) and set(_groups(data.retain_eval)) <= set(retain_people)
+    assert not data.has_truth_ratio and data.refusals
+    assert load_lume(shared_data / "lume", seed=1).fingerprint() != data.fingerprint()
+    small = load_lume(shared_data / "lume", n_people=40, forget_ratio=0.25)
+    assert len(_groups(small.forget)) == 10 and len(_groups(small.retain)) == 30
+
+
+@pytest.mark.unit
+def test_lume_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"task2_forget\.jsonl not found"):
+        load_lume(tmp_path)

