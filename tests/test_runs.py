@@ -1,0 +1,171 @@
+"""Atomic writes, run folders that never overwrite complete runs, provenance in params.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from fixtures.fake_runs import fake_per_alpha, write_fake_run
+from workbench import io, runs
+
+
+# -- atomic writes ----------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_failed_replace_leaves_nothing(tmp_path, monkeypatch):
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        io.write_json(tmp_path / "status.json", {"state": "complete"})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.unit
+def test_failed_write_keeps_old_content(tmp_path):
+    io.write_text(tmp_path / "a.txt", "old")
+
+    def writer(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        io.write_with(tmp_path / "a.txt", writer)
+    assert (tmp_path / "a.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from workbench import io
+def writer(tmp):
+    tmp.write_bytes(b"x" * 1000)
+    os.kill(os.getpid(), signal.SIGKILL)
+io.write_with(sys.argv[1], writer)
+"""
+
+
+@pytest.mark.integration
+def test_killed_writer_leaves_no_complete_looking_file(tmp_path):
+    target = tmp_path / "per_alpha.parquet"
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target)])
+    assert proc.returncode == -9
+    assert not target.exists()
+    leftovers = list(tmp_path.iterdir())
+    assert leftovers and all(io.is_temporary(p) for p in leftovers)
+    assert io.folder_files(tmp_path) == []
+
+
+@pytest.mark.unit
+def test_manifest_detects_changes(tmp_path):
+    io.write_text(tmp_path / "a.txt", "a")
+    io.write_text(tmp_path / "sub" / "b.txt", "b")
+    assert io.write_manifest(tmp_path).keys() == {"a.txt", "sub/b.txt"}
+    assert io.verify_manifest(tmp_path)
+    (tmp_path / "a.txt").write_text("A")
+    assert not io.verify_manifest(tmp_path)
+    io.write_manifest(tmp_path)
+    io.write_text(tmp_path / "extra.txt", "new file")
+    assert not io.verify_manifest(tmp_path)
+
+
+@pytest.mark.unit
+def test_canonical_digest_ignores_key_order():
+    assert io.digest({"a": 1, "b": [1.0, "x"]}) == io.digest({"b": [1.0, "x"], "a": 1})
+    assert io.digest({"a": 0.1}) != io.digest({"a": 0.10000001})
+
+
+# -- run folders ---------------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_params_json_contents(tmp_path):
+    run = runs.RunDir.create("oracle-vs-random", {"seed": 3, "device": "cpu"}, run_id="r1", outputs=tmp_path)
+    assert run.path == tmp_path / "oracle-vs-random" / "r1"
+    info = json.loads((run.path / "params.json").read_text())
+    assert info["params"] == {"seed": 3, "device": "cpu", "run_id": "r1"}
+    assert info["notebook"] == "oracle-vs-random" and info["device"] == "cpu"
+    assert set(info["versions"]) == {"python", "torch", "transformers", "papermill", "plotly", "workbench"}
+    assert info["versions"]["workbench"] == "0.1.0"
+    assert len(info["git"]["commit"]) == 40 and isinstance(info["git"]["dirty"], bool)
+    assert info["started"] and info["python"]
+    assert run.status()["state"] == "running"
+
+
+@pytest.mark.integration
+def test_params_json_from_config(tmp_path):
+    from workbench import config
+
+    cfg = config.from_params("lume", {"seed": 5, "run_id": "mine", "device": "cpu"})
+    run = runs.RunDir.for_config(cfg, outputs=tmp_path)
+    assert run.path == tmp_path / "lume" / "mine"
+    assert runs.io.read_json(run.path / "params.json")["params"] == cfg.to_dict()
+
+
+@pytest.mark.integration
+def test_complete_runs_are_never_overwritten(tmp_path):
+    run = write_fake_run(tmp_path, run_id="done")
+    assert run.is_complete()
+    with pytest.raises(runs.RunExistsError):
+        runs.RunDir.create("oracle-vs-random", {}, run_id="done", outputs=tmp_path, device="cpu")
+    with pytest.raises(runs.RunExistsError):
+        runs.RunDir.prepare(run.path)
+    fresh = runs.RunDir.create("oracle-vs-random", {}, outputs=tmp_path, device="cpu")
+    assert fresh.run_id != "done" and run.is_complete()
+    forced = runs.RunDir.create("oracle-vs-random", {}, run_id="done", outputs=tmp_path, device="cpu", force=True)
+    assert not forced.is_complete() and not (forced.path / "per_alpha.parquet").exists()
+
+
+@pytest.mark.integration
+def test_incomplete_run_is_reused_and_tampering_breaks_completeness(tmp_path):
+    run = runs.RunDir.create("oracle-vs-random", {}, run_id="r", outputs=tmp_path, device="cpu")
+    io.write_text(run.path / "oracle-vs-random.ipynb", "{}")  # the CLI's executed notebook
+    again = runs.RunDir.create("oracle-vs-random", {}, run_id="r", outputs=tmp_path, device="cpu")
+    assert (again.path / "oracle-vs-random.ipynb").exists()
+    again.save_table(pd.DataFrame({"x": [1]}), "per_alpha")
+    again.complete()
+    (again.path / "oracle-vs-random.ipynb").write_text('{"rewritten": 1}')  # excluded from the manifest
+    assert again.is_complete()
+    (again.path / "per_alpha.parquet").write_bytes(b"corrupt")
+    assert not again.is_complete()
+
+
+@pytest.mark.integration
+def test_tracking_records_failure_with_step(tmp_path):
+    run = runs.RunDir.create("lume", {}, run_id="x", outputs=tmp_path, device="cpu")
+    with pytest.raises(ValueError), run.tracking():
+        run.step("unlearn", "npo seed 7")
+        raise ValueError("diverged")
+    status = run.status()
+    assert status == {**status, "state": "failed", "error": "ValueError: diverged", "step": "unlearn"}
+    with run.tracking():
+        pass
+    assert run.is_complete()
+
+
+@pytest.mark.integration
+def test_tables_and_figures(tmp_path):
+    run = runs.RunDir.create("lume", {}, run_id="x", outputs=tmp_path, device="cpu")
+    run.save_table(fake_per_alpha(), runs.PER_ALPHA)
+    run.save_table(pd.DataFrame({"AUES": [0.5]}), runs.SUMMARY)
+    assert {p.name for p in run.path.iterdir()} >= {"per_alpha.parquet", "summary.parquet", "summary.csv"}
+    assert not (run.path / "per_alpha.csv").exists()
+    html = run.save_figure(go.Figure(go.Scatter(x=[0, 1], y=[1, 0])), "curve").read_text()
+    assert "<script src=\"https://cdn" not in html and len(html) > 1_000_000  # plotly.js inline: opens offline
+    pd.testing.assert_frame_equal(run.table(runs.PER_ALPHA), fake_per_alpha())
+
+
+@pytest.mark.integration
+def test_load_runs_reads_folders_of_runs(tmp_path):
+    write_fake_run(tmp_path, run_id="a", seeds=(1,))
+    write_fake_run(tmp_path, run_id="b", seeds=(2,))
+    both = runs.load_runs(tmp_path / "oracle-vs-random")
+    assert set(both["run_id"]) == {"a", "b"} and set(both["seed"]) == {1, 2}
+    one = runs.load_runs([tmp_path / "oracle-vs-random" / "a"])
+    assert set(one["seed"]) == {1}
+    with pytest.raises(FileNotFoundError):
+        runs.load_runs(tmp_path / "nothing")

@@ -1,0 +1,188 @@
+"""A content-addressed cache of trained models and other artefacts (θp, θ_full, θr, θo, results).
+
+Training θp → θr → θo takes most of a run's time and the same models serve many runs (every
+objective and scenario of a seed starts from the same θo). The cache stores each artefact under a
+**key that is a hash of everything that determines it**: the model spec, a fingerprint of the data,
+the training parameters and seed, the workbench version and the *source code* of the modules that
+produce it. Change any of them and the key changes, so a stale model is never served — the failure
+mode of caches keyed by a hand-written name. Nothing is ever looked up by name or date.
+
+Layout: ``<cache_root>/<kind>/<key>/`` holds the files written by the caller's ``save``, an
+``entry.json`` (the inputs, for humans) and a ``manifest.json`` of sha256 checksums. An entry is
+built in a hidden temporary folder and renamed into place, so a killed build leaves nothing that
+looks like an entry; an entry whose checksums fail is rebuilt, not served. Tensors are stored as
+safetensors only (no pickle, nothing executable is ever loaded).
+
+The root is ``$WORKBENCH_CACHE`` or ``<repo>/.cache``, read when a cache is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from workbench import io
+
+T = TypeVar("T")
+ENTRY = "entry.json"
+log = logging.getLogger(__name__)
+
+
+def cache_root(root: str | os.PathLike | None = None) -> Path:
+    from workbench.runs import repo_root
+
+    return Path(root or os.environ.get("WORKBENCH_CACHE") or repo_root() / ".cache")
+
+
+# -- fingerprints --------------------------------------------------------------------------------------
+def source_fingerprint(modules: Iterable[str]) -> dict[str, str]:
+    """sha256 of each module's source file, found without importing it."""
+    prints = {}
+    for name in sorted(set(modules)):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+            raise ValueError(f"cannot find the source of module {name!r}")
+        prints[name] = io.sha256_file(spec.origin)
+    return prints
+
+
+def to_plain(obj: Any) -> Any:
+    """JSON-able form of ``obj`` for hashing: dataclasses, paths, tuples, arrays and tensors included."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__type__": type(obj).__qualname__, **to_plain(dataclasses.asdict(obj))}
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "detach") or hasattr(obj, "tobytes"):
+        return array_fingerprint(obj)
+    return obj
+
+
+def array_fingerprint(array: Any) -> dict[str, Any]:
+    """Dtype, shape and content hash of a tensor or numpy array."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().contiguous()
+        data = array.view(-1).view(dtype=_byte_dtype()).numpy().tobytes() if array.numel() else b""
+    else:
+        data = array.tobytes()
+    return {"dtype": str(array.dtype), "shape": list(array.shape), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _byte_dtype():
+    import torch
+
+    return torch.uint8
+
+
+def fingerprint(obj: Any) -> str:
+    """sha256 of the canonical JSON of :func:`to_plain` of ``obj`` (data sets, configs, tensors)."""
+    return io.digest(to_plain(obj))
+
+
+def cache_key(kind: str, inputs: Mapping[str, Any], sources: Iterable[str] = ()) -> str:
+    """Key of an artefact: kind, inputs, workbench version and the source hash of ``sources``."""
+    from workbench import __version__
+
+    return io.digest({"kind": kind, "inputs": to_plain(inputs), "workbench": __version__,
+                      "sources": source_fingerprint(sources)})
+
+
+# -- the cache ---------------------------------------------------------------------------------------
+class Cache:
+    """``get_or_build`` over ``<root>/<kind>/<key>/`` entries with checksum manifests."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = cache_root(root)
+
+    def entry_path(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def lookup(self, kind: str, inputs: Mapping[str, Any], sources: Iterable[str] = ()) -> Path | None:
+        """The entry folder when a valid entry exists, else ``None``."""
+        path = self.entry_path(kind, cache_key(kind, inputs, sources))
+        return path if io.verify_manifest(path) else None
+
+    def get_or_build(self, kind: str, inputs: Mapping[str, Any], build: Callable[[], T],
+                     save: Callable[[T, Path], None], load: Callable[[Path], T], force: bool = False,
+                     sources: Iterable[str] = ()) -> T:
+        """Serve the entry for ``inputs`` or build, store and return it.
+
+        ``build()`` makes the artefact, ``save(obj, folder)`` writes its files into an empty folder,
+        ``load(folder)`` reads them back. ``sources`` names the modules whose code determines the
+        artefact (e.g. ``["workbench.training"]``); their source hashes are part of the key.
+        ``force`` rebuilds and replaces the entry. The object returned after a build is the one
+        loaded back from disk, so a hit and a miss give the same thing.
+        """
+        key = cache_key(kind, inputs, sources)
+        path = self.entry_path(kind, key)
+        if not force and io.verify_manifest(path):
+            log.info("cache hit %s/%s", kind, key[:12])
+            return load(path)
+        if path.exists() and not force:
+            log.warning("cache entry %s/%s fails its checksums; rebuilding", kind, key[:12])
+        self._store(path, build(), save, {"kind": kind, "key": key, "inputs": to_plain(inputs),
+                                          "sources": sorted(set(sources))})
+        return load(path)
+
+    def _store(self, path: Path, obj: Any, save: Callable[[Any, Path], None], entry: dict) -> None:
+        tmp = path.with_name(f".{path.name}{io.TMP_MARK}{secrets.token_hex(4)}")
+        tmp.mkdir(parents=True)
+        try:
+            save(obj, tmp)
+            io.write_json(tmp / ENTRY, entry)
+            io.write_manifest(tmp)
+            _replace_dir(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    # A folder cannot be renamed onto a non-empty one: move the old entry aside first.
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}{io.TMP_MARK}old-{secrets.token_hex(4)}")
+        os.replace(dst, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        # Another process stored the same key meanwhile; its entry is as good as ours.
+        if not io.verify_manifest(dst):
+            raise
+
+
+# -- standard savers (safetensors and JSON; never pickle) --------------------------------------------
+TENSORS_FILE = "tensors.safetensors"
+JSON_FILE = "value.json"
+
+
+def save_tensors(tensors: Mapping[str, Any], folder: Path) -> None:
+    """A state dict (or any name → tensor mapping) as safetensors; clones break shared storage (tied weights)."""
+    from safetensors.torch import save_file
+
+    plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    io.write_with(folder / TENSORS_FILE, lambda tmp: save_file(plain, str(tmp)))
+
+
+def load_tensors(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / TENSORS_FILE))
+
+
+def save_json(value: Any, folder: Path) -> None:
+    io.write_json(folder / JSON_FILE, value)
+
+
+def load_json(folder: Path) -> Any:
+    return io.read_json(folder / JSON_FILE)

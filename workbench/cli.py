@@ -1,0 +1,139 @@
+"""Command line: run a notebook, a grid of notebooks, the demo, or list what exists.
+
+::
+
+    python -m workbench run <notebook> -p params/<notebook>/<file>.yaml [-p key=value …] [--run-id X] [--force]
+    python -m workbench grid <grid.yaml> [--jobs N] [--executor local] [--force]
+    python -m workbench demo [--jobs N]
+    python -m workbench list
+
+``-p`` takes parameter files and ``key=value`` overrides, merged left to right; values are YAML
+scalars or flow lists (``-p objectives=[npo,wga] -p lr_npo=1e-4``). Parameters are validated
+before anything runs (exit status 2); a failing cell exits with status 1 and names the notebook,
+the cell and the executed notebook. See :mod:`workbench.grid` for how runs are executed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from workbench import config, grid, runs
+
+DEMO_NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
+EXIT_FAILED, EXIT_INVALID = 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute one notebook with papermill")
+    run.add_argument("notebook", help="notebook name (notebooks/<name>.ipynb) or path")
+    run.add_argument("-p", "--params", action="append", default=[], metavar="FILE|KEY=VALUE")
+    run.add_argument("--run-id", default="", help="run folder name (default: the run_id parameter, else automatic)")
+    _common(run)
+    g = sub.add_parser("grid", help="execute every combination of a grid file's axes")
+    g.add_argument("grid_file")
+    g.add_argument("--jobs", type=int, default=2)
+    g.add_argument("--executor", default="local", help=f"one of {sorted(grid.EXECUTORS)}")
+    _common(g)
+    demo = sub.add_parser("demo", help="run the four notebooks with params/<notebook>/default.yaml")
+    demo.add_argument("--jobs", type=int, default=1)
+    _common(demo)
+    sub.add_parser("list", help="notebooks and their parameter files")
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="replace complete runs with the same id")
+    parser.add_argument("--outputs", default=None, help="outputs root (default $WORKBENCH_OUTPUTS or <repo>/outputs)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    name, path = grid.resolve_notebook(args.notebook)
+    params = grid.merge_params(args.params, Path.cwd())
+    resolved = grid.validate(name, path, params)
+    run_id = args.run_id or params.get("run_id") or runs.new_run_id()
+    declared = grid.notebook_parameters(path)
+    spec = grid.RunSpec(name, str(path), resolved, run_id, str(runs.outputs_root(args.outputs)), force=args.force,
+                        threads=int(os.environ.get("OMP_NUM_THREADS", "1")), progress=True,
+                        pass_run_id="run_id" in declared)
+    if not args.force and runs.RunDir(spec.run_dir).is_complete():
+        raise runs.RunExistsError(f"{spec.run_dir} holds a complete run; use --force or another --run-id")
+    print(f"running {name} → {spec.run_dir}", file=sys.stderr)
+    result = grid.execute(spec)
+    if result.state != "complete":
+        print(grid.failure_message(spec, result), file=sys.stderr)
+        return EXIT_FAILED
+    print(spec.run_dir)
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    if args.executor not in grid.EXECUTORS:
+        raise config.ConfigError("grid", [f"unknown executor {args.executor!r}; allowed: {sorted(grid.EXECUTORS)}"])
+    spec = grid.Grid.from_file(args.grid_file)
+    outputs = str(runs.outputs_root(args.outputs))
+    table = grid.run_grid(spec, outputs=outputs, jobs=args.jobs, executor=args.executor, force=args.force,
+                          progress=_grid_progress())
+    folder = grid.grid_folder(spec, outputs)
+    counts = table["state"].value_counts().to_dict()
+    print(f"grid {spec.name}: {counts}; tables in {folder}")
+    for row in table[table["state"] == "failed"].itertuples():
+        print(f"  failed {row.run_id} (cell {row.cell}): {row.error}", file=sys.stderr)
+    return EXIT_FAILED if counts.get("failed") else 0
+
+
+def _grid_progress():
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="runs", unit="run")
+
+    def update(result: grid.RunResult) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{result.run_id}: {result.state}")
+
+    return update
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    outputs = str(runs.outputs_root(args.outputs))
+    specs = [_demo_spec(nb, outputs, args) for nb in DEMO_NOTEBOOKS]
+    failed = 0
+    for result in grid.EXECUTORS["local"](specs, args.jobs):
+        ok = result.state == "complete"
+        failed += not ok
+        print(f"{'done  ' if ok else 'FAILED'} {result.run_dir}" + ("" if ok else f"  ({result.error})"))
+    return EXIT_FAILED if failed else 0
+
+
+def _demo_spec(notebook: str, outputs: str, args: argparse.Namespace) -> grid.RunSpec:
+    name, path = grid.resolve_notebook(notebook)
+    resolved = grid.validate(name, path, grid.merge_params([f"params/{name}/default.yaml"]))
+    return grid.RunSpec(name, str(path), resolved, runs.new_run_id(), outputs, force=args.force,
+                        threads=grid.threads_per_job(args.jobs))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    params_root = runs.repo_root() / "params"
+    for path in sorted(grid.notebooks_dir().glob("*.ipynb")):
+        files = sorted(p.name for p in (params_root / path.stem).glob("*.yaml"))
+        print(f"{path.stem}\n  notebook: {path}\n  params:   {', '.join(files) or '(none)'}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "grid": cmd_grid, "demo": cmd_demo, "list": cmd_list}
+# Errors the user can fix by changing the command line: reported in one message, no traceback.
+USER_ERRORS = (config.ConfigError, runs.RunExistsError, FileNotFoundError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID

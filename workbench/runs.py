@@ -1,0 +1,271 @@
+"""Run folders: every result traceable to what made it.
+
+Each execution of a notebook writes into ``outputs/<notebook>/<run-id>/``:
+
+* ``params.json`` — the resolved parameters, package versions, git commit (+ dirty flag), device,
+  Python and start time, all built by :func:`run_info` so that no notebook assembles its own;
+* ``status.json`` — ``running``, ``complete`` or ``failed`` (with error, step and message), rewritten
+  atomically at every change so that a crash leaves the last true state;
+* tables (``<name>.parquet``, plus ``<name>.csv`` for summaries), figures (standalone HTML with
+  plotly.js inline, so they open offline) and the executed notebook.
+
+A run is **complete** only when ``status.json`` says so *and* its ``manifest.json`` (sha256 of every
+file but the status and the executed notebook, which papermill rewrites after the last cell) matches
+the disk. Complete runs are never overwritten silently: a new run gets a new id, and reusing an id
+raises :class:`RunExistsError` unless ``force`` is given.
+
+The tables shared with plots, widgets and the grid have a fixed schema (the contract with the
+pipelines): :data:`PER_ALPHA_COLUMNS` for the tidy per-α table ``per_alpha`` and
+:data:`SUMMARY_COLUMNS` for ``summary``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from workbench import io
+
+PARAMS = "params.json"
+STATUS = "status.json"
+PER_ALPHA = "per_alpha"
+SUMMARY = "summary"
+PER_ALPHA_COLUMNS = ["notebook", "objective", "scenario", "seed", "alpha", "FS", "RS", "MU", "FQ"]
+SUMMARY_COLUMNS = ["objective", "scenario", "seed", "AUES", "MU95", "MU95_reached"]
+# The status changes after the manifest is written; the executed notebook is saved by papermill
+# after the last cell has run, so neither can be checksummed from inside the run.
+NOT_IN_MANIFEST = (STATUS, "*.ipynb")
+VERSIONED_PACKAGES = {"torch": "torch", "transformers": "transformers", "papermill": "papermill",
+                      "plotly": "plotly", "workbench": "loc-unlearn-workbench"}
+
+
+class RunExistsError(FileExistsError):
+    """A complete run already holds this run id."""
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def outputs_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else ``$WORKBENCH_OUTPUTS``, else ``<repo>/outputs`` (read at call time)."""
+    return Path(root or os.environ.get("WORKBENCH_OUTPUTS") or repo_root() / "outputs")
+
+
+def new_run_id() -> str:
+    """Time-ordered and unique: ``YYYYmmdd-HHMMSS-<4 random bytes>``."""
+    return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- provenance ----------------------------------------------------------------------------------------
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for key, dist in VERSIONED_PACKAGES.items():
+        try:
+            versions[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[key] = None
+    return versions
+
+
+def git_state(repo: Path | None = None) -> dict[str, Any]:
+    """Commit of the checkout and whether tracked files differ from it (untracked files do not count)."""
+    repo = repo or repo_root()
+    try:
+        commit = _git(repo, "rev-parse", "HEAD")
+        dirty = bool(_git(repo, "status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30)
+    return out.stdout.strip()
+
+
+def resolved_device(device: str) -> str:
+    from workbench.models import resolve_device  # torch is imported only when a run starts
+
+    return str(resolve_device(device))
+
+
+def run_info(notebook: str, params: Any, *, run_id: str, device: str | None = None) -> dict[str, Any]:
+    """The content of ``params.json``: the one place where provenance is assembled."""
+    values = params.to_dict() if hasattr(params, "to_dict") else dict(params)
+    values["run_id"] = run_id
+    return {
+        "notebook": notebook,
+        "run_id": run_id,
+        "params": values,
+        "versions": package_versions(),
+        "git": git_state(),
+        "device": device or resolved_device(values.get("device", "auto")),
+        "python": sys.executable,
+        "platform": platform.platform(),
+        "started": now_iso(),
+    }
+
+
+# -- the run folder -----------------------------------------------------------------------------------
+class RunDir:
+    """``outputs/<notebook>/<run-id>/`` with atomic writers and a status that tells the truth."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def notebook(self) -> str:
+        return self.path.parent.name
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    # construction
+    @classmethod
+    def create(cls, notebook: str, params: Any, *, run_id: str = "", outputs: str | os.PathLike | None = None,
+               force: bool = False, device: str | None = None) -> RunDir:
+        """Open the run folder for writing: params.json written, status ``running``.
+
+        ``run_id`` empty → a new id. An existing *complete* run raises :class:`RunExistsError` unless
+        ``force`` (then it is emptied first); an incomplete one (e.g. prepared by the CLI, whose
+        executed notebook is already being written into it) is reused as it is.
+        """
+        run = cls(outputs_root(outputs) / notebook / (run_id or new_run_id()))
+        if run.is_complete():
+            if not force:
+                raise RunExistsError(f"{run.path} holds a complete run; choose another run_id or pass force=True")
+            run.clear()
+        run.path.mkdir(parents=True, exist_ok=True)
+        io.write_json(run.path / PARAMS, run_info(notebook, params, run_id=run.run_id, device=device))
+        run.set_status("running", step="start")
+        return run
+
+    @classmethod
+    def for_config(cls, cfg: Any, **kwargs: Any) -> RunDir:
+        """The run folder of a notebook config (its ``run_id`` field chooses the folder)."""
+        return cls.create(cfg.notebook, cfg, run_id=cfg.run_id, **kwargs)
+
+    @classmethod
+    def prepare(cls, path: str | os.PathLike, *, force: bool = False) -> RunDir:
+        """Empty folder for a fresh execution (CLI, grid): complete → error unless ``force``; else wiped."""
+        run = cls(path)
+        if run.is_complete() and not force:
+            raise RunExistsError(f"{run.path} holds a complete run; use --force or another --run-id")
+        run.clear()
+        run.path.mkdir(parents=True)
+        return run
+
+    def clear(self) -> None:
+        # Rename first so that a reader never sees a half-deleted run under the real name.
+        if self.path.exists():
+            trash = self.path.with_name(f".{self.path.name}{io.TMP_MARK}deleted-{secrets.token_hex(4)}")
+            os.replace(self.path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    # status
+    def status(self) -> dict[str, Any]:
+        try:
+            return io.read_json(self.path / STATUS)
+        except (OSError, ValueError):
+            return {"state": "missing"}
+
+    def set_status(self, state: str, **fields: Any) -> None:
+        io.write_json(self.path / STATUS, {"state": state, "updated": now_iso(), **fields})
+
+    def step(self, step: str, message: str = "") -> None:
+        """Record progress, so that a crash says where it happened."""
+        self.set_status("running", step=step, message=message)
+
+    def complete(self) -> None:
+        io.write_manifest(self.path, exclude=NOT_IN_MANIFEST)
+        self.set_status("complete", step=self.status().get("step"))
+
+    def fail(self, error: str, *, step: str | None = None, message: str = "") -> None:
+        self.set_status("failed", error=error, step=step or self.status().get("step"), message=message)
+
+    def is_complete(self) -> bool:
+        return self.status().get("state") == "complete" and io.verify_manifest(self.path, exclude=NOT_IN_MANIFEST)
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[RunDir]:
+        """``with run.tracking():`` marks the run complete on success and failed on an exception."""
+        try:
+            yield self
+        except BaseException as exc:
+            self.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        self.complete()
+
+    # results
+    def save_table(self, df, name: str, *, csv: bool | None = None) -> Path:
+        """``<name>.parquet``; also ``<name>.csv`` when ``csv`` or (by default) for summary tables."""
+        path = io.write_parquet(self.path / f"{name}.parquet", df)
+        if csv if csv is not None else "summary" in name:
+            io.write_csv(self.path / f"{name}.csv", df)
+        return path
+
+    def table(self, name: str):
+        import pandas as pd
+
+        return pd.read_parquet(self.path / f"{name}.parquet")
+
+    def save_figure(self, fig, name: str) -> Path:
+        """Standalone HTML with plotly.js inline (about 5 MB), so the figure opens offline."""
+        return io.write_html(self.path / f"{name}.html", fig.to_html(include_plotlyjs=True, full_html=True))
+
+    def save_json(self, obj: Any, name: str) -> Path:
+        return io.write_json(self.path / f"{name}.json", obj)
+
+    def save_html(self, html: str, name: str) -> Path:
+        return io.write_html(self.path / f"{name}.html", html)
+
+
+# -- reading runs back ----------------------------------------------------------------------------------
+def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike], table: str = PER_ALPHA) -> list[RunDir]:
+    """Run folders holding ``<table>.parquet``: each path is a run folder or a folder of run folders."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    runs = []
+    for path in map(Path, paths):
+        if (path / f"{table}.parquet").is_file():
+            runs.append(RunDir(path))
+        else:
+            runs += [RunDir(p.parent) for p in sorted(path.glob(f"*/{table}.parquet"))]
+    return runs
+
+
+def load_runs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, table: str = PER_ALPHA,
+              complete_only: bool = False):
+    """Concatenate the saved ``table`` of one or several runs (nothing is recomputed); adds ``run_id``."""
+    import pandas as pd
+
+    runs = [r for r in find_runs(paths, table) if r.is_complete() or not complete_only]
+    if not runs:
+        raise FileNotFoundError(f"no {table}.parquet under {paths}")
+    frames = [r.table(table).assign(run_id=r.run_id) for r in runs]
+    return pd.concat(frames, ignore_index=True)
+
+
+def check_columns(df, required: list[str], name: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} table lacks columns {missing}; expected at least {required}")
+
