@@ -159,6 +159,7 @@ class Config:
     pretrain_lr: float = param(1e-3, "tiny model: pre-training learning rate", positive)
     retain_epochs: int = param(5, "epochs of fine-tuning on the retain set (θr)", positive)
     retain_lr: float = param(1e-3, "learning rate of fine-tuning on the retain set", positive)
+    replay_pretrain: bool = param(True, "[choice] mix θp's general-knowledge set into θr/θ_full fine-tuning (tiny models forget it otherwise, leaving MU nothing to measure)")
     batch_size: int = param(16, "batch size of every training stage", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
     max_grad_norm: float = param(1.0, "gradient clipping norm (0 disables)", non_negative)
