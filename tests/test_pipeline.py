@@ -1,0 +1,80 @@
+"""Pipelines: checks that stop meaningless configurations, determinism, and cache reuse."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from workbench import config, experiments, pipeline, training
+
+pytestmark = pytest.mark.integration
+
+SMOKE = yaml.safe_load(open("params/oracle-vs-random/smoke.yaml"))
+
+
+def _cfg(**over):
+    return config.from_params("oracle-vs-random", {**SMOKE, "objectives": ["npo"], "localizers": [], **over})
+
+
+def _run(cfg, cache):
+    session = pipeline.open_session(cfg, cache_root=str(cache), progress=False)
+    return experiments.controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook)
+
+
+def test_same_parameters_and_seed_give_identical_results(tmp_path):
+    a = _run(_cfg(), tmp_path / "a")
+    b = _run(_cfg(), tmp_path / "b")  # separate caches: everything is recomputed
+    pd.testing.assert_frame_equal(a.per_example, b.per_example, check_exact=True)
+    pd.testing.assert_frame_equal(a.per_alpha, b.per_alpha, check_exact=True)
+
+
+def test_second_run_is_served_from_cache_and_a_changed_input_recomputes(tmp_path, monkeypatch):
+    first = _run(_cfg(), tmp_path)
+    calls = []
+    original = training.run_loop
+    monkeypatch.setattr(training, "run_loop", lambda *a, **k: calls.append(k.get("desc")) or original(*a, **k))
+    again = _run(_cfg(), tmp_path)
+    assert calls == []
+    pd.testing.assert_frame_equal(first.per_alpha, again.per_alpha)
+    _run(_cfg(lr_npo=0.02), tmp_path)
+    assert calls and all("npo" in c for c in calls)  # only the unlearning step was recomputed
+
+
+def test_weak_injection_stops_with_the_parameters_to_change(tmp_path):
+    with pytest.raises(pipeline.CheckFailed, match="inject_epochs.*inject_lr"):
+        _run(_cfg(min_forget_es=0.99), tmp_path)
+
+
+def test_fs_rule_names_the_learning_rate():
+    rows = pd.DataFrame({"alpha": [0.0, 1.0], "FS": [0.1, 1.0]})
+    assert "lower 'lr_npo'" in pipeline.check_fs(rows, lr_key="lr_npo", lr=0.1, what="npo")
+    rows["FS"] = [0.1, 0.5]
+    assert "raise 'lr_npo'" in pipeline.check_fs(rows, lr_key="lr_npo", lr=0.1, what="npo")
+    rows["FS"] = [0.1, 0.9]
+    assert pipeline.check_fs(rows, lr_key="lr_npo", lr=0.1, what="npo") is None
+
+
+def test_retain_damage_is_reported():
+    cfg = _cfg(max_retain_es_drop=0.05)
+    report = {"forget_es_r": 0.1, "retain_es_r": 0.9, "forget_es_o": 0.95, "retain_es_o": 0.7}
+    with pytest.raises(pipeline.CheckFailed, match="lambda_retain"):
+        pipeline.check_injection(report, cfg)
+
+
+def test_summary_and_paper_table_on_a_known_sweep():
+    alphas = [0.0, 0.5, 1.0]
+    rows = []
+    for scenario, fs_end in (("oracle", 0.9), ("random", 0.9)):
+        for seed in (1, 2):
+            for a in alphas:
+                rows.append({"notebook": "x", "objective": "npo", "scenario": scenario, "seed": seed, "alpha": a,
+                             "FS": a * fs_end, "RS": 1 - 0.5 * a, "MU": 1 - 0.1 * a, "FQ": -2 + a})
+    per_alpha = pd.DataFrame(rows)
+    summary = experiments.summarise(per_alpha)
+    # RS = 1 - FS/1.8 on [0, 0.9], then flat at 0.5 to FS = 1: area = 0.9 - 0.81/3.6 + 0.05
+    assert summary.AUES.tolist() == pytest.approx([0.9 - 0.81 / 3.6 + 0.05] * 4)
+    tests = experiments.compare(per_alpha, "oracle", "random", n_rounds=200)
+    assert (tests.dAUES == 0).all() and (tests.p_AUES == 1).all()
+    table = experiments.paper_table(summary, tests, "oracle", "random")
+    assert table.loc[0, "p AUES (mean)"] == 1.0
