@@ -32,13 +32,17 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pip install -q -e ".[dist,browser]"
+	command -v chromium >/dev/null || (apt-get install -y -q chromium >/dev/null 2>&1 || echo "chromium not installed: browser tests will skip")
 	$(PY) -m pytest -q -m slow
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/restricted_training.py --steps 6
+	OMP_NUM_THREADS=1 $(PY) benchmarks/evaluation.py --model tiny
+	OMP_NUM_THREADS=1 $(PY) benchmarks/evaluation.py --model smollm2
+	$(PY) benchmarks/gpu_check.py --tiny
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --no-browser

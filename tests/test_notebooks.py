@@ -1,0 +1,99 @@
+"""The four notebooks run under papermill with their smoke parameters and write sane files.
+
+Asserted on the files a run writes (never on cell output text): the α grid is complete, the
+numbers are finite where they are defined, and the summary and paper-shaped tables have the rows
+the experiment implies.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench import grid
+
+pytestmark = pytest.mark.notebooks
+
+NOTEBOOKS = ["oracle-vs-random", "l2-mlp-supervision", "lume", "revisit-localizers"]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Execute every notebook once with params/<nb>/smoke.yaml into a temporary outputs folder."""
+    outputs = tmp_path_factory.mktemp("outputs")
+    cache = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WORKBENCH_CACHE", str(cache))
+    results = {}
+    for nb in NOTEBOOKS:
+        name, path = grid.resolve_notebook(nb)
+        params = grid.validate(name, path, grid.merge_params([f"params/{nb}/smoke.yaml"], path.parents[1]))
+        spec = grid.RunSpec(notebook=name, path=str(path), params=params, run_id="smoke", outputs=str(outputs), threads=1)
+        results[nb] = grid.execute(spec)
+    mp.undo()
+    return results
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_smoke_run_writes_documented_files(smoke_runs, nb):
+    result = smoke_runs[nb]
+    assert result.state == "complete", result.error
+    run = result.run_dir
+    for name in ("params.json", "status.json", "per_alpha.parquet", "per_example.parquet", "summary.csv",
+                 "tests.csv", "table.csv", "regions.csv", "figures.html", f"{nb}.ipynb"):
+        assert (pd.io.common.Path(run) / name).exists(), name
+    params = json.load(open(f"{run}/params.json"))
+    assert params["params"]["run_id"] == "smoke" and "torch" in json.dumps(params)
+    assert json.load(open(f"{run}/status.json"))["state"] == "complete"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_smoke_tables_are_sane(smoke_runs, nb):
+    run = smoke_runs[nb].run_dir
+    per_alpha = pd.read_parquet(f"{run}/per_alpha.parquet")
+    n_alpha = 3  # smoke.yaml
+    for _, g in per_alpha.groupby(["objective", "scenario", "seed"]):
+        assert sorted(g.alpha) == pytest.approx(list(np.linspace(0, 1, n_alpha)))
+        assert np.isfinite(g[["FS", "RS"]]).all().all()
+        assert g.FS.between(0, 1).all() and g.RS.between(0, 1).all()
+    summary = pd.read_csv(f"{run}/summary.csv")
+    assert len(summary) == per_alpha.groupby(["objective", "scenario", "seed"]).ngroups
+    assert summary.AUES.between(0, 1).all()
+    if nb != "lume":  # FQ and MU are undefined outside TOFU-shaped data
+        assert np.isfinite(per_alpha[["MU", "FQ"]]).all().all()
+        assert (per_alpha.FQ <= 0).all()
+    table = pd.read_csv(f"{run}/table.csv")
+    expected = {"oracle-vs-random": 2, "l2-mlp-supervision": 1, "lume": 1, "revisit-localizers": 3}[nb]
+    assert len(table) == expected
+    tests = pd.read_csv(f"{run}/tests.csv")
+    assert tests.p_AUES.between(0, 1).all()
+
+
+def test_executed_notebook_and_repository_copies(smoke_runs):
+    """The committed notebooks carry no outputs; the executed copies under outputs/ do."""
+    import nbformat
+
+    for nb in NOTEBOOKS:
+        src = nbformat.read(f"notebooks/{nb}.ipynb", as_version=4)
+        assert not any(c.get("outputs") for c in src.cells if c.cell_type == "code")
+        tags = [c for c in src.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tags) == 1
+        ran = nbformat.read(f"{smoke_runs[nb].run_dir}/{nb}.ipynb", as_version=4)
+        assert any(c.get("outputs") for c in ran.cells if c.cell_type == "code")
+
+
+def test_parameters_cell_matches_config_defaults():
+    """The notebook's parameters cell and the config dataclass cannot drift apart."""
+    import papermill as pm
+
+    from workbench import config
+
+    for nb in NOTEBOOKS:
+        declared = pm.inspect_notebook(f"notebooks/{nb}.ipynb")
+        assert set(declared) == set(config.field_names(nb)), nb
+        cfg = config.config_class(nb)()
+        for name, info in declared.items():
+            assert eval(info["default"]) == getattr(cfg, name), (nb, name)  # noqa: S307 — literal from our own notebook
