@@ -140,3 +140,14 @@ def test_bf16_mixing_goes_through_fp32_hooks():
     with delta.mixed(0.0):
         assert torch.equal(model(input_ids=x).logits.float(), base)
     assert not torch.equal(mixed, base)
+
+
+def test_merge_at_one_writes_the_trained_entries_exactly():
+    model = make_tiny("llama")
+    region = random_region(model, 0.2, seed=0)
+    delta, _ = train_region(model, region, random_examples(8), CFG, 0, progress=False)
+    delta.merge(1.0)
+    for layer in delta.layers:
+        w = arch.down_proj(model, layer).weight
+        assert torch.equal(w[:, region.layer(layer)].T, delta.params[str(layer)].detach())
+    delta.restore()

@@ -162,7 +162,8 @@ class RegionDelta(nn.Module):
             raise RuntimeError("detach the delta's hooks before merging it into the weights")
         for layer in self.layers:
             before = self.before(layer).float()
-            mixed = before + alpha * (self.params[str(layer)].detach() - before)
+            # lerp is exact at both ends: α = 1 writes the trained entries themselves
+            mixed = torch.lerp(before, self.params[str(layer)].detach(), float(alpha))
             self._scatter(arch.down_proj(self.model, layer).weight.data, self._selectors[layer], mixed)
 
     @torch.no_grad()
