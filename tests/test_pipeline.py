@@ -78,3 +78,8 @@ def test_summary_and_paper_table_on_a_known_sweep():
     assert (tests.dAUES == 0).all() and (tests.p_AUES == 1).all()
     table = experiments.paper_table(summary, tests, "oracle", "random")
     assert table.loc[0, "p AUES (mean)"] == 1.0
+
+
+def test_rmu_layer_beyond_depth_fails_before_training():
+    with pytest.raises(config.ConfigError, match="rmu_layer"):
+        _cfg(objectives=["rmu"], rmu_layer=5)  # smoke model has 2 layers

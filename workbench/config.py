@@ -233,6 +233,14 @@ class ObjectiveParams(Config):
     rmu_layer: int = param(-1, "RMU steering layer; -1 -> floor(2L/3)")
     rmu_c: float = param(2.0, "RMU steering scale c", positive)
 
+    def cross_checks(self) -> list[str]:
+        # The tiny model's depth is known before anything is built; other models are checked on load.
+        problems = super().cross_checks()
+        if self.model == "tiny-llama" and self.rmu_layer != -1 and not 0 <= self.rmu_layer < self.tiny_layers:
+            problems.append(f"'rmu_layer' = {self.rmu_layer} is outside the tiny model's {self.tiny_layers} layers "
+                            f"(0..{self.tiny_layers - 1}, or -1 for floor(2L/3))")
+        return problems
+
 
 @register_config("oracle-vs-random")
 @dataclass(frozen=True)

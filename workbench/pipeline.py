@@ -287,6 +287,7 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
     cache = cache_mod.Cache(cache_root)
     device = resolve_device(cfg.device)
     model, tok, p_key = pretrained_model(cfg, data, cache, device, force=force, progress=progress)
+    check_model(cfg, model)
     r_key, model, tok = finetuned_model(cfg, data, cache, device, model, tok, p_key, which="retain",
                                         force=force, progress=progress)
     items = {s: encode_all(tok, getattr(data, s)) for s in ("forget", "retain", "retain_eval")}
@@ -303,6 +304,15 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
                                                   force=force, progress=progress)
         session.base_key = f_key
     return session
+
+
+def check_model(cfg, model: nn.Module) -> None:
+    """Parameters that depend on the model, checked before any fine-tuning (RMU's layer)."""
+    from workbench import architectures, config
+
+    uses_rmu = "rmu" in getattr(cfg, "objectives", []) or getattr(cfg, "objective", "") == "rmu"
+    if uses_rmu:
+        config.resolve_rmu_layer(cfg.rmu_layer, architectures.n_layers(model))
 
 
 def retain_reference(session: Session) -> pd.DataFrame:
