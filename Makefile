@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m workbench demo
+	$(PY) -m workbench demo --jobs 2
 
 test: $(STAMP)
 	$(PY) -m pytest -q
