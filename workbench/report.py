@@ -55,3 +55,35 @@ def save_figures(run: RunDir, figures: list[go.Figure], name: str = "figures") -
     parts = [fig.to_html(include_plotlyjs=(i == 0), full_html=False) for i, fig in enumerate(figures)]
     html = "<html><head><meta charset='utf-8'></head><body>" + "\n".join(parts) + "</body></html>"
     return run.save_html(html, name)
+
+
+KEPT_FILES = ("params.json", "summary.csv", "table.csv", "tests.csv", "checks.csv", "regions.csv", "localization.csv",
+              "rmu_reachable.csv")
+
+
+def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a run's parameters, summary tables and figures into ``dest`` (e.g. ``outputs/reference/<nb>``).
+
+    Models and per-example data stay behind; the per-α table is kept as CSV so the curves can be
+    redrawn. Figures reference one shared ``plotly.min.js`` in ``dest``'s parent, so several kept runs
+    do not each carry 5 MB of plotly.js and still open offline.
+    """
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in KEPT_FILES:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, dest / name)
+    per_alpha = pd.read_parquet(run_dir / "per_alpha.parquet")
+    per_alpha.to_csv(dest / "per_alpha.csv", index=False)
+    figs = curve_figures(per_alpha, run_dir.parent.name)
+    body = "\n".join(fig.to_html(include_plotlyjs=False, full_html=False) for fig in figs)
+    (dest / "figures.html").write_text("<html><head><meta charset='utf-8'><script src='../plotly.min.js'></script>"
+                                       f"</head><body>{body}</body></html>")
+    js = dest.parent / "plotly.min.js"
+    if not js.exists():
+        from plotly.offline import get_plotlyjs
+
+        js.write_text(get_plotlyjs())
+    return dest
