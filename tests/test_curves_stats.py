@@ -96,3 +96,11 @@ def test_fisher_and_summary():
     assert summary["per_seed"] == p and summary["mean"] == pytest.approx(np.mean(p))
     assert summary["fisher"] == pytest.approx(fisher_combined(p))
     assert 0 < fisher_combined([0.0, 0.5]) < 1e-10
+
+
+def test_fisher_counts_a_zero_resampling_p_at_the_test_resolution():
+    from workbench.stats import fisher_combined
+    from scipy.stats import combine_pvalues
+
+    assert fisher_combined([0.0, 0.2], n_rounds=10_000) == pytest.approx(combine_pvalues([1e-4, 0.2]).pvalue)
+    assert fisher_combined([0.0, 0.2]) < 1e-100

@@ -201,7 +201,8 @@ def compare(per_alpha: pd.DataFrame, a: str, b: str, *, n_rounds: int = 10000, p
         pairs = ([(s, runs_a[s], runs_b[s]) for s in runs_a if s in runs_b] if pair_by_seed and set(runs_a) & set(runs_b)
                  else [(s, x, y) for x in runs_a.values() for s, y in runs_b.items()])
         for seed, x, y in pairs:
-            rows.append({"objective": objective, "a": a, "b": b, "seed": seed, **_pair_test(x, y, n_rounds, seed)})
+            rows.append({"objective": objective, "a": a, "b": b, "seed": seed, "n_rounds": n_rounds,
+                         **_pair_test(x, y, n_rounds, seed)})
     return pd.DataFrame(rows)
 
 
@@ -215,6 +216,10 @@ def _pair_test(x: pd.DataFrame, y: pd.DataFrame, n_rounds: int, seed: int) -> di
         out["dMU95"] = abs(out["MU95_a"] - out["MU95_b"])
         out["p_MU95"] = stats.mu95_bootstrap_test(x.MU, x.FQ, y.MU, y.FQ, mu_before, n_rounds=n_rounds, seed=int(seed))
     return out
+
+
+def _rounds(tests: pd.DataFrame) -> int | None:
+    return int(tests["n_rounds"].iloc[0]) if "n_rounds" in tests and len(tests) else None
 
 
 def _pm(values: pd.Series) -> str:
@@ -235,7 +240,8 @@ def paper_table(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str) -> p
             row[f"{metric} {a}"] = _pm(s[s.scenario == a][metric])
             row[f"{metric} {b}"] = _pm(s[s.scenario == b][metric])
             if f"d{metric}" in t:
-                p = stats.summarise_pvalues(t[f"p_{metric}"].dropna().tolist()) if t[f"p_{metric}"].notna().any() else {}
+                p = (stats.summarise_pvalues(t[f"p_{metric}"].dropna().tolist(), n_rounds=_rounds(t))
+                     if t[f"p_{metric}"].notna().any() else {})
                 row[f"|Δ{metric}|"] = _pm(t[f"d{metric}"])
                 row[f"p {metric} (mean)"] = p.get("mean", float("nan"))
                 row[f"p {metric} (Fisher)"] = p.get("fisher", float("nan"))
@@ -266,7 +272,7 @@ def localizer_table(summary: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
         for metric in ("AUES", "MU95"):
             col = f"p_{metric}"
             if not t.empty and col in t and t[col].notna().any():
-                p = stats.summarise_pvalues(t[col].dropna().tolist())
+                p = stats.summarise_pvalues(t[col].dropna().tolist(), n_rounds=_rounds(t))
                 row[f"p {metric} (mean)"], row[f"p {metric} (Fisher)"] = p["mean"], p["fisher"]
         rows.append(row)
     return pd.DataFrame(rows)

@@ -75,16 +75,21 @@ def mu95_bootstrap_test(
     return _share_at_least(np.abs(va - vb), observed)
 
 
-def fisher_combined(pvalues: Sequence[float]) -> float:
-    """Fisher's combined p-value: ``−2 Σ log p ~ χ²(2k)`` under the joint null."""
+def fisher_combined(pvalues: Sequence[float], *, n_rounds: int | None = None) -> float:
+    """Fisher's combined p-value: ``−2 Σ log p ~ χ²(2k)`` under the joint null.
+
+    A resampling p of 0 only means "below 1/n_rounds": with ``n_rounds`` given it is counted as
+    ``1/n_rounds`` **[choice]** (the test's resolution); without it, as the smallest float, which
+    makes one such seed dominate the combination.
+    """
     from scipy.stats import combine_pvalues
 
     p = np.asarray(pvalues, dtype=float)
-    # A permutation p of 0 means "below 1/n_rounds"; log(0) would make the statistic infinite.
-    return float(combine_pvalues(np.clip(p, np.finfo(float).tiny, 1.0), method="fisher").pvalue)
+    floor = 1.0 / n_rounds if n_rounds else np.finfo(float).tiny
+    return float(combine_pvalues(np.clip(p, floor, 1.0), method="fisher").pvalue)
 
 
-def summarise_pvalues(pvalues: Sequence[float]) -> dict:
+def summarise_pvalues(pvalues: Sequence[float], *, n_rounds: int | None = None) -> dict:
     """Per-seed p-values, their mean and Fisher's combination, for a multi-seed table."""
     p = [float(v) for v in pvalues]
-    return {"per_seed": p, "mean": float(np.mean(p)), "fisher": fisher_combined(p)}
+    return {"per_seed": p, "mean": float(np.mean(p)), "fisher": fisher_combined(p, n_rounds=n_rounds)}
