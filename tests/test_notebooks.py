@@ -97,3 +97,11 @@ def test_parameters_cell_matches_config_defaults():
         cfg = config.config_class(nb)()
         for name, info in declared.items():
             assert eval(info["default"]) == getattr(cfg, name), (nb, name)  # noqa: S307 — literal from our own notebook
+
+
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob("params/*/*.yaml")))
+def test_every_parameter_file_validates(path):
+    """Paper-scale and local-data files are not run here, so at least their parameters must be valid."""
+    from workbench import config
+
+    config.from_params(path.split("/")[1], grid.load_yaml(open(path).read()))
