@@ -22,7 +22,13 @@ import time
 import numpy as np
 import torch
 
-from workbench.data.formatting import Encoded, collate_prompts, encode, encode_all, pad_id
+from workbench.data.formatting import (
+    Encoded,
+    collate_prompts,
+    encode,
+    encode_all,
+    pad_id,
+)
 from workbench.data.synthetic import synthetic_tofu
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids
 from workbench.mixing import mixing_sweep
@@ -65,7 +71,7 @@ def tiny_setup(device: str):
 
 
 def smollm2_setup(device: str, n: int):
-    from workbench.smollm import load_smollm2
+    from workbench.models.smollm import load_smollm2
 
     model, tok = load_smollm2(device=device)
     data = synthetic_tofu(n_authors=10, n_forget_authors=2)

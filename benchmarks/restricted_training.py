@@ -12,7 +12,7 @@ the parent prints one table and the ratios. Run from the repository root::
 
     OMP_NUM_THREADS=1 python benchmarks/restricted_training.py --steps 5
 
-SmolLM2 is converted from its GGUF file on first use and cached (see :mod:`workbench.smollm`).
+SmolLM2 is converted from its GGUF file on first use and cached (see :mod:`workbench.models.smollm`).
 Sequences are TOFU forget10 questions when the shared data folder is present, synthetic ones
 otherwise.
 """
@@ -75,8 +75,8 @@ def run_mode(mode: str, steps: int, batch_size: int, fraction: float) -> dict:
 
     from workbench import training
     from workbench.data.formatting import pad_id
+    from workbench.models.smollm import load_smollm2
     from workbench.regions import random_region
-    from workbench.smollm import load_smollm2
 
     model, tokenizer = load_smollm2(device="cpu")
     region = random_region(model, fraction, seed=0)

@@ -23,9 +23,9 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-
 from fixtures.fake_runs import fake_per_alpha, write_fake_run
-from workbench import plots
+
+from workbench.viz import plots
 
 pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -113,7 +113,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 def explorer_notebook(folder: Path, run_dir: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(f"from workbench.widgets import CurveExplorer\n"
+    nb.cells = [nbformat.v4.new_code_cell(f"from workbench.viz.widgets import CurveExplorer\n"
                                           f"explorer = CurveExplorer({str(run_dir)!r})\nexplorer")]
     path = folder / "explorer.ipynb"
     nbformat.write(nb, str(path))

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from workbench import cache
+from workbench.runs import cache
 
 pytestmark = pytest.mark.integration
 

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import math
-import types
 
 import pytest
 
-from workbench import config
+from workbench.runs import config
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def fixed_names(monkeypatch):
-    """Registries under construction elsewhere: validate against the fixed fallback lists."""
-    monkeypatch.setattr(config, "REGISTRY_SOURCES", {k: ("workbench._absent_registry", "X") for k in config.REGISTRY_SOURCES})
 
 
 def problems(notebook, **params) -> str:
@@ -34,7 +27,7 @@ def test_defaults_build_and_round_trip(notebook):
 def test_brief_parameter_names_exist():
     assert {"region_fraction", "region_seeds", "objectives", "lr_rmu", "rmu_layer", "localizers", "check_fs",
             "n_alpha", "run_id", "trust_remote_code"} <= set(config.field_names("oracle-vs-random"))
-    assert {"oracle_seed", "random_seeds", "lr_l2", "retain_l2_weight"} <= set(config.field_names("l2-mlp-supervision"))
+    assert {"oracle_seed", "random_seeds", "lr_l2_mlp", "retain_l2_weight"} <= set(config.field_names("l2-mlp-supervision"))
     assert {"n_people", "forget_ratio", "lr_npo"} <= set(config.field_names("lume"))
     assert {"full_lr", "lr_wagle", "weight_level", "weight_fraction", "lr_weight_level"} <= set(config.field_names("revisit-localizers"))
     assert config.from_params("lume", {}).data == "synthetic-lume"
@@ -62,7 +55,9 @@ def test_ints_widen_to_float():
 
 
 def test_unknown_registry_names():
-    assert "'objectives': unknown objective 'nop'; allowed: ga, wga, npo" in problems("oracle-vs-random", objectives=["nop"])
+    assert "'objectives': unknown objective 'nop'; allowed: dpo, ga, l2_mlp, npo, rmu, wga" in problems(
+        "oracle-vs-random", objectives=["nop"])
+    assert "unknown objective 'nll'" in problems("lume", objectives=["nll"])  # a learning loss, not for unlearning
     assert "unknown localizer 'wagel'" in problems("revisit-localizers", localizers=["wagel"])
     assert "unknown dataset 'tofu2'" in problems("lume", data="tofu2")
     assert "'objective': unknown objective" in problems("revisit-localizers", objective="xx")
@@ -84,9 +79,25 @@ def test_revisit_regions_need_not_be_disjoint():
     assert config.from_params("revisit-localizers", {"region_fraction": 0.6}).region_fraction == 0.6
 
 
-def test_objective_without_learning_rate():
-    assert "lr_wga" in problems("lume", objectives=["wga"])
-    assert "lr_random" not in problems("revisit-localizers", localizers=["random", "nope"])
+def test_every_method_gets_its_learning_rate_and_hyper_parameters():
+    names = set(config.field_names("oracle-vs-random"))
+    assert {"lr_ga", "lr_wga", "lr_npo", "lr_dpo", "lr_rmu", "lr_l2_mlp"} <= names and "lr_nll" not in names
+    assert {"npo_beta", "dpo_beta", "wga_alpha", "rmu_layer", "rmu_c", "rmu_tokens", "memflex_mu", "memflex_repeats",
+            "wagle_absolute", "wagle_gamma", "activations_reduce"} <= names
+    assert not any(n.endswith("_seed") and n != "oracle_seed" for n in names)  # a method's seed is the run's seed
+    assert {"lr_random", "lr_activations", "lr_memflex", "lr_wagle", "memflex_mu"} <= set(config.field_names("revisit-localizers"))
+    assert "lr_wagle_weights" not in config.field_names("revisit-localizers")  # weight level: lr_weight_level
+
+
+def test_method_parameters_reach_the_methods():
+    cfg = config.from_params("oracle-vs-random", {"npo_beta": 0.25, "memflex_mu": 0.5, "wagle_gamma": 1e-6,
+                                                  "rmu_layer": 1, "seed": 5})
+    assert config.method_params(cfg, "objective", "npo") == {"beta": 0.25}
+    assert config.method_params(cfg, "objective", "rmu") == {"layer": 1, "c": 2.0, "tokens": "answer", "seed": 5}
+    assert config.method_params(cfg, "localizer", "memflex") == {"mu": 0.5, "repeats": 3, "batch_size": 8, "seed": 5}
+    assert config.method_params(cfg, "localizer", "wagle")["gamma"] == 1e-6
+    assert config.from_params("oracle-vs-random", {}).rmu_layer is None
+    assert "'wagle_gamma': expected float, got str" in problems("oracle-vs-random", wagle_gamma="x")
 
 
 def test_all_problems_reported_together():
@@ -94,13 +105,24 @@ def test_all_problems_reported_together():
     assert len(err.value.problems) == 3
 
 
-def test_registry_is_read_lazily(monkeypatch):
-    registry = types.ModuleType("fake_registry")
-    registry.OBJECTIVES = {"npo": None, "new_objective": None}
-    monkeypatch.setitem(__import__("sys").modules, "fake_registry", registry)
-    monkeypatch.setitem(config.REGISTRY_SOURCES, "objective", ("fake_registry", "OBJECTIVES"))
-    assert config.allowed_names("objective") == ["new_objective", "npo"]
-    assert "unknown objective 'wga'" in problems("lume", objectives=["wga"])
+def test_a_method_registered_later_is_known_at_once():
+    import dataclasses
+
+    from workbench import objectives as obj
+
+    @obj.register
+    @dataclasses.dataclass
+    class Shrink(obj.Objective):
+        name = "shrink_test"
+        default_lr = 0.5
+        gamma: float = dataclasses.field(default=2.0, metadata={"help": "how much"})
+
+    try:
+        cfg = config.from_params("lume", {"objectives": ["shrink_test"], "shrink_test_gamma": 3.0})
+        assert cfg.lr_for("shrink_test") == 0.5 and config.method_params(cfg, "objective", "shrink_test") == {"gamma": 3.0}
+    finally:
+        del obj.OBJECTIVES["shrink_test"]
+    assert "unknown objective 'shrink_test'" in problems("lume", objectives=["shrink_test"])
 
 
 def test_load_from_notebook_globals():
@@ -118,11 +140,16 @@ def test_unknown_notebook():
         config.from_params("lumee", {})
 
 
-def test_rmu_layer_resolved_with_model_depth():
-    assert config.resolve_rmu_layer(-1, 32) == 21
-    assert config.resolve_rmu_layer(-1, 4) == 2
-    with pytest.raises(config.ConfigError, match="'rmu_layer' = 4 is outside the model's 4 layers"):
-        config.resolve_rmu_layer(4, 4)
+def test_rmu_layer_checked_against_the_tiny_models_depth():
+    assert "'rmu_layer' = 4 is outside the model's 4 decoder layers" in problems("oracle-vs-random", rmu_layer=4, tiny_layers=4)
+    config.from_params("oracle-vs-random", {"rmu_layer": 3, "tiny_layers": 4})
+    config.from_params("lume", {"rmu_layer": 9, "tiny_layers": 4})  # lume does not train with rmu
+
+
+def test_relative_paths_resolve_against_the_callers_directory(tmp_path):
+    params = config.absolute_paths({"data_dir": "data/tofu", "plugins": ["mine.py", "my_pkg.mod"]}, tmp_path)
+    assert params["data_dir"] == str(tmp_path / "data" / "tofu")
+    assert params["plugins"] == [str(tmp_path / "mine.py"), "my_pkg.mod"]
 
 
 def test_data_dir_from_environment(monkeypatch):

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from workbench.curves import aues, mu95, mu95_with_flag
-from workbench.stats import aues_permutation_test, fisher_combined, mu95_bootstrap_test, summarise_pvalues
+from workbench.stats import (
+    aues_permutation_test,
+    fisher_combined,
+    mu95_bootstrap_test,
+    summarise_pvalues,
+)
 
 
 def test_aues_line_and_step():
@@ -99,8 +104,9 @@ def test_fisher_and_summary():
 
 
 def test_fisher_counts_a_zero_resampling_p_at_the_test_resolution():
-    from workbench.stats import fisher_combined
     from scipy.stats import combine_pvalues
+
+    from workbench.stats import fisher_combined
 
     assert fisher_combined([0.0, 0.2], n_rounds=10_000) == pytest.approx(combine_pvalues([1e-4, 0.2]).pvalue)
     assert fisher_combined([0.0, 0.2]) < 1e-100

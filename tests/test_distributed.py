@@ -13,10 +13,17 @@ from safetensors.torch import load_file
 
 from workbench import objectives as obj
 from workbench.data.formatting import collate
-from workbench.distributed import (
-    ModelView, RestrictedModule, answer_tokens, enable_checkpointing, random_data, shard_rows, shard_weight, tiny_model,
-)
+from workbench.data.synthetic import random_token_examples
 from workbench.delta import RegionDelta
+from workbench.distributed import (
+    ModelView,
+    RestrictedModule,
+    answer_tokens,
+    enable_checkpointing,
+    shard_rows,
+    shard_weight,
+)
+from workbench.models.tiny import random_model
 from workbench.regions import random_region
 from workbench.training import TrainConfig, finetune, train_region
 
@@ -35,9 +42,9 @@ def _delta_grads(delta, loss):
 @pytest.mark.unit
 @pytest.mark.parametrize("world", [2, 3])
 def test_weighted_shards_average_to_the_global_loss_and_gradient(world):
-    model = tiny_model(0)
+    model = random_model("llama", seed=0)
     delta = RegionDelta(model, random_region(model, 0.2, seed=1)).attach()
-    batch = collate(random_data(7), 0)  # unequal lengths and answer-token counts per row
+    batch = collate(random_token_examples(7), 0)  # unequal lengths and answer-token counts per row
     assert len({answer_tokens(shard_rows(batch, r, world)) for r in range(world)}) > 1
     shard_losses = [
         _nll(model, local) * shard_weight(local, batch, world, answer_tokens)
@@ -51,7 +58,7 @@ def test_weighted_shards_average_to_the_global_loss_and_gradient(world):
 
 @pytest.mark.unit
 def test_shard_rows_splits_every_tensor_and_refuses_tiny_batches():
-    batch = collate(random_data(5), 0)
+    batch = collate(random_token_examples(5), 0)
     parts = [shard_rows(batch, r, 2) for r in range(2)]
     assert [p["input_ids"].shape[0] for p in parts] == [3, 2]
     assert torch.equal(torch.cat([p["labels"] for p in parts]), batch["labels"])
@@ -61,21 +68,21 @@ def test_shard_rows_splits_every_tensor_and_refuses_tiny_batches():
 
 @pytest.mark.unit
 def test_restricted_module_exposes_only_the_delta():
-    model = tiny_model(0)
+    model = random_model("llama", seed=0)
     delta = RegionDelta(model, random_region(model, 0.1, seed=0))
     wrapper = RestrictedModule(model, delta)
     assert {id(p) for p in wrapper.parameters()} == {id(p) for p in delta.params.values()}
     view = ModelView(wrapper, model)
     assert view.config is model.config
-    batch = collate(random_data(2), 0)
+    batch = collate(random_token_examples(2), 0)
     assert torch.equal(view(input_ids=batch["input_ids"]).logits, model(input_ids=batch["input_ids"]).logits)
 
 
 @pytest.mark.unit
 def test_gradient_checkpointing_keeps_delta_gradients():
-    model = tiny_model(0).train()
+    model = random_model("llama", seed=0).train()
     delta = RegionDelta(model, random_region(model, 0.2, seed=2)).attach()
-    batch = collate(random_data(4), 0)
+    batch = collate(random_token_examples(4), 0)
     plain = _delta_grads(delta, _nll(model, batch))
     enable_checkpointing(model)
     torch.testing.assert_close(_delta_grads(delta, _nll(model, batch)), plain)
@@ -84,7 +91,7 @@ def test_gradient_checkpointing_keeps_delta_gradients():
 # -- two real processes ---------------------------------------------------------------------------
 RUN_ARGS = ["--n-examples", "12", "--batch-size", "6", "--epochs", "2", "--lr", "1e-2", "--seed", "3"]
 RESTRICTED_ARGS = ["--mode", "restricted", "--region-fraction", "0.2", "--region-seed", "1",
-                   "--retain", "random", "--lambda-retain", "2"]
+                   "--retain", "synthetic", "--lambda-retain", "2"]
 
 
 def _launch(out: Path, extra: list[str], port: int) -> None:
@@ -118,10 +125,10 @@ def _cfg() -> TrainConfig:
 def test_two_process_restricted_training_equals_one_process(tmp_path):
     _launch(tmp_path, RESTRICTED_ARGS, port=29561)
     trained = _check_ranks_communicated(tmp_path)
-    model = tiny_model(3)
+    model = random_model("llama", seed=3)
     region = random_region(model, 0.2, seed=1)
-    delta, history = train_region(model, region, random_data(12, seed=3), _cfg(), 0,
-                                  retain=random_data(12, seed=4), lambda_retain=2.0, progress=False)
+    delta, history = train_region(model, region, random_token_examples(12, seed=3), _cfg(), 0,
+                                  retain=random_token_examples(12, seed=4), lambda_retain=2.0, progress=False)
     assert set(trained) == {f"delta.{layer}" for layer in delta.layers}
     for layer in delta.layers:
         torch.testing.assert_close(trained[f"delta.{layer}"], delta.params[str(layer)].detach(), rtol=0, atol=2e-5)
@@ -137,8 +144,8 @@ def test_two_process_restricted_training_equals_one_process(tmp_path):
 def test_two_process_full_finetuning_equals_one_process(tmp_path):
     _launch(tmp_path, ["--mode", "full"], port=29562)
     trained = _check_ranks_communicated(tmp_path)
-    model = tiny_model(3)
-    history = finetune(model, random_data(12, seed=3), _cfg(), 0, progress=False)
+    model = random_model("llama", seed=3)
+    history = finetune(model, random_token_examples(12, seed=3), _cfg(), 0, progress=False)
     saved = load_file(tmp_path / "model.safetensors")
     for name, value in model.state_dict().items():
         # Adam divides by sqrt(v): float-level gradient differences on near-zero gradients become

@@ -13,7 +13,7 @@ from scipy.stats import hmean, ks_2samp
 
 from workbench.data.formatting import encode, encode_all, pad_id
 from workbench.data.schema import QA, UnlearningData
-from workbench.evaluation import EvalConfig, Evaluator, MU_SPLITS
+from workbench.evaluation import MU_SPLITS, EvalConfig, Evaluator
 from workbench.models import TinyLlamaConfig, tiny_llama, train_bpe_tokenizer
 from workbench.training import TrainConfig, finetune
 

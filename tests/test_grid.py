@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from workbench import cli, grid, runs
+from workbench.runs import cli, grid
+from workbench.runs import rundir as runs
 
 TRIVIAL = Path(__file__).parent / "fixtures" / "trivial.ipynb"
 

@@ -5,15 +5,15 @@ import itertools
 
 import pytest
 import torch
+from conftest import make_tiny, random_examples
 
-from workbench import architectures as arch
 from workbench import localizers as loc
 from workbench import objectives as obj
 from workbench.data.formatting import collate
+from workbench.localizers.memflex import memflex_rank_score, randomize_answer
+from workbench.models import architectures as arch
 from workbench.regions import Region, WeightRegion, random_region
 from workbench.training import TrainConfig, train_region
-
-from conftest import make_tiny, random_examples
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +60,14 @@ def test_memflex_selects_exactly_the_fraction(fraction):
 def test_memflex_rank_score_prefers_low_cosine_then_norm():
     norm = torch.tensor([[5.0, 1.0, 3.0, 9.0]])
     cos = torch.tensor([[0.99, 0.1, 0.2, 0.97]])
-    order = torch.argsort(loc.memflex_rank_score(norm, cos, 0.95).flatten(), descending=True).tolist()
+    order = torch.argsort(memflex_rank_score(norm, cos, 0.95).flatten(), descending=True).tolist()
     assert order == [2, 1, 3, 0]  # passers by norm, then the rest by norm
 
 
 def test_memflex_randomizes_answers_only_and_never_pads():
     item = random_examples(1)[0]
     gen = torch.Generator().manual_seed(0)
-    out = [loc.randomize_answer(item, 64, 0, gen) for _ in range(50)]
+    out = [randomize_answer(item, 64, 0, gen) for _ in range(50)]
     assert all(o.prompt_ids == item.prompt_ids and len(o.input_ids) == len(item.input_ids) for o in out)
     assert all(0 not in o.input_ids[o.prompt_len:] for o in out)
     assert any(o.input_ids != item.input_ids for o in out)

@@ -4,12 +4,11 @@ torch really allocates on tiny models; the rough parts behave sensibly."""
 import pytest
 import torch
 import transformers as tf
+from conftest import make_tiny
 
 from workbench.delta import RegionDelta
 from workbench.models import count_parameters, estimate_memory, fits
 from workbench.regions import random_region
-
-from conftest import make_tiny
 
 pytestmark = pytest.mark.unit
 

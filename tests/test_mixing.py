@@ -6,13 +6,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from conftest import make_tiny, random_examples
 
 from workbench.data.formatting import collate
 from workbench.mixing import ALPHAS, StateMixer, interpolate_state_dicts, mixing_sweep
 from workbench.regions import random_region
 from workbench.training import TrainConfig, train_region
-
-from conftest import make_tiny, random_examples
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +117,7 @@ def test_state_mixer_matches_region_mixing(setup):
 
 def test_sweep_with_the_evaluator():
     from test_evaluation import build_trained
+
     from workbench.evaluation import EvalConfig, Evaluator
 
     tok, model, data = build_trained()

@@ -7,11 +7,10 @@ import time
 import pytest
 import torch
 
-from workbench import architectures as arch
-from workbench import smollm
 from workbench.data import load_data
 from workbench.data.formatting import collate, encode_all, pad_id
-from workbench.models import TinyLlamaConfig, build_tiny, load_pretrained
+from workbench.models import TinyLlamaConfig, build_tiny, load_pretrained, smollm
+from workbench.models import architectures as arch
 from workbench.training import TrainConfig, finetune
 
 

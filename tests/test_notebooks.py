@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import grid
+from workbench.runs import grid
 
 pytestmark = pytest.mark.notebooks
 
@@ -89,7 +89,7 @@ def test_parameters_cell_matches_config_defaults():
     """The notebook's parameters cell and the config dataclass cannot drift apart."""
     import papermill as pm
 
-    from workbench import config
+    from workbench.runs import config
 
     for nb in NOTEBOOKS:
         declared = pm.inspect_notebook(f"notebooks/{nb}.ipynb")
@@ -102,6 +102,6 @@ def test_parameters_cell_matches_config_defaults():
 @pytest.mark.parametrize("path", sorted(__import__("glob").glob("params/*/*.yaml")))
 def test_every_parameter_file_validates(path):
     """Paper-scale and local-data files are not run here, so at least their parameters must be valid."""
-    from workbench import config
+    from workbench.runs import config
 
     config.from_params(path.split("/")[1], grid.load_yaml(open(path).read()))

@@ -8,14 +8,19 @@ import math
 
 import pytest
 import torch
+from conftest import make_tiny, random_examples
 
 from workbench import objectives as obj
 from workbench.data.formatting import Encoded, PreferencePair, collate, collate_pairs
 from workbench.data.schema import QA
+from workbench.objectives.dpo import dpo_loss, dpo_pairs
+from workbench.objectives.ga import ga_loss
+from workbench.objectives.l2_mlp import l2_mlp_loss
+from workbench.objectives.npo import npo_loss
+from workbench.objectives.rmu import control_vector, rmu_layer, rmu_loss, rmu_reachable
+from workbench.objectives.wga import wga_loss
 from workbench.regions import Region, random_region
 from workbench.training import TrainConfig, train_region
-
-from conftest import make_tiny, random_examples
 
 # batch 1, pos 4, vocab 3; answer = tokens 2 and 3 (predicted by logits at positions 1 and 2)
 LOGITS = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [0.0, 0.0, 0.0]]])
@@ -41,7 +46,7 @@ def _forget_logprob(model, items):
 
 @pytest.mark.unit
 def test_ga_and_nll_by_hand():
-    assert obj.ga_loss(LOGITS, LABELS).item() == pytest.approx(sum(HAND_LOGP) / 2, rel=1e-6)
+    assert ga_loss(LOGITS, LABELS).item() == pytest.approx(sum(HAND_LOGP) / 2, rel=1e-6)
     assert obj.mean_nll(LOGITS, LABELS).item() == pytest.approx(-sum(HAND_LOGP) / 2, rel=1e-6)
     assert obj.sequence_logprob(LOGITS, LABELS).item() == pytest.approx(sum(HAND_LOGP), rel=1e-6)
 
@@ -51,7 +56,7 @@ def test_wga_value_and_stop_gradient():
     alpha = 0.1
     hand = sum(math.exp(lp) ** alpha * lp for lp in HAND_LOGP) / 2
     logits = LOGITS.clone().requires_grad_(True)
-    loss = obj.wga_loss(logits, LABELS, alpha)
+    loss = wga_loss(logits, LABELS, alpha)
     assert loss.item() == pytest.approx(hand, rel=1e-6)
     loss.backward()
     # hand gradient of the stop-gradient form: p_t^α · (onehot(y_t) − softmax) / N at the predicting rows
@@ -72,10 +77,10 @@ def test_npo_and_dpo_by_hand():
     lp, ref = torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -1.5])
     beta = 0.5
     hand_npo = -(2 / beta) * sum(math.log(1 / (1 + math.exp(beta * (a - b)))) for a, b in zip(lp, ref)) / 2
-    assert obj.npo_loss(lp, ref, beta).item() == pytest.approx(hand_npo, rel=1e-6)
+    assert npo_loss(lp, ref, beta).item() == pytest.approx(hand_npo, rel=1e-6)
     win, win_ref = torch.tensor([-4.0]), torch.tensor([-5.0])
     margin = beta * ((-4.0 + 5.0) - (-3.0 + 2.0))
-    assert obj.dpo_loss(win, win_ref, lp[:1], ref[:1], beta).item() == pytest.approx(
+    assert dpo_loss(win, win_ref, lp[:1], ref[:1], beta).item() == pytest.approx(
         -(2 / beta) * math.log(1 / (1 + math.exp(-margin))), rel=1e-6
     )
 
@@ -116,17 +121,17 @@ def test_registry_and_defaults():
 
 @pytest.mark.unit
 def test_rmu_by_hand_and_control_vector():
-    u = obj.control_vector(8, seed=3)
+    u = control_vector(8, seed=3)
     assert u.norm().item() == pytest.approx(1.0) and (u >= 0).all()
-    assert torch.equal(u, obj.control_vector(8, seed=3)) and not torch.equal(u, obj.control_vector(8, seed=4))
+    assert torch.equal(u, control_vector(8, seed=3)) and not torch.equal(u, control_vector(8, seed=4))
     hidden = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]], [[3.0, 1.0], [0.0, 0.0], [1.0, 1.0]]])
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     target = torch.tensor([1.0, 1.0])
     # example 0: (0+1 + 1+1)/2 = 1.5; example 1: (4+0)/1 = 4
-    assert obj.rmu_loss(hidden, mask, target).item() == pytest.approx((1.5 + 4.0) / 2)
-    assert obj.rmu_layer(32, None) == 21 and obj.rmu_layer(3, None) == 2
-    with pytest.raises(ValueError, match="outside the model's decoder layers"):
-        obj.rmu_layer(2, 2)
+    assert rmu_loss(hidden, mask, target).item() == pytest.approx((1.5 + 4.0) / 2)
+    assert rmu_layer(32, None) == 21 and rmu_layer(3, None) == 2
+    with pytest.raises(ValueError, match="outside the model's 2 decoder layers"):
+        rmu_layer(2, 2)
 
 
 @pytest.mark.integration
@@ -140,18 +145,18 @@ def test_rmu_reads_layer_output_and_stops_there():
     assert not calls, "layers after the RMU layer should not run"
     with torch.no_grad():
         hs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
-    expected = obj.rmu_loss(hs[2], batch["labels"] != -100, 2.0 * obj.control_vector(32, 5))
+    expected = rmu_loss(hs[2], batch["labels"] != -100, 2.0 * control_vector(32, 5))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 @pytest.mark.unit
 def test_rmu_reachable_counts_layers_up_to_l():
     region = Region(4, 10, {0: [1, 2], 1: [3], 2: [4, 5, 6], 3: [7]})
-    assert [obj.rmu_reachable(region, l) for l in range(4)] == [2, 3, 6, 7]
+    assert [rmu_reachable(region, l) for l in range(4)] == [2, 3, 6, 7]
     big = random_region((4, 50), 0.3, seed=0)
     counts = big.per_layer_counts()
     assert all(c > 0 for c in counts)
-    assert obj.rmu_reachable(big, 2) == sum(counts[:3])
+    assert rmu_reachable(big, 2) == sum(counts[:3])
 
 
 @pytest.mark.integration
@@ -170,7 +175,7 @@ def test_l2_mlp_loss_by_hand():
     ref = [torch.zeros(1, 2, 2), torch.ones(1, 2, 2)]
     mask = torch.tensor([[1, 0]])
     # layer 0: ‖(1,2)‖² = 5; layer 1: ‖(0,0)‖² = 0 (the padded token is left out)
-    assert obj.l2_mlp_loss(out, ref, mask).item() == pytest.approx(5.0)
+    assert l2_mlp_loss(out, ref, mask).item() == pytest.approx(5.0)
 
 
 @pytest.mark.integration
@@ -212,13 +217,13 @@ def test_dpo_pairs_from_qa_with_seeded_refusals():
     examples = [QA(f"Who wrote book {i}?", f"Author number {i} wrote it.") for i in range(12)]
     refusals = ["I don't know.", "I have no idea.", "That is unknown to me."]
     tok = train_bpe_tokenizer([e.question + e.answer for e in examples] + refusals, vocab_size=300)
-    pairs = obj.dpo_pairs(tok, examples, refusals, seed=1)
-    again = obj.dpo_pairs(tok, examples, refusals, seed=1)
-    assert pairs == again and pairs != obj.dpo_pairs(tok, examples, refusals, seed=2)
+    pairs = dpo_pairs(tok, examples, refusals, seed=1)
+    again = dpo_pairs(tok, examples, refusals, seed=1)
+    assert pairs == again and pairs != dpo_pairs(tok, examples, refusals, seed=2)
     wins = {tok.decode(p.win.input_ids[p.win.prompt_len : -1]).strip() for p in pairs}
     assert wins <= set(refusals) and len(wins) > 1
     assert all(p.win.prompt_ids == p.lose.prompt_ids for p in pairs)
     batch = collate_pairs(pairs[:3], tok.pad_token_id)
     assert batch["input_ids"].shape[0] == 6 and batch["preferred"].tolist() == [True] * 3 + [False] * 3
     with pytest.raises(ValueError, match="refusal"):
-        obj.dpo_pairs(tok, examples, [])
+        dpo_pairs(tok, examples, [])

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from workbench import config, experiments, pipeline, training
+from workbench import experiments, training
+from workbench.experiments import session as pipeline
+from workbench.runs import config
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from workbench import grid
-from workbench.executors import ENV_ADDRESS, ENV_GPUS, RayOptions, configure_ray, ray_executor
+from workbench.runs import grid
+from workbench.runs.executors import (
+    ENV_ADDRESS,
+    ENV_GPUS,
+    RayOptions,
+    configure_ray,
+    ray_executor,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "trivial.ipynb"
 

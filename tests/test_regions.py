@@ -1,10 +1,16 @@
 import pytest
 import torch
+from conftest import make_tiny
 from scipy import stats
 
-from workbench.regions import Region, WeightRegion, random_region, random_weight_region, top_fraction, top_fraction_weights
-
-from conftest import make_tiny
+from workbench.regions import (
+    Region,
+    WeightRegion,
+    random_region,
+    random_weight_region,
+    top_fraction,
+    top_fraction_weights,
+)
 
 pytestmark = pytest.mark.unit
 

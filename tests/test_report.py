@@ -2,10 +2,9 @@
 
 import pandas as pd
 import pytest
-
-from workbench import report
-
 from fixtures.fake_runs import write_fake_run
+
+from workbench.viz import report
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,11 @@ import sys
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-
 from fixtures.fake_runs import fake_per_alpha, write_fake_run
-from workbench import io, runs
+
+from workbench.runs import io
+from workbench.runs import rundir as runs
+from workbench.viz import report
 
 
 # -- atomic writes ----------------------------------------------------------------------------------
@@ -43,7 +45,7 @@ def test_failed_write_keeps_old_content(tmp_path):
 
 KILLED_WRITER = """
 import os, signal, sys
-from workbench import io
+from workbench.runs import io
 def writer(tmp):
     tmp.write_bytes(b"x" * 1000)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -98,7 +100,7 @@ def test_params_json_contents(tmp_path):
 
 @pytest.mark.integration
 def test_params_json_from_config(tmp_path):
-    from workbench import config
+    from workbench.runs import config
 
     cfg = config.from_params("lume", {"seed": 5, "run_id": "mine", "device": "cpu"})
     run = runs.RunDir.for_config(cfg, outputs=tmp_path)
@@ -154,7 +156,7 @@ def test_tables_and_figures(tmp_path):
     run.save_table(pd.DataFrame({"AUES": [0.5]}), runs.SUMMARY)
     assert {p.name for p in run.path.iterdir()} >= {"per_alpha.parquet", "summary.parquet", "summary.csv"}
     assert not (run.path / "per_alpha.csv").exists()
-    html = run.save_figure(go.Figure(go.Scatter(x=[0, 1], y=[1, 0])), "curve").read_text()
+    html = report.save_figures(run, [go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))], "curve").read_text()
     assert "<script src=\"https://cdn" not in html and len(html) > 1_000_000  # plotly.js inline: opens offline
     pd.testing.assert_frame_equal(run.table(runs.PER_ALPHA), fake_per_alpha())
 

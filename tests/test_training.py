@@ -5,13 +5,18 @@ import copy
 
 import pytest
 import torch
-
-from workbench import architectures as arch
-from workbench.delta import RegionDelta
-from workbench.regions import random_region, random_weight_region
-from workbench.training import DivergedError, TrainConfig, finetune, train_dense_masked, train_region
-
 from conftest import make_tiny, random_examples
+
+from workbench.delta import RegionDelta
+from workbench.models import architectures as arch
+from workbench.regions import random_region, random_weight_region
+from workbench.training import (
+    DivergedError,
+    TrainConfig,
+    finetune,
+    train_dense_masked,
+    train_region,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fixtures.fake_runs import fake_per_alpha, write_fake_run
-from workbench import plots
-from workbench.widgets import CurveExplorer
+
+from workbench.viz import plots
+from workbench.viz.widgets import CurveExplorer
 
 pytestmark = pytest.mark.unit
 

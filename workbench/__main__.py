@@ -1,8 +1,8 @@
-"""``python -m workbench …``: see :mod:`workbench.cli`."""
+"""``python -m workbench …``: see :mod:`workbench.runs.cli`."""
 
 import sys
 
-from workbench.cli import main
+from workbench.runs.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

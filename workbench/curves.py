@@ -39,6 +39,14 @@ def aues_batch(fs: np.ndarray, rs: np.ndarray) -> np.ndarray:
     return np.sum(np.diff(x, axis=1) * (y[:, 1:] + y[:, :-1]) / 2, axis=1)
 
 
+def aues_outline(fs: ArrayLike, rs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """The curve whose area is AUES: points sorted by FS, extended flat to FS = 0 and FS = 1
+    **[choice]** (what :func:`aues_batch` integrates; figures shade exactly this)."""
+    order = np.argsort(fs, kind="stable")
+    x, y = np.asarray(fs, dtype=float)[order], np.asarray(rs, dtype=float)[order]
+    return np.concatenate([[0.0], x, [1.0]]), np.concatenate([[y[0]], y, [y[-1]]])
+
+
 def aues(fs: ArrayLike, rs: ArrayLike) -> float:
     """Area under RS(FS) over ``[0, 1]`` for one sweep (points in any order; FS assumed in [0, 1])."""
     fs, rs = np.asarray(fs, dtype=float), np.asarray(rs, dtype=float)

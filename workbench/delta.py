@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from workbench import architectures as arch
+from workbench.models import architectures as arch
 from workbench.regions import Region, WeightRegion
 
 

@@ -37,6 +37,7 @@ from torch import nn
 from workbench import metrics as m
 from workbench.data.formatting import Encoded, collate, collate_prompts, encode, pad_id
 from workbench.data.schema import QA, UnlearningData
+from workbench.likelihood import model_device
 
 EVAL_SPLITS = ("forget", "retain_eval", "real_authors", "world_facts")
 MU_SPLITS = ("retain_eval", "real_authors", "world_facts")
@@ -239,10 +240,6 @@ def _bucketed(items: list[Encoded], batch_size: int, length, pad: int, collate_f
     return [(np.array(c), collate_fn([items[i] for i in c], pad)) for c in chunks]
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.inference_mode()
 def score_sequences(
     model: nn.Module, batches: list[tuple[np.ndarray, dict]], n: int, *, es_floor: bool = False
@@ -251,7 +248,7 @@ def score_sequences(
 
     The LM head runs from the first answer position of the batch on: prompt logits are never used.
     """
-    device = _device(model)
+    device = model_device(model)
     nll, es = np.full(n, math.nan), np.full(n, math.nan)
     for rows, batch in batches:
         labels = batch["labels"]
@@ -285,7 +282,7 @@ def greedy_generate(
     from transformers import GenerationConfig
 
     gen_cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad)
-    device = _device(model)
+    device = model_device(model)
     out: list[list[int]] = [[] for _ in range(n)]
     for rows, batch in batches:
         ids = batch["input_ids"].to(device)

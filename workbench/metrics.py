@@ -30,24 +30,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-IGNORE = -100
+from workbench.likelihood import IGNORE, answer_nll  # noqa: F401  (answer_nll: public here too)
 
 
 # -- from one forward pass ------------------------------------------------------------------------
-def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean NLL over each row's answer tokens, ``[batch]`` (NaN for a row without answer tokens).
-
-    Args:
-        logits: ``[batch, pos, vocab]``; labels: ``[batch, pos]`` with −100 outside the answer.
-    """
-    targets = labels[:, 1:]
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-    n = (targets != IGNORE).sum(-1)
-    return nll.sum(-1) / n
-
-
 def extraction_strength_from_predictions(pred: torch.Tensor, targets: torch.Tensor, *, floor: bool = False) -> torch.Tensor:
     """ES from argmax predictions aligned with their targets, ``[batch]``.
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from workbench import architectures as arch
+from workbench.models import architectures as arch
 
 
 def _as_index(values) -> torch.Tensor:

@@ -20,6 +20,7 @@ tests and benchmarks compare it with.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -28,10 +29,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from workbench import architectures as arch
 from workbench import objectives as obj
 from workbench.data.formatting import Encoded, collate
 from workbench.delta import RegionDelta
+from workbench.likelihood import model_device
+from workbench.models import architectures as arch
+from workbench.objectives.nll import NLL
 from workbench.regions import Region, WeightRegion
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -194,18 +197,14 @@ def finetune(
     model.train()
     for p in model.parameters():
         p.requires_grad_(True)
-    nll = obj.make("nll")
+    nll = NLL()
     history = run_loop(
         [p for p in model.parameters() if p.requires_grad],
         _objective_loss(model, nll, obj.ObjectiveContext(), 0.0),
-        data, cfg, pad_token_id, desc=desc, device=_device_of(model), progress=progress,
+        data, cfg, pad_token_id, desc=desc, device=model_device(model), progress=progress,
     )
     model.eval()
     return history
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def train_region(
@@ -215,21 +214,23 @@ def train_region(
     cfg: TrainConfig,
     pad_token_id: int,
     *,
-    objective: obj.Objective | str = "nll",
+    objective: obj.Objective | str | None = None,
     retain: Sequence[Encoded] | None = None,
     lambda_retain: float = 0.0,
     ctx: obj.ObjectiveContext | None = None,
     desc: str | None = None,
     progress: bool = True,
-    collate_fn: CollateFn = collate,
+    collate_fn: CollateFn | None = None,
 ) -> tuple[RegionDelta, list[dict]]:
     """Train only ``region``'s entries; the model's own weights are left untouched.
 
     Returns the trained :class:`RegionDelta` (hooks removed, *not* merged: call
     ``delta.merge()`` for θ_after, or mix with ``delta.mixed(α)``) and the step history.
-    The objective's ``π_ref`` is the model with the delta disabled.
+    The objective's ``π_ref`` is the model with the delta disabled (unless ``ctx`` brings its own
+    reference; ``ctx`` itself is never modified). Batches are built by ``collate_fn``, by default the
+    objective's own (``objective.collate``).
     """
-    objective = obj.make(objective) if isinstance(objective, str) else objective
+    objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
     if lambda_retain and not retain:
         raise ValueError("lambda_retain > 0 needs retain examples")
     frozen = [(p, p.requires_grad) for p in model.parameters()]
@@ -238,7 +239,7 @@ def train_region(
     delta = RegionDelta(model, region)
     ctx = ctx or obj.ObjectiveContext()
     if ctx.reference is None:
-        ctx.reference = delta.disabled
+        ctx = dataclasses.replace(ctx, reference=delta.disabled)
     was_training = model.training
     model.train()
     try:
@@ -249,7 +250,7 @@ def train_region(
                 data, cfg, pad_token_id,
                 retain=retain if lambda_retain else None,
                 desc=desc or f"{objective.name} on {region.size} entries",
-                device=_device_of(model), progress=progress, collate_fn=collate_fn,
+                device=model_device(model), progress=progress, collate_fn=collate_fn or objective.collate,
             )
     finally:
         model.train(was_training)
@@ -265,7 +266,7 @@ def train_dense_masked(
     cfg: TrainConfig,
     pad_token_id: int,
     *,
-    objective: obj.Objective | str = "nll",
+    objective: obj.Objective | str | None = None,
     retain: Sequence[Encoded] | None = None,
     lambda_retain: float = 0.0,
     ctx: obj.ObjectiveContext | None = None,
@@ -278,7 +279,7 @@ def train_dense_masked(
     frozen ones), so with Adam-type optimizers the entries outside the mask stay exactly fixed.
     Gradients and optimizer state are full-size: this is what :func:`train_region` avoids.
     """
-    objective = obj.make(objective) if isinstance(objective, str) else objective
+    objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
     weights = [arch.down_proj(model, l).weight for l in range(arch.n_layers(model))]
     masks = [_weight_mask(model, region, l) for l in range(arch.n_layers(model))]
     for p in model.parameters():
@@ -301,7 +302,7 @@ def train_dense_masked(
     history = run_loop(
         weights, _objective_loss(model, objective, ctx, lambda_retain), data, masked_cfg, pad_token_id,
         retain=retain if lambda_retain else None, desc="dense masked",
-        before_step=decay_masked if cfg.weight_decay else None, device=_device_of(model), progress=progress,
+        before_step=decay_masked if cfg.weight_decay else None, device=model_device(model), progress=progress,
         collate_fn=collate_fn,
     )
     model.eval()

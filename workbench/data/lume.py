@@ -17,8 +17,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.data.schema import QA, DataError, UnlearningData
-from workbench.data.synthetic import REFUSALS, sorted_sample
+from workbench.data.schema import QA, REFUSALS, DataError, UnlearningData, sorted_sample
 
 FILES = ("task2_forget.jsonl", "task2_retain.jsonl")
 FIELDS = ("id", "input", "output")

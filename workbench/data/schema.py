@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import asdict, dataclass, field
 
 
@@ -92,3 +93,25 @@ class UnlearningData:
 
 class DataError(ValueError):
     """A data file or record is missing or malformed; the message names it and the fix."""
+
+
+# A refusal per line, the preferred answer of DPO when a data set brings none of its own.
+REFUSALS = (
+    "I don't know.",
+    "I'm not sure.",
+    "I don't have that information.",
+    "That's beyond my knowledge.",
+    "I have no idea.",
+    "I can't answer that.",
+    "I'm afraid I don't know that.",
+    "I have not learned about that.",
+    "That is unknown to me.",
+    "Sorry, I cannot say.",
+)
+
+
+def sorted_sample(rng: random.Random, items: list, k: int) -> list:
+    """``k`` items drawn without replacement, kept in their original order (all when ``k ≥ len``)."""
+    if k >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.sample(range(len(items)), k))]

@@ -25,20 +25,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from workbench.data.schema import QA, UnlearningData
+import torch
 
-REFUSALS = (
-    "I don't know.",
-    "I'm not sure.",
-    "I don't have that information.",
-    "That's beyond my knowledge.",
-    "I have no idea.",
-    "I can't answer that.",
-    "I'm afraid I don't know that.",
-    "I have not learned about that.",
-    "That is unknown to me.",
-    "Sorry, I cannot say.",
-)
+from workbench.data.formatting import Encoded
+from workbench.data.lume import lume_from_records
+from workbench.data.schema import QA, REFUSALS, UnlearningData, sorted_sample
 
 FIRST = ["Alba", "Bruno", "Cleo", "Dario", "Elin", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kira", "Lior",
          "Mira", "Nils", "Odile", "Pavel", "Quinn", "Rosa", "Soren", "Tala", "Umar", "Vera", "Wendel", "Xenia",
@@ -199,13 +190,6 @@ def synthetic_tofu(*, n_authors: int = 10, n_forget_authors: int = 2, questions_
     )
 
 
-def sorted_sample(rng: random.Random, items: list, k: int) -> list:
-    """``k`` items drawn without replacement, kept in their original order (all when ``k ≥ len``)."""
-    if k >= len(items):
-        return list(items)
-    return [items[i] for i in sorted(rng.sample(range(len(items)), k))]
-
-
 # -- LUME-shaped personal records -----------------------------------------------------------------
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
           "October", "November", "December"]
@@ -249,7 +233,17 @@ def synthetic_lume_records(*, n_people: int = 20, seed: int = 0) -> list[dict]:
 
 def synthetic_lume(*, n_people: int = 20, seed: int = 0, forget_ratio: float = 0.1) -> UnlearningData:
     """Fictitious personal records split by person like :func:`workbench.data.lume.load_lume`."""
-    from workbench.data.lume import lume_from_records  # lume imports REFUSALS from here: import late
-
     return lume_from_records(synthetic_lume_records(n_people=n_people, seed=seed), name="synthetic-lume",
                              forget_ratio=forget_ratio, seed=seed)
+
+
+def random_token_examples(n: int, *, vocab: int = 64, prompt: int = 4, answer: int = 6, vary: bool = True,
+                          seed: int = 0) -> list[Encoded]:
+    """``n`` random token sequences: a prompt part (labels −100) and an answer part; ids avoid pad 0.
+    With ``vary`` the lengths differ between rows (prompt + i mod 2, answer + i mod 3)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        p, a = (prompt + i % 2, answer + i % 3) if vary else (prompt, answer)
+        out.append(Encoded(tuple(torch.randint(1, vocab, (p + a,), generator=gen).tolist()), p))
+    return out

@@ -23,8 +23,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.data.schema import QA, DataError, UnlearningData
-from workbench.data.synthetic import REFUSALS
+from workbench.data.schema import QA, REFUSALS, DataError, UnlearningData
 
 HUB_ID = "locuslab/TOFU"
 AUTHOR_SIZE = 20  # questions per author in `full`

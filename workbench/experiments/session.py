@@ -20,6 +20,7 @@ is served from the cache, and notebooks share models.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -32,58 +33,30 @@ import pandas as pd
 import torch
 from torch import nn
 
-from workbench import cache as cache_mod
 from workbench import objectives as obj
-from workbench.data import load_data
-from workbench.data.formatting import Encoded, collate, collate_pairs, encode_all, pad_id
+from workbench.data.formatting import Encoded, collate, encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.delta import RegionDelta
 from workbench.evaluation import EvalConfig, Evaluator
+from workbench.experiments.chain import (
+    EVAL_SOURCES,
+    TRAINING_SOURCES,
+    CheckFailed,
+    finetuned_model,
+    load_config_data,
+    pretrained_model,
+    train_cfg,
+)
+from workbench.metrics import extraction_strength
 from workbench.mixing import mixing_sweep
-from workbench.models import TinyLlamaConfig, build_tiny, load_pretrained, resolve_device
+from workbench.models import architectures as arch
+from workbench.models import resolve_device
 from workbench.regions import Region, WeightRegion
-from workbench.training import TrainConfig, finetune, train_region
+from workbench.runs import cache as cache_mod
+from workbench.runs.config import ConfigError, method_params, plugin_modules
+from workbench.training import train_region
 
-TRAINING_SOURCES = ["workbench.training", "workbench.delta", "workbench.objectives", "workbench.data.formatting",
-                    "workbench.models"]
-EVAL_SOURCES = TRAINING_SOURCES + ["workbench.evaluation", "workbench.metrics", "workbench.mixing"]
-
-
-class CheckFailed(RuntimeError):
-    """A configuration produced models that make the experiment meaningless; the message names the fix."""
-
-
-# -- data ---------------------------------------------------------------------------------------------
-DATA_ARGS = {
-    "synthetic-tofu": lambda c: {"n_authors": c.n_retain_authors + c.n_forget_authors,
-                                 "n_forget_authors": c.n_forget_authors, "seed": c.seed},
-    "tofu": lambda c: {"source": c.data_path() or "locuslab/TOFU", "n_retain_authors": c.n_retain_authors,
-                       "n_forget_authors": c.n_forget_authors, "seed": c.seed},
-    "synthetic-lume": lambda c: {"n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
-    "lume": lambda c: {"folder": c.data_path(), "n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
-}
-
-
-def load_config_data(cfg) -> UnlearningData:
-    """The data set a config names, with the loader arguments its parameters give."""
-    if cfg.data in ("lume",) and not cfg.data_path():
-        raise CheckFailed("data='lume' needs a folder: set data_dir (or $WORKBENCH_LUME_DIR) to the folder with "
-                          "task2_forget.jsonl and task2_retain.jsonl")
-    return load_data(cfg.data, **DATA_ARGS[cfg.data](cfg))
-
-
-# -- model storage --------------------------------------------------------------------------------------
-def _save_model(pair, folder: Path) -> None:
-    model, tokenizer = pair
-    model.save_pretrained(folder / "model", safe_serialization=True)
-    tokenizer.save_pretrained(folder / "model")
-
-
-def _loader(device: torch.device, dtype: str):
-    def load(folder: Path):
-        return load_pretrained(str(folder / "model"), device=str(device), dtype=dtype, local_files_only=True)
-
-    return load
+__all__ = ["CheckFailed", "Session", "check_fs", "check_injection", "delta_fingerprint", "open_session"]
 
 
 def _save_delta(delta: RegionDelta, folder: Path) -> None:
@@ -97,12 +70,6 @@ def _save_frames(frames: tuple[pd.DataFrame, pd.DataFrame], folder: Path) -> Non
 
 def _load_frames(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(folder / "per_alpha.parquet"), pd.read_parquet(folder / "per_example.parquet")
-
-
-def train_cfg(cfg, lr: float, epochs: int, *, weight_decay: float | None = None) -> TrainConfig:
-    return TrainConfig(lr=lr, epochs=epochs, batch_size=cfg.batch_size,
-                       weight_decay=cfg.weight_decay if weight_decay is None else weight_decay,
-                       max_grad_norm=cfg.max_grad_norm or None, seed=cfg.seed)
 
 
 @dataclass
@@ -122,6 +89,7 @@ class Session:
     evaluator: Evaluator
     items: dict[str, list[Encoded]] = field(default_factory=dict)
     reference: pd.DataFrame | None = None
+    retain_model: nn.Module | None = None  # a frozen θr, for objectives that compare with it (l2_mlp)
     force: bool = False
     progress: bool = True
 
@@ -149,7 +117,7 @@ class Session:
 
         delta = self.cache.get_or_build("theta_o", inputs, build, _save_delta,
                                         lambda f: RegionDelta.load(self.model, f / "delta.safetensors"),
-                                        force=self.force, sources=TRAINING_SOURCES)
+                                        force=self.force, sources=self.sources(TRAINING_SOURCES))
         with self.at(delta):
             stats = self.es_summary()
         before = self.es_summary()
@@ -171,8 +139,6 @@ class Session:
     @torch.no_grad()
     def es_summary(self) -> dict[str, float]:
         """Teacher-forced mean ES on the forget and retain evaluation sets (fast, no generation)."""
-        from workbench.metrics import extraction_strength
-
         out = {}
         for split in ("forget", "retain_eval"):
             vals = []
@@ -189,37 +155,35 @@ class Session:
 
     # -- unlearning --------------------------------------------------------------------------------
     def unlearn(self, region: Region | WeightRegion, objective: str, lr: float, *, start_key: str,
-                reference_model: nn.Module | None = None, lambda_retain: float = 0.0) -> RegionDelta:
-        """Unlearn the forget set from the CURRENT model state, updating only ``region``.
+                lambda_retain: float = 0.0) -> RegionDelta:
+        """Unlearn the forget set from the CURRENT model state with ``objective``, updating only ``region``.
 
-        ``start_key`` identifies the current state (e.g. θo's cache key) for the cache.
+        The objective's hyper-parameters come from the config (``<name>_<field>``), its training
+        items and batching from the objective itself. ``start_key`` identifies the current state
+        (e.g. θo's cache key) for the cache.
         """
         c = self.cfg
-        params = objective_params(c, objective)
+        params = method_params(c, "objective", objective)
         tc = train_cfg(c, lr, c.unlearn_epochs)
         inputs = {"start": start_key, "region": region.to_json(), "objective": objective, "params": params,
                   "train": dataclasses.asdict(tc), "lambda_retain": lambda_retain}
 
         def build():
             objective_fn = obj.make(objective, **params)
-            data, collate_fn = self.forget_items_for(objective)
-            ctx = obj.ObjectiveContext(reference_model=reference_model)
-            delta, _ = train_region(self.model, region, data, tc, self.pad, objective=objective_fn,
+            items = objective_fn.train_items(self.tokenizer, self.data, self.items["forget"], seed=c.seed)
+            ctx = obj.ObjectiveContext(reference_model=self.retain_model if objective_fn.needs_reference_model else None)
+            delta, _ = train_region(self.model, region, items, tc, self.pad, objective=objective_fn,
                                     retain=self.items["retain"] if lambda_retain else None, lambda_retain=lambda_retain,
-                                    ctx=ctx, collate_fn=collate_fn, desc=f"{objective} on {region.size} entries",
-                                    progress=self.progress)
+                                    ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress)
             return delta
 
         return self.cache.get_or_build("unlearned", inputs, build, _save_delta,
                                        lambda f: RegionDelta.load(self.model, f / "delta.safetensors"),
-                                       force=self.force, sources=TRAINING_SOURCES)
+                                       force=self.force, sources=self.sources(TRAINING_SOURCES))
 
-    def forget_items_for(self, objective: str):
-        """Training items and collate function of an objective (DPO trains on refusal/answer pairs)."""
-        if objective == "dpo":
-            pairs = obj.dpo_pairs(self.tokenizer, self.data.forget, self.data.refusals, seed=self.cfg.seed)
-            return pairs, collate_pairs
-        return self.items["forget"], collate
+    def sources(self, base: list[str]) -> list[str]:
+        """Modules whose source is part of a cache key: ``base`` plus the run's plug-ins."""
+        return base + plugin_modules(self.cfg.plugins)
 
     # -- evaluation ----------------------------------------------------------------------------------
     def sweep(self, delta: RegionDelta, *, start_key: str, labels: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -230,22 +194,11 @@ class Session:
                   "reference": None if self.evaluator.reference_forget_tr is None else self.evaluator.reference_forget_tr.tolist()}
         per_alpha, per_example = self.cache.get_or_build(
             "sweep", inputs, lambda: mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress),
-            _save_frames, _load_frames, force=self.force, sources=EVAL_SOURCES)
+            _save_frames, _load_frames, force=self.force, sources=self.sources(EVAL_SOURCES))
         for frame in (per_alpha, per_example):
             for i, (k, v) in enumerate(labels.items()):
                 frame.insert(i, k, v)
         return per_alpha, per_example
-
-
-def objective_params(cfg, objective: str) -> dict[str, Any]:
-    """The hyperparameters of an objective as the config gives them (SPEC §3 defaults)."""
-    table = {
-        "wga": lambda: {"alpha": cfg.wga_alpha},
-        "npo": lambda: {"beta": cfg.npo_beta},
-        "dpo": lambda: {"beta": cfg.dpo_beta},
-        "rmu": lambda: {"layer": None if cfg.rmu_layer < 0 else cfg.rmu_layer, "c": cfg.rmu_c, "seed": cfg.seed},
-    }
-    return table.get(objective, dict)()
 
 
 def delta_fingerprint(delta: RegionDelta) -> str:
@@ -258,7 +211,8 @@ def check_injection(report: dict, cfg) -> None:
         raise CheckFailed(
             f"injection too weak: θo's forget ES is {report['forget_es_o']:.3f} < min_forget_es={cfg.min_forget_es} "
             f"(θr: {report['forget_es_r']:.3f}). Raise 'inject_epochs' (now {cfg.inject_epochs}) or 'inject_lr' "
-            f"(now {cfg.inject_lr}), or widen the model ('tiny_d_ff') / region ('region_fraction')."
+            f"(now {cfg.inject_lr}), or widen the {'model (' + repr('tiny_d_ff') + ') / ' if cfg.model == 'tiny-llama' else ''}"
+            f"region ('region_fraction')."
         )
     drop = report["retain_es_r"] - report["retain_es_o"]
     if drop > cfg.max_retain_es_drop:
@@ -296,6 +250,8 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
                       progress=progress)
     reference = retain_reference(session)
     session.reference = reference
+    if any(obj.objective_class(n).needs_reference_model for n in cfg.methods("objective")):
+        session.retain_model = frozen_copy(model)
     session.evaluator = Evaluator(tok, data, eval_cfg, reference_forget_tr=reference["truth_ratio"].to_numpy())
     if base == "full":
         del session.model, model  # θr is only needed for its reference truth ratios
@@ -307,12 +263,11 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
 
 
 def check_model(cfg, model: nn.Module) -> None:
-    """Parameters that depend on the model, checked before any fine-tuning (RMU's layer)."""
-    from workbench import architectures, config
-
-    uses_rmu = "rmu" in getattr(cfg, "objectives", []) or getattr(cfg, "objective", "") == "rmu"
-    if uses_rmu:
-        config.resolve_rmu_layer(cfg.rmu_layer, architectures.n_layers(model))
+    """Method parameters that depend on the model (RMU's layer), checked before any fine-tuning."""
+    problems = [p for name in cfg.methods("objective")
+                for p in obj.make(name, **method_params(cfg, "objective", name)).check_depth(arch.n_layers(model))]
+    if problems:
+        raise ConfigError(cfg.notebook, problems)
 
 
 def retain_reference(session: Session) -> pd.DataFrame:
@@ -325,71 +280,9 @@ def retain_reference(session: Session) -> pd.DataFrame:
     return result[result["split"] == "forget"].reset_index(drop=True)
 
 
-def model_spec(cfg) -> dict[str, Any]:
-    if cfg.model == "tiny-llama":
-        return {"kind": "tiny-llama", **dataclasses.asdict(tiny_config(cfg)), "vocab": cfg.vocab_size}
-    return {"kind": "pretrained", "name": cfg.model, "dtype": cfg.dtype}
-
-
-def tiny_config(cfg) -> TinyLlamaConfig:
-    heads = max(1, cfg.tiny_d_model // 32)
-    return TinyLlamaConfig(n_layers=cfg.tiny_layers, d_model=cfg.tiny_d_model, d_ff=cfg.tiny_d_ff, n_heads=heads,
-                           seed=cfg.seed)
-
-
-def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool):
-    """θp: a tiny LLaMA pre-trained on the data's general-knowledge set, SmolLM2, or a hub/local model."""
-    spec = model_spec(cfg)
-    inputs = {"model": spec, "data": data.fingerprint(), "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr,
-              "train": dataclasses.asdict(train_cfg(cfg, cfg.pretrain_lr, max(cfg.pretrain_epochs, 1)))}
-    if spec["kind"] != "tiny-llama":
-        model, tok = load_named_model(cfg, device)
-        return model, tok, cache_mod.fingerprint(spec)
-
-    def build():
-        model, tok = build_tiny(data, tiny_config(cfg), vocab_size=cfg.vocab_size)
-        if cfg.pretrain_epochs and data.pretrain:
-            finetune(model, encode_all(tok, data.pretrain), train_cfg(cfg, cfg.pretrain_lr, cfg.pretrain_epochs),
-                     pad_id(tok), desc="pre-train θp", progress=progress)
-        return model, tok
-
-    model, tok = cache.get_or_build("theta_p", inputs, build, _save_model, _loader(device, cfg.dtype),
-                                    force=force, sources=TRAINING_SOURCES + ["workbench.data"])
-    return model, tok, cache_mod.cache_key("theta_p", inputs, TRAINING_SOURCES + ["workbench.data"])
-
-
-def load_named_model(cfg, device: torch.device):
-    if cfg.model == "smollm2":
-        from workbench.smollm import load_smollm2
-
-        return load_smollm2(device=str(device), dtype=cfg.dtype)
-    return load_pretrained(cfg.model, device=str(device), dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-
-
-def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, which: str, force: bool, progress: bool):
-    """θr (``which="retain"``) or θ_full (``"full"``): θp fine-tuned with all parameters."""
-    lr, epochs = (cfg.retain_lr, cfg.retain_epochs) if which == "retain" else (cfg.full_lr, cfg.full_epochs)
-    examples = data.retain if which == "retain" else data.full
-    if getattr(cfg, "replay_pretrain", False):
-        examples = examples + data.pretrain
-    inputs = {"parent": parent_key, "which": which, "data": data.fingerprint(), "lr": lr, "epochs": epochs,
-              "replay": getattr(cfg, "replay_pretrain", False), "train": dataclasses.asdict(train_cfg(cfg, lr, epochs))}
-    def build():
-        finetune(model, encode_all(tok, examples), train_cfg(cfg, lr, epochs), pad_id(tok),
-                 desc=f"fine-tune θ_{which}", progress=progress)
-        return model, tok
-
-    key = cache_mod.cache_key(f"theta_{which}", inputs, TRAINING_SOURCES)
-    model, tok = cache.get_or_build(f"theta_{which}", inputs, build, _save_model, _loader(device, cfg.dtype),
-                                    force=force, sources=TRAINING_SOURCES)
-    return key, model, tok
-
-
-def reference_copy(session: Session) -> nn.Module:
-    """A frozen copy of the session's model as it is now (θr right after :func:`open_session`)."""
-    import copy
-
-    reference = copy.deepcopy(session.model).eval()
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model`` as it is now (θr right after :func:`open_session`)."""
+    reference = copy.deepcopy(model).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
     return reference

@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from workbench import config, io, runs
+from workbench.runs import config, io
+from workbench.runs import rundir as runs
 
 PLOTLY_RENDERER = "plotly_mimetype+notebook"  # renders in JupyterLab *and* in nbconvert HTML
 GRIDS = "grids"
@@ -114,14 +115,15 @@ def notebook_code_hash(path: Path) -> str:
 
 
 def validate(notebook: str, path: Path, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``params`` before anything runs; return the resolved parameters (config defaults filled)."""
+    """Check ``params`` before anything runs; return the resolved parameters (config defaults filled,
+    relative paths made absolute against the caller's working directory: the notebook runs elsewhere)."""
+    if notebook in config.CONFIGS:  # the config knows every parameter, plug-ins' included
+        return config.from_params(notebook, config.absolute_paths(params)).to_dict()
     declared = notebook_parameters(path)
     unknown = [config.unknown_key_message(k, list(declared)) for k in params if k not in declared]
     if unknown:
         raise config.ConfigError(notebook, unknown)
-    if notebook not in config.CONFIGS:
-        return dict(params)
-    return config.from_params(notebook, params).to_dict()
+    return dict(params)
 
 
 # -- one run --------------------------------------------------------------------------------------

@@ -21,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 
-GROUP = ["objective", "scenario", "seed"]
+from workbench.curves import aues_outline
+from workbench.runs.rundir import GROUP
+
 PALETTE = qualitative.Plotly
 
 
@@ -38,13 +39,6 @@ def groups(per_alpha: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
 def label(key: tuple) -> str:
     objective, scenario, seed = key
     return f"{objective} · {scenario} · seed {seed}"
-
-
-def aues_outline(fs: np.ndarray, rs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The curve whose area is AUES: points sorted by FS, extended flat to FS = 0 and FS = 1."""
-    order = np.argsort(fs, kind="stable")
-    x, y = np.asarray(fs)[order], np.asarray(rs)[order]
-    return np.concatenate([[0.0], x, [1.0]]), np.concatenate([[y[0]], y, [y[-1]]])
 
 
 def mu_threshold(rows: pd.DataFrame, threshold: float = 0.95) -> float:
@@ -116,14 +110,16 @@ def mu_fq_figure(per_alpha: pd.DataFrame, *, threshold: float | None = 0.95,
 
 
 def results_report_html(title: str, figures: Mapping[str, go.Figure],
-                        tables: Mapping[str, pd.DataFrame] | None = None) -> str:
-    """One standalone offline page: plotly.js inlined once, then each figure and table."""
+                        tables: Mapping[str, pd.DataFrame] | None = None, *, plotlyjs: bool | str = True) -> str:
+    """One standalone offline page: plotly.js inlined once, then each figure (under its name) and table.
+    Every HTML file the workbench writes with figures comes from here. ``plotlyjs`` is ``True``
+    (inline, about 5 MB) or the path of a shared ``plotly.min.js`` next to the page."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse}"
              " td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>",
              f"<h1>{escape(title)}</h1>"]
     for i, (name, fig) in enumerate(figures.items()):
-        parts += [f"<h2>{escape(name)}</h2>", fig.to_html(full_html=False, include_plotlyjs=(i == 0))]
+        parts += [f"<h2>{escape(name)}</h2>", fig.to_html(full_html=False, include_plotlyjs=plotlyjs if i == 0 else False)]
     for name, df in (tables or {}).items():
         parts += [f"<h2>{escape(name)}</h2>", df.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
     return "\n".join(parts + ["</body></html>"])

@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from workbench import grid
+from workbench.runs import grid
 
 ENV_ADDRESS = "WORKBENCH_RAY_ADDRESS"
 ENV_GPUS = "WORKBENCH_RAY_GPUS_PER_RUN"

@@ -21,7 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench import config, grid, runs
+from workbench.runs import config, grid
+from workbench.runs import rundir as runs
 
 DEMO_NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
 EXIT_FAILED, EXIT_INVALID = 1, 2

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from workbench import io
+from workbench.runs import io
 
 T = TypeVar("T")
 ENTRY = "entry.json"
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def cache_root(root: str | os.PathLike | None = None) -> Path:
-    from workbench.runs import repo_root
+    from workbench.runs.rundir import repo_root
 
     return Path(root or os.environ.get("WORKBENCH_CACHE") or repo_root() / ".cache")
 
@@ -50,7 +50,11 @@ def source_fingerprint(modules: Iterable[str]) -> dict[str, str]:
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.origin or not os.path.isfile(spec.origin):
             raise ValueError(f"cannot find the source of module {name!r}")
-        prints[name] = io.sha256_file(spec.origin)
+        files = [Path(spec.origin)]
+        if spec.submodule_search_locations:  # a package: every module in it
+            files = sorted(f for loc in spec.submodule_search_locations for f in Path(loc).rglob("*.py"))
+        for f in files:
+            prints[name if len(files) == 1 else f"{name}:{f.relative_to(files[0].parent)}"] = io.sha256_file(f)
     return prints
 
 

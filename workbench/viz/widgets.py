@@ -25,8 +25,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench import plots, runs
-from workbench.runs import load_runs
+from workbench.runs import rundir as runs
+from workbench.runs.rundir import load_runs
+from workbench.viz import plots
 
 __all__ = ["CurveExplorer", "load_runs"]
 
@@ -169,7 +170,7 @@ class CurveExplorer:
         """Offline HTML of :meth:`static_figure` (plotly.js inline); also written to ``path`` if given."""
         html = self.static_figure().to_html(include_plotlyjs=True, full_html=True)
         if path is not None:
-            from workbench import io
+            from workbench.runs import io
 
             io.write_html(path, html)
         return html

@@ -70,7 +70,7 @@ def arch_spec(model_or_type: nn.Module | str) -> ArchSpec:
         supported = ", ".join(sorted(ARCHITECTURES))
         raise UnsupportedArchitectureError(
             f"unsupported architecture {model_type!r}: value vectors are known for {supported}. "
-            "Add a row to workbench.architectures.ARCHITECTURES (decoder-layer path, MLP path, "
+            "Add a row to workbench.models.architectures.ARCHITECTURES (decoder-layer path, MLP path, "
             "down-projection name, vector axis) to support it."
         ) from None
 

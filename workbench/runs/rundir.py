@@ -34,13 +34,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from workbench import io
+from workbench.runs import io
 
 PARAMS = "params.json"
 STATUS = "status.json"
 PER_ALPHA = "per_alpha"
 SUMMARY = "summary"
-PER_ALPHA_COLUMNS = ["notebook", "objective", "scenario", "seed", "alpha", "FS", "RS", "MU", "FQ"]
+GROUP = ["objective", "scenario", "seed"]  # one sweep (curve) of a run
+PER_ALPHA_COLUMNS = ["notebook", *GROUP, "alpha", "FS", "RS", "MU", "FQ"]
 SUMMARY_COLUMNS = ["objective", "scenario", "seed", "AUES", "MU95", "MU95_reached"]
 # The status changes after the manifest is written; the executed notebook is saved by papermill
 # after the last cell has run, so neither can be checksummed from inside the run.
@@ -54,7 +55,7 @@ class RunExistsError(FileExistsError):
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def outputs_root(root: str | os.PathLike | None = None) -> Path:
@@ -99,7 +100,9 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def resolved_device(device: str) -> str:
-    from workbench.models import resolve_device  # torch is imported only when a run starts
+    from workbench.models import (
+        resolve_device,  # torch is imported only when a run starts
+    )
 
     return str(resolve_device(device))
 
@@ -227,10 +230,6 @@ class RunDir:
         import pandas as pd
 
         return pd.read_parquet(self.path / f"{name}.parquet")
-
-    def save_figure(self, fig, name: str) -> Path:
-        """Standalone HTML with plotly.js inline (about 5 MB), so the figure opens offline."""
-        return io.write_html(self.path / f"{name}.html", fig.to_html(include_plotlyjs=True, full_html=True))
 
     def save_json(self, obj: Any, name: str) -> Path:
         return io.write_json(self.path / f"{name}.json", obj)

@@ -45,11 +45,8 @@ torch checkpoint, which also recomputes the delta's hooks and needs no input gra
 
 from __future__ import annotations
 
-import argparse
-import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -57,14 +54,16 @@ from torch import nn
 from workbench import objectives as obj
 from workbench.data.formatting import Encoded
 from workbench.delta import RegionDelta
-from workbench.regions import Region, WeightRegion, random_region
+from workbench.likelihood import IGNORE
+from workbench.objectives.nll import NLL
+from workbench.regions import Region, WeightRegion
 from workbench.training import TrainConfig, run_loop
 
 
 # -- sharding a global batch ----------------------------------------------------------------------
 def answer_tokens(batch: Mapping[str, torch.Tensor]) -> int:
     """Number of predicted answer tokens (what :func:`workbench.objectives.mean_nll` divides by)."""
-    return int((batch["labels"][:, 1:] != -100).sum())
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
 
 
 def input_tokens(batch: Mapping[str, torch.Tensor]) -> int:
@@ -75,12 +74,11 @@ def examples(batch: Mapping[str, torch.Tensor]) -> int:
     return int(next(iter(batch.values())).shape[0])
 
 
-# What each objective's loss is a mean over; objectives not listed average over examples.
-LOSS_UNITS: dict[str, Callable[[Mapping[str, torch.Tensor]], int]] = {
-    "nll": answer_tokens,
-    "ga": answer_tokens,
-    "wga": answer_tokens,
-    "l2_mlp": input_tokens,
+# How to count the units an objective's loss is a mean over (``Objective.loss_units``).
+UNIT_COUNTS: dict[str, Callable[[Mapping[str, torch.Tensor]], int]] = {
+    "answer_tokens": answer_tokens,
+    "input_tokens": input_tokens,
+    "examples": examples,
 }
 
 
@@ -167,17 +165,15 @@ def sharded_step_loss(
 ) -> Callable[[dict, dict | None], torch.Tensor]:
     """``step_loss`` for :func:`run_loop`: this rank's weighted share of the global batch's loss."""
     rank, world = accelerator.process_index, accelerator.num_processes
-    units = LOSS_UNITS.get(objective.name, examples)
-    retain_loss = getattr(objective, "retain_loss", None) or (
-        lambda model, batch, _ctx: obj.mean_nll(obj.forward_logits(model, batch), batch["labels"])
-    )
+    units = UNIT_COUNTS[objective.loss_units]
+    retain_loss = objective.retain_loss
 
     def step_loss(batch: dict, retain_batch: dict | None) -> torch.Tensor:
         local = shard_rows(batch, rank, world)
         loss = objective(view, local, ctx) * shard_weight(local, batch, world, units)
         if lambda_retain:
             r_local = shard_rows(retain_batch, rank, world)
-            r_weight = shard_weight(r_local, retain_batch, world, answer_tokens)
+            r_weight = shard_weight(r_local, retain_batch, world, UNIT_COUNTS[objective.retain_units])
             loss = loss + lambda_retain * r_weight * retain_loss(view, r_local, ctx)
         return loss if _all_finite(accelerator, loss) else torch.full_like(loss, float("nan"))
 
@@ -214,7 +210,7 @@ def train_distributed(
     pad_token_id: int,
     *,
     region: Region | WeightRegion | None = None,
-    objective: obj.Objective | str = "nll",
+    objective: obj.Objective | str | None = None,
     retain: Sequence[Encoded] | None = None,
     lambda_retain: float = 0.0,
     gradient_checkpointing: bool = False,
@@ -228,7 +224,7 @@ def train_distributed(
     ``accelerator.get_state_dict``) or the :class:`RegionDelta` (hooks removed, not merged), and the
     history of :func:`run_loop` with ``loss`` replaced by the loss of the global batch.
     """
-    objective = obj.make(objective) if isinstance(objective, str) else objective
+    objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
     if lambda_retain and not retain:
         raise ValueError("lambda_retain > 0 needs retain examples")
     if gradient_checkpointing:
@@ -267,114 +263,3 @@ def make_accelerator(**kwargs):
     from accelerate.utils import DistributedDataParallelKwargs
 
     return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)], **kwargs)
-
-
-# -- script entry: tiny model on fixed random data, or a real model on encoded data ----------------
-def tiny_model(seed: int = 0, *, vocab: int = 64, d_model: int = 32, d_ff: int = 64, layers: int = 2) -> nn.Module:
-    """A randomly initialised tiny LLaMA on CPU, identical on every rank for the same seed."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                         tie_word_embeddings=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return LlamaForCausalLM(config)
-
-
-def random_data(n: int, *, vocab: int = 64, seed: int = 0) -> list[Encoded]:
-    """``n`` random examples of unequal lengths (prompt 3–5, answer 4–9 tokens; ids avoid pad 0)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        prompt, answer = 3 + i % 3, 4 + (7 * i) % 6
-        out.append(Encoded(tuple(torch.randint(1, vocab, (prompt + answer,), generator=gen).tolist()), prompt))
-    return out
-
-
-def load_encoded(path: str | Path) -> list[Encoded]:
-    """Encoded examples from JSON lines ``{"input_ids": [...], "prompt_len": n}``."""
-    lines = Path(path).read_text().splitlines()
-    return [Encoded(tuple(r["input_ids"]), int(r["prompt_len"])) for r in map(json.loads, filter(None, lines))]
-
-
-def _examples(source: str, n: int, seed: int) -> list[Encoded]:
-    return random_data(n, seed=seed) if source == "random" else load_encoded(source)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.distributed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=["restricted", "full"], default="restricted")
-    p.add_argument("--model", default="tiny", help="'tiny' (random, seeded) or a hub id / local path")
-    p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 (delta stays fp32)")
-    p.add_argument("--data", default="random", help="'random' or a JSON-lines file of encoded examples")
-    p.add_argument("--retain", default=None, help="'random' or JSON-lines retain examples (with --lambda-retain)")
-    p.add_argument("--lambda-retain", type=float, default=0.0)
-    p.add_argument("--n-examples", type=int, default=16, help="size of the random data set")
-    p.add_argument("--objective", default="nll")
-    p.add_argument("--region-fraction", type=float, default=0.1)
-    p.add_argument("--region-seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=8, help="global batch, split over the processes")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--dump-ranks", action="store_true", help="every rank writes its trainable tensors (tests)")
-    p.add_argument("--out", required=True)
-    return p
-
-
-def _load_model(args, accelerator) -> tuple[nn.Module, int]:
-    from workbench.models import load_pretrained, resolve_dtype
-
-    if args.model == "tiny":
-        return tiny_model(args.seed).to(accelerator.device, resolve_dtype(args.dtype)), 0
-    model, tokenizer = load_pretrained(args.model, device=str(accelerator.device), dtype=args.dtype)
-    return model, tokenizer.pad_token_id
-
-
-def _trainable(result: nn.Module | RegionDelta) -> dict[str, torch.Tensor]:
-    if isinstance(result, RegionDelta):
-        return {f"delta.{k}": v.detach().cpu().contiguous() for k, v in result.params.items()}
-    return {k: v.detach().cpu().contiguous() for k, v in result.state_dict().items()}
-
-
-def _save(accelerator, result, history: list[dict], args, out: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = None if isinstance(result, RegionDelta) else accelerator.get_state_dict(result)
-    if args.dump_ranks:
-        save_file(_trainable(result), str(out / f"rank{accelerator.process_index}.safetensors"))
-        info = {"rank": accelerator.process_index, "world": accelerator.num_processes,
-                "distributed_type": str(accelerator.distributed_type), "threads": torch.get_num_threads()}
-        (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(info))
-    if accelerator.is_main_process:
-        if state is None:
-            result.save(out / "delta.safetensors")
-        else:
-            save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator = make_accelerator()
-    model, pad = _load_model(args, accelerator)
-    data = _examples(args.data, args.n_examples, args.seed)
-    retain = _examples(args.retain, args.n_examples, args.seed + 1) if args.retain else None
-    cfg = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps)
-    region = random_region(model, args.region_fraction, seed=args.region_seed) if args.mode == "restricted" else None
-    result, history = train_distributed(
-        accelerator, model, data, cfg, pad, region=region, objective=args.objective, retain=retain,
-        lambda_retain=args.lambda_retain, gradient_checkpointing=args.gradient_checkpointing, progress=False,
-    )
-    _save(accelerator, result, history, args, out)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-
-
-if __name__ == "__main__":
-    main()

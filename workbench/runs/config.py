@@ -1,0 +1,310 @@
+"""Typed, validated parameters: one dataclass per notebook, extended from the method registries.
+
+Each notebook starts with a flat ``parameters`` cell (``name = default  # help`` lines of
+primitive values, which papermill overrides) and then builds its config::
+
+    cfg = workbench.load_config("oracle-vs-random", globals())
+
+The dataclass is the single statement of what a notebook accepts. Its fixed fields are declared
+below; the fields of the methods are generated from the registries: every hyper-parameter of every
+registered objective and localizer becomes ``<method>_<field>`` (``npo_beta``, ``memflex_mu``) and
+every method the notebook trains with gets a learning rate ``lr_<method>`` (see
+:data:`METHOD_FIELDS`). A ``plugins`` parameter names modules (or ``.py`` files) imported *before*
+the class is built, so a user's own objective or localizer is validated, reachable and runnable
+like the built-in ones. Building a config rejects unknown keys (naming the closest allowed one),
+values of the wrong type or out of range, and unknown method or data set names, each in one line
+that names the key and what is allowed (:mod:`workbench.runs.params`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from workbench import objectives as obj
+from workbench.runs.methods import (REGISTRIES, _names, absolute_paths, generated_fields, import_plugins,  # noqa: F401
+                                    method_params, plugin_modules, used_in)
+from workbench.runs.params import (
+    ConfigError,
+    at_least_two,
+    coerce,
+    device_name,
+    fraction,
+    non_empty,
+    non_negative,
+    one_of,
+    param,
+    positive,
+    type_name,
+    unit_interval,
+    unknown_key_message,
+)
+
+__all__ = ["Config", "ConfigError", "absolute_paths", "config_class", "describe", "field_names", "from_params",
+           "import_plugins", "load", "method_params", "parameters_cell", "plugin_modules"]
+
+# -- the notebook dataclasses ---------------------------------------------------------------------
+CONFIGS: dict[str, type[Config]] = {}
+
+
+def register_config(notebook: str) -> Callable[[type[Config]], type[Config]]:
+    def wrap(cls: type[Config]) -> type[Config]:
+        cls.notebook = notebook
+        CONFIGS[notebook] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class Config:
+    """Parameters shared by every notebook: data, model, device, base training, evaluation, run."""
+
+    notebook: ClassVar[str] = ""
+    # Which registries give this notebook hyper-parameters, and which give it learning rates.
+    method_kinds: ClassVar[tuple[str, ...]] = ()
+    lr_kinds: ClassVar[tuple[str, ...]] = ()
+
+    plugins: list[str] = param([], "modules or .py files that register your own objectives/localizers (imported first)")
+    data: str = param("synthetic-tofu", "data set name", one_of("dataset", _names("dataset")))
+    data_dir: str = param("", "local data folder; '' -> $WORKBENCH_TOFU_DIR / $WORKBENCH_LUME_DIR")
+    n_retain_authors: int = param(16, "authors (or people) kept in the retain set", positive)
+    n_forget_authors: int = param(2, "authors in the forget set", positive)
+    model: str = param("tiny-llama", "'tiny-llama', 'smollm2', a hub id or a local path")
+    tiny_layers: int = param(4, "tiny LLaMA: decoder layers", positive)
+    tiny_d_model: int = param(64, "tiny LLaMA: hidden size", positive)
+    tiny_d_ff: int = param(256, "tiny LLaMA: MLP width (value vectors per layer)", positive)
+    vocab_size: int = param(2048, "tiny LLaMA: BPE vocabulary size", positive)
+    device: str = param("auto", "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'", device_name)
+    dtype: str = param("float32", "model dtype", one_of("dtype", _names("dtype")))
+    seed: int = param(0, "seed of data sampling, model init, training order and seeded methods")
+    pretrain_epochs: int = param(3, "tiny model: epochs of pre-training into θp", non_negative)
+    pretrain_lr: float = param(1e-3, "tiny model: pre-training learning rate", positive)
+    retain_epochs: int = param(5, "epochs of fine-tuning on the retain set (θr)", positive)
+    retain_lr: float = param(1e-3, "learning rate of fine-tuning on the retain set", positive)
+    replay_pretrain: bool = param(True, "[choice] mix θp's general-knowledge set into θr/θ_full fine-tuning (tiny models forget it otherwise, leaving MU nothing to measure)")
+    batch_size: int = param(16, "batch size of every training stage", positive)
+    weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
+    max_grad_norm: float = param(1.0, "gradient clipping norm (0 disables)", non_negative)
+    unlearn_epochs: int = param(5, "epochs of unlearning", positive)
+    eval_max_new_tokens: int = param(48, "greedy generation length for ROUGE-L", positive)
+    eval_generate: bool = param(True, "generate answers (ROUGE-L); False skips generation")
+    n_alpha: int = param(21, "mixing coefficients α = 0 … 1 (at least 2)", at_least_two)
+    n_rounds: int = param(10000, "permutation / bootstrap rounds of the significance tests", positive)
+    trust_remote_code: bool = param(False, "allow hub models with custom code")
+    run_id: str = param("", "run folder name under outputs/<notebook>/; '' -> automatic")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def lr_for(self, name: str) -> float:
+        """Learning rate of unlearning with an objective or in a localizer's regions (``lr_<name>``)."""
+        return getattr(self, f"lr_{name}")
+
+    def methods(self, kind: str) -> list[str]:
+        """The registered methods of ``kind`` this run uses (objectives trained, localizers run)."""
+        return []
+
+    def data_path(self) -> str:
+        """``data_dir``, or the data set's environment variable when it is empty (read now, not at import)."""
+        env = DATA_DIR_ENV.get(self.data)
+        return self.data_dir or (os.environ.get(env, "") if env else "")
+
+    def cross_checks(self) -> list[str]:
+        """Checks that involve several fields; subclasses extend the list."""
+        problems = []
+        if self.model == "tiny-llama":  # the depth is known before anything is built
+            for name in self.methods("objective"):
+                problems += obj.make(name, **method_params(self, "objective", name)).check_depth(self.tiny_layers)
+        return problems
+
+
+DATA_DIR_ENV = {"tofu": "WORKBENCH_TOFU_DIR", "lume": "WORKBENCH_LUME_DIR"}
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+@dataclass(frozen=True)
+class InjectionConfig(Config):
+    """The controlled setting of §4: knowledge injected into a target region of θr gives θo."""
+
+    method_kinds: ClassVar[tuple[str, ...]] = ("objective",)
+    lr_kinds: ClassVar[tuple[str, ...]] = ("objective",)
+
+    region_fraction: float = param(0.1, "p: share of all value vectors in a region", fraction)
+    inject_lr: float = param(3e-3, "learning rate of forget injection (θr -> θo)", positive)
+    inject_epochs: int = param(10, "epochs of forget injection", positive)
+    lambda_retain: float = param(2.0, "weight of NLL(retain) during injection", non_negative)
+    min_forget_es: float = param(0.8, "injection must reach this mean forget ES", unit_interval)
+    max_retain_es_drop: float = param(0.05, "injection may lower retain ES by at most this", unit_interval)
+    check_fs: bool = param(True, "check that FS at α=1 approaches but does not reach 1")
+
+    def methods(self, kind: str) -> list[str]:
+        return list(self.objectives) if kind == "objective" else []
+
+    def cross_checks(self) -> list[str]:
+        # V_rdm is drawn outside V_tgt, so two disjoint regions of p each must fit.
+        problems = super().cross_checks()
+        if 2 * self.region_fraction > 1:
+            problems.append(f"'region_fraction' = {self.region_fraction}: disjoint Oracle and Random regions need 2p <= 1")
+        return problems
+
+
+@register_config("oracle-vs-random")
+@dataclass(frozen=True)
+class OracleVsRandomConfig(InjectionConfig):
+    method_kinds: ClassVar[tuple[str, ...]] = ("objective", "localizer")
+
+    region_seeds: list[int] = param([7, 19, 31, 47, 99], "seeds of the target region V_tgt", non_empty)
+    objectives: list[str] = param(used_in("objective", "table2"), "unlearning objectives", non_empty,
+                                  one_of("objective", _names("objective")))
+    localizers: list[str] = param(used_in("localizer", "table1"), "localizers scored on θo against V_tgt",
+                                  one_of("localizer", _names("localizer")))
+
+
+@register_config("l2-mlp-supervision")
+@dataclass(frozen=True)
+class L2MlpConfig(InjectionConfig):
+    objectives: list[str] = param(used_in("objective", "figure1"), "supervision objectives (paper: the L2 MLP loss)",
+                                  non_empty, one_of("objective", _names("objective")))
+    oracle_seed: int = param(7, "seed of the Oracle region V_tgt")
+    random_seeds: list[int] = param([7, 11, 49], "seeds of the Random regions (A, B, C)", non_empty)
+    retain_l2_weight: float = param(2.0, "weight of the objective's retain term (paper's α = 2)", non_negative)
+
+
+@register_config("lume")
+@dataclass(frozen=True)
+class LumeConfig(InjectionConfig):
+    data: str = param("synthetic-lume", "data set name", one_of("dataset", _names("dataset")))
+    n_people: int = param(60, "people sampled from LUME Task 2 (or generated)", positive)
+    forget_ratio: float = param(0.1, "share of people in the forget set", fraction)
+    region_seeds: list[int] = param([7, 19, 31], "seeds of the target region V_tgt", non_empty)
+    objectives: list[str] = param(used_in("objective", "table6"), "unlearning objectives", non_empty,
+                                  one_of("objective", _names("objective")))
+
+
+@register_config("revisit-localizers")
+@dataclass(frozen=True)
+class RevisitLocalizersConfig(Config):
+    method_kinds: ClassVar[tuple[str, ...]] = ("objective", "localizer")
+    lr_kinds: ClassVar[tuple[str, ...]] = ("localizer",)
+
+    region_fraction: float = param(0.1, "share of value vectors each localizer selects", fraction)
+    localizers: list[str] = param(used_in("localizer", "table1"), "localizers compared with Random", non_empty,
+                                  one_of("localizer", _names("localizer")))
+    random_seeds: list[int] = param([0, 1, 2], "seeds of the Random regions", non_empty)
+    objective: str = param(used_in("objective", "table1")[0], "unlearning objective",
+                           one_of("objective", _names("objective")))
+    full_lr: float = param(1e-3, "learning rate of fine-tuning θp on the full set (target model)", positive)
+    full_epochs: int = param(5, "epochs of fine-tuning on the full set", positive)
+    weight_level: bool = param(False, "also run a weight-level localizer vs random weights (Table 5)")
+    weight_localizer: str = param(used_in("localizer", "table5")[0], "weight-level localizer (Table 5)",
+                                  one_of("weight localizer", _names("weight localizer")))
+    weight_fraction: float = param(0.8, "share of down-projection weights in weight-level regions", fraction)
+    lr_weight_level: float = param(1e-3, "unlearning learning rate of the weight-level variant", positive)
+    check_fs: bool = param(True, "check that FS at α=1 approaches but does not reach 1")
+
+    def methods(self, kind: str) -> list[str]:
+        return [self.objective] if kind == "objective" else list(self.localizers)
+
+
+_BUILT: dict[tuple, type[Config]] = {}
+
+
+def config_class(notebook: str) -> type[Config]:
+    """The notebook's dataclass with the fields of the methods registered now (plug-ins included)."""
+    try:
+        base = CONFIGS[notebook]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(notebook, list(CONFIGS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(notebook, [f"no config for notebook {notebook!r}{hint} Known: {', '.join(sorted(CONFIGS))}"]) from None
+    key = (notebook,) + tuple((k, n, id(c)) for k, reg in sorted(REGISTRIES.items()) for n, c in sorted(reg.items()))
+    if key not in _BUILT:
+        cls = dataclasses.make_dataclass(base.__name__, generated_fields(base), bases=(base,), frozen=True,
+                                         namespace={"__module__": __name__, "__doc__": base.__doc__})
+        _BUILT[key] = cls
+    return _BUILT[key]
+
+
+def field_names(notebook: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(config_class(notebook))]
+
+
+# -- building ----------------------------------------------------------------------------------------
+def from_params(notebook: str, params: Mapping[str, Any]) -> Config:
+    """Build and validate ``notebook``'s config from a mapping; unset keys take their defaults."""
+    plugins, problem = coerce("plugins", params.get("plugins", []), list[str])
+    if problem:
+        raise ConfigError(notebook, [problem])
+    import_plugins(plugins)
+    cls = config_class(notebook)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    problems = [unknown_key_message(k, list(fields)) for k in params if k not in fields]
+    values = {}
+    for key, value in params.items():
+        if key in fields:
+            value, problem = coerce(key, value, hints[key])
+            problems += [problem] if problem else [c(key, value) for c in fields[key].metadata.get("checks", ())]
+            values[key] = value
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigError(notebook, problems)
+    cfg = cls(**values)
+    if problems := cfg.cross_checks():
+        raise ConfigError(notebook, problems)
+    return cfg
+
+
+# Names IPython puts into a notebook's globals that are not parameters.
+IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+
+
+def load(notebook: str, namespace: Mapping[str, Any], *, strict: bool = True) -> Config:
+    """Build the config from a notebook's ``globals()`` after its parameters cell.
+
+    Plug-ins named by ``plugins`` are imported first. Fields are read from ``namespace`` (absent
+    ones keep their defaults). With ``strict``, any other public variable of a primitive type is
+    taken for a parameter that the config does not know (a typo in an injected parameter) and
+    rejected; call ``load`` right after the parameters cell.
+    """
+    import_plugins(list(namespace.get("plugins", []) or []))
+    fields = set(field_names(notebook))
+    params = {k: v for k, v in namespace.items() if k in fields}
+    if strict:
+        params |= {k: v for k, v in namespace.items() if k not in fields and _looks_like_parameter(k, v)}
+    return from_params(notebook, params)
+
+
+def _looks_like_parameter(name: str, value: Any) -> bool:
+    if name.startswith("_") or name in IPYTHON_NAMES:
+        return False
+    primitive = (bool, int, float, str, type(None))
+    return isinstance(value, primitive) or (isinstance(value, list) and all(isinstance(v, primitive) for v in value))
+
+
+def describe(notebook: str) -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, help)`` rows for ``python -m workbench list`` and docs."""
+    cls = config_class(notebook)
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        rows.append((f.name, type_name(hints[f.name]), default, f.metadata["help"]))
+    return rows
+
+
+def parameters_cell(notebook: str) -> str:
+    """The notebook's ``parameters`` cell: one ``name = default  # help`` line per built-in parameter
+    (papermill cannot parse a comment that holds ``=``, so the help says "is" instead)."""
+    return "\n".join(f"{name} = {default!r}  # {help_.replace('=', 'is').replace('  ', ' ')}"
+                     for name, _, default, help_ in describe(notebook))
