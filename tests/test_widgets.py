@@ -88,7 +88,7 @@ def test_report_embeds_plotly_once():
 
 def test_figures_fit_a_laptop_screen():
     for fig in report.figures(fake_per_alpha(), experiments.result_tables(fake_per_alpha(), n_rounds=32), "x"):
-        assert fig.layout.height <= 800
+        assert fig.layout.height <= 800 and fig.layout.width <= 1300
 
 
 @pytest.fixture

@@ -78,6 +78,7 @@ def headline_figure(tests: pd.DataFrame, random_pairs: pd.DataFrame, *, title: s
         fig.add_hline(y=0, line=dict(color="#444", width=1), row=1, col=col)
         fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=[c[0] for c in cats], range=[-0.6, len(cats) - 0.4],
                          row=1, col=col)
-    fig.update_layout(title=title, template="plotly_white", barmode="overlay", height=420,
+    width = len(metrics) * max(360, 110 * len(cats) + 160)  # wide enough for the labels, never stretched
+    fig.update_layout(title=title, template="plotly_white", barmode="overlay", height=420, width=min(width, 1300),
                       margin=dict(l=60, r=20, t=80, b=60), legend=dict(orientation="h", y=-0.18, font=dict(size=11)))
     return fig

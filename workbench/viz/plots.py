@@ -46,8 +46,9 @@ from workbench.runs.rundir import sweep_keys, with_start
 FIXED_STYLES = {ORACLE: ("Oracle", "#D55E00"), RANDOM_WEIGHTS: ("Random (weights)", "#222222")}
 FALLBACK = qualitative.Dark24
 BASELINES = (RANDOM, RANDOM_WEIGHTS)
-PANEL_HEIGHT, MAX_COLUMNS = 300, 4  # four panels side by side fit a laptop screen
+PANEL_WIDTH, PANEL_HEIGHT, MAX_COLUMNS = 290, 300, 4  # four panels side by side fit a 1366-pixel laptop screen
 THIN, BOLD = 1.0, 3.5
+TARGET_COLOR = "#888888"
 
 
 def style(scenario: str) -> tuple[str, str]:
@@ -120,7 +121,7 @@ def grid(items: list[Panel], x_title: str, y_title: str, title: str | None) -> g
     rows = max(1, math.ceil(len(items) / cols))
     fig = make_subplots(rows=rows, cols=cols, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.03,
                         vertical_spacing=0.14, subplot_titles=[p.title for p in items] or None)
-    fig.update_layout(title=title, template="plotly_white", height=PANEL_HEIGHT * rows + 150,
+    fig.update_layout(title=title, template="plotly_white", height=PANEL_HEIGHT * rows + 150, width=PANEL_WIDTH * cols + 140,
                       margin=dict(l=60, r=20, t=80, b=60), legend=dict(orientation="h", y=-0.12, font=dict(size=11)))
     fig.update_xaxes(title_text=x_title, row=rows)
     fig.update_yaxes(title_text=y_title, col=1)
@@ -153,7 +154,7 @@ def _curves(fig: go.Figure, panel: Panel, scenario: str, x: str, y: str, cell: d
         fig.add_trace(go.Scatter(x=ox, y=oy, mode="lines", fill="tozeroy", line=dict(width=0, color=color),
                                  fillcolor=translucent(color), hoverinfo="skip", showlegend=False,
                                  name=f"AUES area · {title}", legendgroup=title), **cell)
-    name = f"{title} (bold: mean of its sweeps)"
+    name = f"{title} (thin: each sweep, bold: their mean)"
     fig.add_trace(go.Scatter(x=mean[x], y=mean[y], mode="lines", line=dict(color=color, width=BOLD), name=name,
                              legendgroup=title, showlegend=_legend_once(fig, name),
                              hovertext=hover(mean), hoverinfo="text+name"), **cell)
@@ -231,8 +232,10 @@ def mu_fq_figure(per_alpha: pd.DataFrame, *, threshold: float = 0.95, title: str
             lines.append(f"<span style='color:{color}'>{escape(name)} {_pm(marks.MU95.tolist())} ({reached})</span>")
         for target in sorted({round(v, 6) for v in mu95_marks(panel, panel.scenarios[0], threshold).target}):
             # after the curves: plotly skips lines on subplots that hold no trace yet
-            fig.add_hline(y=target, line=dict(color="#888", dash="dash", width=1), **_cell(i))
+            fig.add_hline(y=target, line=dict(color=TARGET_COLOR, dash="dash", width=1), **_cell(i))
         _note(fig, _cell(i), lines)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=TARGET_COLOR, dash="dash", width=1),
+                             name=f"dashed: {threshold:.0%} of MU before unlearning (one per start model)"))
     return fig
 
 
