@@ -54,7 +54,7 @@ def _points(fig: go.Figure, x: int, t: pd.DataFrame, metric: str, col: int) -> N
     delta = t[f"{metric}_a"] - t[f"{metric}_b"]
     flags = [f"{metric}_a_reached", f"{metric}_b_reached"]
     reached = t[flags].astype(bool).all(axis=1) if set(flags) <= set(t.columns) else pd.Series(True, index=t.index)
-    name = f"{title} − {style(t.b.iloc[0])[0]}, one pair from one model"
+    name = f"{title} − {style(t.b.iloc[0])[0]}: one point per pair, side by side by start model"
     text = [f"{r.start}: seed {r.seed_a} vs {r.seed_b}<br>Δ = {d:+.3f}<br>p paper {r[f'p_{metric}']:.3g}, "
             f"p R–R {r[f'p_{metric}_rr']:.3g}" + ("" if ok else "<br>MU95 not reached in this pair")
             for (_, r), d, ok in zip(t.iterrows(), delta, reached)]
@@ -78,7 +78,8 @@ def headline_figure(tests: pd.DataFrame, random_pairs: pd.DataFrame, *, title: s
         fig.add_hline(y=0, line=dict(color="#444", width=1), row=1, col=col)
         fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=[c[0] for c in cats], range=[-0.6, len(cats) - 0.4],
                          row=1, col=col)
-    width = len(metrics) * max(360, 110 * len(cats) + 160)  # wide enough for the labels, never stretched
+    width = len(metrics) * max(380, 110 * len(cats) + 160)  # wide enough for the labels, never stretched
     fig.update_layout(title=title, template="plotly_white", barmode="overlay", height=420, width=min(width, 1300),
-                      margin=dict(l=60, r=20, t=80, b=60), legend=dict(orientation="h", y=-0.18, font=dict(size=11)))
+                      margin=dict(l=60, r=20, t=80, b=110), legend=dict(orientation="h", x=0, y=-0.15, yanchor="top",
+                                                                   font=dict(size=11)))
     return fig

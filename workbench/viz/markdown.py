@@ -16,14 +16,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.viz.plots import natural_key, style
+from workbench.viz.plots import style
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
 def p_value(value: float) -> str:
     """Two significant digits; '–' where a test was not run or could not reach 0.05."""
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.2g}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):.2g}"
+
+
+# Mean ± std cells are written as text ("0.740"); reading them as numbers would drop the trailing zero.
+TEXT_COLUMNS = ["Original FQ", "MU95 reached", "MU95 baseline reached"] + [
+    f"{c}{m}{s}" for m in ("AUES", "MU95") for c, s in (("", ""), ("", " baseline"), ("|Δ", "|"))]
+
+
+def read_table(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "table.csv", dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False,
+                       na_values=[""])
 
 
 def _row_label(row: pd.Series, several: bool) -> str:
@@ -60,7 +72,7 @@ def metric_table(table: pd.DataFrame, metric: str) -> list[str]:
 def sweep_table(summary: pd.DataFrame) -> list[str]:
     """One row per sweep (for experiments from one model): FS at α = 1, AUES, MU95 and whether reached."""
     rows = []
-    summary = summary.sort_values(["objective", "scenario", "seed"], key=lambda c: c.map(natural_key))
+    summary = summary.sort_values(["objective", "scenario", "seed"])
     for _, r in summary.iterrows():
         mu95 = "–" if math.isnan(r.MU95) else f"{r.MU95:.2f} ({'reached' if r.MU95_reached else 'not reached: FQ at α = 1'})"
         rows.append([str(r.objective), style(r.scenario)[0], str(r.seed), f"{r.FS_end:.2f}", f"{r.AUES:.3f}", mu95])
@@ -71,12 +83,14 @@ def facts(folder: Path, table: pd.DataFrame, summary: pd.DataFrame) -> list[str]
     """Counts behind the tables, and what the checks and the localization scores recorded."""
     r = table.iloc[0]
     lines = [f"Sweeps: {len(summary)}; pairs per comparison: {int(r['pairs'])} with Random, "
-             f"{int(r['R–R pairs'])} Random–Random from one model, {int(r['labelings'])} region labellings. "
-             f"Original FQ = {r['Original FQ']}."]
+             f"{int(r['R–R pairs'])} Random–Random from one model, {int(r['labelings'])} region labellings."]
+    if r["Original FQ"] != "–":
+        lines.append(f"Original FQ (before unlearning) = {r['Original FQ']}.")
     if (folder / "checks.csv").is_file():
         c = pd.read_csv(folder / "checks.csv")
+        seeds = f"{len(c)} target seed{'s' if len(c) > 1 else ''}"
         lines.append(f"θr → θo: forget ES {c.forget_es_r.mean():.2f} → {c.forget_es_o.mean():.2f}, retain ES "
-                     f"{c.retain_es_r.mean():.2f} → {c.retain_es_o.mean():.2f} (mean over {len(c)} target seeds).")
+                     f"{c.retain_es_r.mean():.2f} → {c.retain_es_o.mean():.2f} (mean over {seeds}).")
     if (folder / "localization.csv").is_file():
         loc = pd.read_csv(folder / "localization.csv").groupby("localizer")[["precision", "auroc"]].mean()
         found = "; ".join(f"{style(n)[0]} precision {v.precision:.2f}, AUROC {v.auroc:.3f}" for n, v in loc.iterrows())
@@ -88,7 +102,7 @@ def results_block(folder: str | Path) -> str:
     """The markdown of one kept reference: AUES (and MU95) tables, per-sweep rows for single-model
     experiments, and the counts behind them."""
     folder = Path(folder)
-    table, summary = pd.read_csv(folder / "table.csv"), pd.read_csv(folder / "summary.csv")
+    table, summary = read_table(folder), pd.read_csv(folder / "summary.csv")
     parts = [metric_table(table, "AUES")]
     if table["MU95"].ne("–").any():
         parts.append(metric_table(table, "MU95"))

@@ -47,8 +47,12 @@ FIXED_STYLES = {ORACLE: ("Oracle", "#D55E00"), RANDOM_WEIGHTS: ("Random (weights
 FALLBACK = qualitative.Dark24
 BASELINES = (RANDOM, RANDOM_WEIGHTS)
 PANEL_WIDTH, PANEL_HEIGHT, MAX_COLUMNS = 290, 300, 4  # four panels side by side fit a 1366-pixel laptop screen
+MIN_WIDTH = 660  # one panel: room for a two-column legend
 THIN, BOLD = 1.0, 3.5
 TARGET_COLOR = "#888888"
+MARK_NAMES = {True: "MU95: where MU crossed the dashed line (filled)",
+              False: "MU95 not reached: FQ at α = 1 (open)"}
+MARK_SYMBOLS = {True: "circle", False: "circle-open"}
 
 
 def style(scenario: str) -> tuple[str, str]:
@@ -121,8 +125,9 @@ def grid(items: list[Panel], x_title: str, y_title: str, title: str | None) -> g
     rows = max(1, math.ceil(len(items) / cols))
     fig = make_subplots(rows=rows, cols=cols, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.03,
                         vertical_spacing=0.14, subplot_titles=[p.title for p in items] or None)
-    fig.update_layout(title=title, template="plotly_white", height=PANEL_HEIGHT * rows + 150, width=PANEL_WIDTH * cols + 140,
-                      margin=dict(l=60, r=20, t=80, b=60), legend=dict(orientation="h", y=-0.12, font=dict(size=11)))
+    fig.update_layout(title=title, template="plotly_white", height=PANEL_HEIGHT * rows + 190,
+                      width=max(MIN_WIDTH, PANEL_WIDTH * cols + 140), margin=dict(l=60, r=20, t=80, b=130),
+                      legend=dict(orientation="h", x=0, y=-0.22 / rows, yanchor="top", font=dict(size=11)))
     fig.update_xaxes(title_text=x_title, row=rows)
     fig.update_yaxes(title_text=y_title, col=1)
     return fig
@@ -207,11 +212,10 @@ def mu95_marks(panel: Panel, scenario: str, threshold: float = 0.95) -> pd.DataF
 def _marks(fig: go.Figure, marks: pd.DataFrame, scenario: str, cell: dict) -> None:
     title, color = style(scenario)
     for reached, group in marks.groupby("reached"):
-        name = "MU95: MU reached 95% (filled)" if reached else "MU95 not reached: FQ at α = 1 (open)"
-        symbol = "circle" if reached else "circle-open"
-        fig.add_trace(go.Scatter(x=group.x, y=group.y, mode="markers", name=name, legendgroup=name,
-                                 showlegend=_legend_once(fig, name),
-                                 marker=dict(symbol=symbol, size=10, color=color, line=dict(width=2, color=color)),
+        name = MARK_NAMES[bool(reached)]
+        fig.add_trace(go.Scatter(x=group.x, y=group.y, mode="markers", name=name, legendgroup=name, showlegend=False,
+                                 marker=dict(symbol=MARK_SYMBOLS[bool(reached)], size=10, color=color,
+                                             line=dict(width=2, color=color)),
                                  hovertext=[f"{title} · {k}<br>MU95 = {v:.2f}" + ("" if reached else " (not reached)")
                                             for k, v in zip(group.key, group.MU95)], hoverinfo="text"), **cell)
 
@@ -236,6 +240,10 @@ def mu_fq_figure(per_alpha: pd.DataFrame, *, threshold: float = 0.95, title: str
         _note(fig, _cell(i), lines)
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=TARGET_COLOR, dash="dash", width=1),
                              name=f"dashed: {threshold:.0%} of MU before unlearning (one per start model)"))
+    for reached in (True, False):  # legend entries in neutral grey: the markers take each scenario's colour
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=MARK_NAMES[reached], legendgroup=MARK_NAMES[reached],
+                                 marker=dict(symbol=MARK_SYMBOLS[reached], size=10, color=TARGET_COLOR,
+                                             line=dict(width=2, color=TARGET_COLOR))))
     return fig
 
 
