@@ -69,3 +69,15 @@ def test_two_runs_with_the_same_labels_stay_apart():
     tests = experiments.compare(both, "oracle", "random", n_rounds=64)
     assert len(tests) == 8 and (tests.dAUES < 0.26).all()  # no pair mixes run a with run b
     assert (tests.n_rr == 2).all()  # each run's own Random–Random pairs
+
+
+def test_the_papers_test_between_two_random_regions():
+    from workbench.stats import aues_permutation_test
+
+    pairs = experiments.result_tables(per_alpha(), n_rounds=64)["random_pairs"].set_index("seed_1")
+    rows = per_alpha().set_index("seed")
+    expected = aues_permutation_test(rows.loc[7001].FS, rows.loc[7001].RS, rows.loc[7002].FS, rows.loc[7002].RS,
+                                     n_rounds=64, seed=7002)
+    assert pairs.loc[7001, "p_AUES"] == expected
+    table = experiments.result_tables(per_alpha(), n_rounds=64)["table"]
+    assert table.loc[0, "p AUES paper R–R (mean)"] == pytest.approx(pairs.p_AUES.mean())

@@ -6,7 +6,8 @@
   unlearned from the same model (same ``start``): appendix D's tests (the paper's p) and the
   calibrated p against Random–Random pairs (:mod:`workbench.experiments.baseline`).
 * :func:`paper_table` — Table 2's shape (Table 1's with one row per localizer): mean ± std per
-  scenario, MU95 reached counts, the paper's p next to the Random–Random baseline's.
+  scenario, MU95 reached counts, the paper's p next to the Random–Random baseline's (and the
+  paper's p between two Random regions, :func:`random_pair_tests`: what it says when nothing differs).
 * :func:`result_tables` — all of the above for one experiment, as every notebook saves them.
 """
 
@@ -110,31 +111,49 @@ def _metric_columns(metric: str, s_a: pd.DataFrame, s_b: pd.DataFrame, t: pd.Dat
     d_rr = pairs[f"d{metric}"].dropna()
     return {**row, f"|Δ{metric}|": _pm(t[f"d{metric}"]),
             f"p {metric} paper (mean)": paper["mean"], f"p {metric} paper (Fisher)": paper["fisher"],
+            f"p {metric} paper R–R (mean)": pairs[f"p_{metric}"].mean() if f"p_{metric}" in pairs else np.nan,
             f"|Δ{metric}| R–R (mean)": d_rr.mean() if len(d_rr) else np.nan,
             f"|Δ{metric}| R–R (max)": d_rr.max() if len(d_rr) else np.nan,
             f"p {metric} R–R": t[f"p_{metric}_rr"].mean(), f"p {metric} labels": labels.get(f"p_{metric}_labels", np.nan)}
 
 
-def paper_table(summary: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+def random_pair_tests(per_alpha: pd.DataFrame, pairs: pd.DataFrame, *, n_rounds: int = 10000) -> pd.DataFrame:
+    """``pairs`` (Random–Random) with the paper's tests run between their two sweeps (``p_AUES``,
+    ``p_MU95``): how small the paper's p gets where the region cannot matter."""
+    per_alpha, rows = with_start(per_alpha), []
+    for _, r in pairs.iterrows():
+        g = per_alpha[(per_alpha.objective == r.objective) & (per_alpha.start == r.start)
+                      & (per_alpha.scenario == r.scenario)]
+        if "run_id" in pairs.columns:
+            g = g[g.run_id == r.run_id]
+        x, y = (g[g.seed == seed].sort_values("alpha") for seed in (r.seed_1, r.seed_2))
+        test = _pair_test(x, y, n_rounds, int(r.seed_2))
+        rows.append({"p_AUES": test["p_AUES"], "p_MU95": test.get("p_MU95", np.nan)})
+    return pairs.assign(**pd.DataFrame(rows, index=pairs.index, columns=["p_AUES", "p_MU95"]))
+
+
+def paper_table(summary: pd.DataFrame, tests: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (objective, compared scenario): Table 2's mean ± std of AUES and MU95 (with
     reached counts) for the scenario and its Random baseline, the mean ± std of the per-pair |Δ|,
     the paper's p (mean over pairs, and Fisher's combination) and, beside it, the Random–Random
-    baseline: mean and max |Δ| between Random regions from one model, the calibrated p (mean over
-    pairs of the share of Random–Random pairs at least as far apart) and the label permutation p."""
+    baseline: mean and max |Δ| between Random regions from one model, the paper's p between them
+    (where ``pairs`` come from :func:`random_pair_tests`), the calibrated p (mean over pairs of the
+    share of Random–Random pairs at least as far apart) and the label permutation p."""
     summary, rows = with_start(summary), []
     if tests.empty:
         return pd.DataFrame()
     n_rounds = int(tests["n_rounds"].iloc[0])
-    pairs_all = {b: rr.random_pairs(summary, b) for b in tests.b.unique()}
+    if pairs is None or pairs.empty:
+        pairs = pd.concat([rr.random_pairs(summary, b) for b in tests.b.unique()], ignore_index=True)
     for (objective, a, b), t in tests.groupby(["objective", "a", "b"], sort=True):
         s = summary[summary.objective == objective]
         s_a, s_b = s[s.scenario == a], s[s.scenario == b]
-        pairs = pairs_all[b][pairs_all[b].objective == objective]
+        pairs_ob = pairs[(pairs.objective == objective) & (pairs.scenario == b)]
         labels = rr.label_tests(s, a, b, n_rounds=n_rounds).iloc[0].to_dict()
         row = {"objective": objective, "scenario": a, "baseline": b, "Original FQ": _pm(s_a.FQ_before),
-               "pairs": len(t), "R–R pairs": len(pairs), "labelings": labels["n_labelings"]}
+               "pairs": len(t), "R–R pairs": len(pairs_ob), "labelings": labels["n_labelings"]}
         for metric in rr.METRICS:
-            row.update(_metric_columns(metric, s_a, s_b, t, pairs, labels, n_rounds))
+            row.update(_metric_columns(metric, s_a, s_b, t, pairs_ob, labels, n_rounds))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -149,10 +168,12 @@ def result_tables(per_alpha: pd.DataFrame, *, n_rounds: int = 10000) -> dict[str
     ``random_pairs`` (the baseline) and ``table`` (the paper's shape with the baseline beside it)."""
     summary = summarise(per_alpha)
     tests = compare_each(per_alpha, n_rounds=n_rounds)
-    pairs = [rr.random_pairs(summary, b) for b in sorted(set(tests.b)) if not tests.empty]
-    return {"summary": summary, "tests": tests, "table": paper_table(summary, tests),
-            "random_pairs": pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame()}
+    if tests.empty:
+        return {"summary": summary, "tests": tests, "table": pd.DataFrame(), "random_pairs": pd.DataFrame()}
+    pairs = pd.concat([rr.random_pairs(summary, b) for b in sorted(set(tests.b))], ignore_index=True)
+    pairs = random_pair_tests(per_alpha, pairs, n_rounds=n_rounds)
+    return {"summary": summary, "tests": tests, "table": paper_table(summary, tests, pairs), "random_pairs": pairs}
 
 
-__all__ = ["GROUP", "baseline_of", "compare", "compare_each", "localizer_table", "paper_table", "result_tables",
-           "summarise"]
+__all__ = ["GROUP", "baseline_of", "compare", "compare_each", "localizer_table", "paper_table", "random_pair_tests",
+           "result_tables", "summarise"]

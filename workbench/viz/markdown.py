@@ -48,14 +48,15 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def metric_table(table: pd.DataFrame, metric: str) -> list[str]:
-    """One row per comparison: the scenario's and Random's value, |Δ|, the paper's p (mean / Fisher),
-    the Random–Random |Δ| (mean / max) and the calibrated and label-permutation p."""
+    """One row per comparison: the scenario's and Random's value, |Δ|, the paper's p (mean / Fisher)
+    and the same test between two Random regions (mean over pairs), the Random–Random |Δ| (mean /
+    max) and the calibrated and label-permutation p."""
     several = table.scenario.nunique() > 1
     first = ("region" if several else "objective")
     a = "" if several else f" {style(table.scenario.iloc[0])[0]}"
     b = style(table.baseline.iloc[0])[0]
     header = [first, f"{metric}{a}", f"{metric} {b}", f"\\|Δ{metric}\\| per pair", "p paper (mean / Fisher)",
-              f"\\|Δ{metric}\\| {b}–{b} (mean / max)", "p calibrated", "p labels"]
+              f"p paper, {b} vs {b}", f"\\|Δ{metric}\\| {b}–{b} (mean / max)", "p calibrated", "p labels"]
     rows = []
     for _, r in table.iterrows():
         value, base = str(r[metric]), str(r[f"{metric} baseline"])
@@ -65,7 +66,8 @@ def metric_table(table: pd.DataFrame, metric: str) -> list[str]:
               if not math.isnan(r[f"|Δ{metric}| R–R (mean)"]) else "–")
         rows.append([_row_label(r, several), value, base, str(r[f"|Δ{metric}|"]),
                      f"{p_value(r[f'p {metric} paper (mean)'])} / {p_value(r[f'p {metric} paper (Fisher)'])}",
-                     rr, p_value(r[f"p {metric} R–R"]), p_value(r[f"p {metric} labels"])])
+                     p_value(r.get(f"p {metric} paper R–R (mean)", math.nan)), rr, p_value(r[f"p {metric} R–R"]),
+                     p_value(r[f"p {metric} labels"])])
     return _table(header, rows)
 
 
