@@ -56,6 +56,7 @@ from workbench.data.formatting import Encoded
 from workbench.delta import RegionDelta
 from workbench.likelihood import IGNORE
 from workbench.objectives.nll import NLL
+from workbench.precision import enable_checkpointing
 from workbench.regions import Region, WeightRegion
 from workbench.training import TrainConfig, run_loop
 
@@ -125,15 +126,6 @@ class ModelView:
 
     def __getattr__(self, name: str):
         return getattr(self._model, name)
-
-
-def enable_checkpointing(model: nn.Module) -> None:
-    """Non-reentrant activation checkpointing of every decoder layer (works with frozen inputs)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def check_same_weights(accelerator, model: nn.Module) -> None:

@@ -96,7 +96,8 @@ def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool):
         model, tok = build_tiny(data, tiny_config(cfg), vocab_size=cfg.vocab_size)
         if cfg.pretrain_epochs and data.pretrain:
             finetune(model, encode_all(tok, data.pretrain), train_cfg(cfg, cfg.pretrain_lr, cfg.pretrain_epochs),
-                     pad_id(tok), desc="pre-train θp", progress=progress)
+                     pad_id(tok), desc="pre-train θp", progress=progress,
+                     gradient_checkpointing=cfg.gradient_checkpointing)
         return model, tok
 
     model, tok = cache.get_or_build("theta_p", inputs, build, _save_model, _loader(device, cfg.dtype),
@@ -122,7 +123,7 @@ def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, wh
               "replay": getattr(cfg, "replay_pretrain", False), "train": dataclasses.asdict(train_cfg(cfg, lr, epochs))}
     def build():
         finetune(model, encode_all(tok, examples), train_cfg(cfg, lr, epochs), pad_id(tok),
-                 desc=f"fine-tune θ_{which}", progress=progress)
+                 desc=f"fine-tune θ_{which}", progress=progress, gradient_checkpointing=cfg.gradient_checkpointing)
         return model, tok
 
     key = cache_mod.cache_key(f"theta_{which}", inputs, TRAINING_SOURCES)

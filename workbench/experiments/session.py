@@ -112,7 +112,8 @@ class Session:
         def build():
             delta, _ = train_region(self.model, region, self.items["forget"], train_cfg(c, c.inject_lr, c.inject_epochs),
                                     self.pad, retain=self.items["retain"], lambda_retain=c.lambda_retain,
-                                    desc=f"inject into {region.size} vectors", progress=self.progress)
+                                    desc=f"inject into {region.size} vectors", progress=self.progress,
+                                    gradient_checkpointing=c.gradient_checkpointing)
             return delta
 
         delta = self.cache.get_or_build("theta_o", inputs, build, _save_delta,
@@ -174,7 +175,8 @@ class Session:
             ctx = obj.ObjectiveContext(reference_model=self.retain_model if objective_fn.needs_reference_model else None)
             delta, _ = train_region(self.model, region, items, tc, self.pad, objective=objective_fn,
                                     retain=self.items["retain"] if lambda_retain else None, lambda_retain=lambda_retain,
-                                    ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress)
+                                    ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress,
+                                    gradient_checkpointing=c.gradient_checkpointing)
             return delta
 
         return self.cache.get_or_build("unlearned", inputs, build, _save_delta,

@@ -90,6 +90,7 @@ class Config:
     batch_size: int = param(16, "batch size of every training stage", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
     max_grad_norm: float = param(1.0, "gradient clipping norm (0 disables)", non_negative)
+    gradient_checkpointing: bool = param(False, "recompute activations in the backward pass: less memory, about 1/3 more compute, same results")
     unlearn_epochs: int = param(5, "epochs of unlearning", positive)
     eval_max_new_tokens: int = param(48, "greedy generation length for ROUGE-L", positive)
     eval_generate: bool = param(True, "generate answers (ROUGE-L); False skips generation")
