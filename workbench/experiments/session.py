@@ -106,7 +106,7 @@ class Session:
         than ``max_retain_es_drop`` (SPEC: otherwise every region looks alike).
         """
         c = self.cfg
-        inputs = {"base": self.base_key, "region": region.to_json(), "lr": c.inject_lr, "epochs": c.inject_epochs,
+        inputs = {"base": self.base_key, "region": region.fingerprint(), "lr": c.inject_lr, "epochs": c.inject_epochs,
                   "lambda_retain": c.lambda_retain, "train": dataclasses.asdict(train_cfg(c, c.inject_lr, c.inject_epochs))}
 
         def build():
@@ -166,7 +166,7 @@ class Session:
         c = self.cfg
         params = method_params(c, "objective", objective)
         tc = train_cfg(c, lr, c.unlearn_epochs)
-        inputs = {"start": start_key, "region": region.to_json(), "objective": objective, "params": params,
+        inputs = {"start": start_key, "region": region.fingerprint(), "objective": objective, "params": params,
                   "train": dataclasses.asdict(tc), "lambda_retain": lambda_retain}
 
         def build():
