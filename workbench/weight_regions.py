@@ -105,7 +105,7 @@ class WeightRegion:
 
         with safe_open(str(path), framework="pt") as f:
             header = json.loads(f.metadata()["region"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors file, not a dict)
         return cls.from_tensors(tensors, header)
 
     def fingerprint(self) -> str:

@@ -8,24 +8,22 @@
 * :mod:`~workbench.experiments.tables` — AUES/MU95 summaries, appendix D's tests, the paper's tables.
 """
 
-from workbench.experiments.controlled import (
-                                              Results,
-                                              controlled,
-                                              l2_supervision,
-                                              localization_rows,
-                                              oracle_vs_random,
-)
-from workbench.experiments.revisit import revisit
-from workbench.experiments.session import CheckFailed, Session, open_session
-from workbench.experiments.tables import (
-                                              GROUP,
-                                              compare,
-                                              compare_each,
-                                              localizer_table,
-                                              paper_table,
-                                              summarise,
-)
+# Loaded on first use (as the top-level ``workbench`` API is): importing one experiment module, say
+# ``chain`` to train θr, must not import the others, or every cache key would depend on all of them
+# (``workbench.runs.deps`` follows what importing a module executes).
+_API = {
+    "Results": "controlled", "controlled": "controlled", "l2_supervision": "controlled",
+    "localization_rows": "controlled", "oracle_vs_random": "controlled", "revisit": "revisit",
+    "CheckFailed": "session", "Session": "session", "open_session": "session", "GROUP": "tables",
+    "compare": "tables", "compare_each": "tables", "localizer_table": "tables", "paper_table": "tables",
+    "summarise": "tables",
+}
+__all__ = sorted(_API)
 
-__all__ = ["GROUP", "CheckFailed", "Results", "Session", "compare", "compare_each", "controlled", "l2_supervision",
-           "localization_rows", "localizer_table", "open_session", "oracle_vs_random", "paper_table", "revisit",
-           "summarise"]
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,7 @@ from workbench.experiments.session import (
     CheckFailed,
     Session,
     check_fs,
-    delta_fingerprint,
+    delta_identity,
 )
 from workbench.localizers.random import RandomLocalizer
 from workbench.regions import Region, WeightRegion, random_region
@@ -95,7 +95,7 @@ def controlled(session: Session, seeds: list[int], objectives: list[str], notebo
         v_tgt = random_region(model, cfg.region_fraction, seed)
         delta_o, report = session.inject(v_tgt)
         checks.append({"seed": seed, **report})
-        o_key = delta_fingerprint(delta_o)
+        o_key = delta_identity(delta_o)
         randoms = {rs: random_region(model, cfg.region_fraction, rs, exclude=v_tgt) for rs in random_seeds(seed)}
         drawn += [(ORACLE, seed, v_tgt)] + [(RANDOM, rs, reg) for rs, reg in randoms.items()]
         regions += region_rows(seed, ORACLE, v_tgt) + [r for rs, reg in randoms.items() for r in region_rows(rs, RANDOM, reg)]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from workbench.runs import config, grid
 from workbench.runs import rundir as runs
+from workbench.runs.cache import VERIFY_ENV
 
 DEMO_NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
 EXIT_FAILED, EXIT_INVALID = 1, 2
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace complete runs with the same id")
     parser.add_argument("--outputs", default=None, help="outputs root (default $WORKBENCH_OUTPUTS or <repo>/outputs)")
+    parser.add_argument("--verify", action="store_true",
+                        help="hash every file of every cache hit (default: size and mtime; full hashes at build time)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -133,6 +136,8 @@ USER_ERRORS = (config.ConfigError, runs.RunExistsError, FileNotFoundError, Value
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verify", False):
+        os.environ[VERIFY_ENV] = "1"  # the notebook kernels inherit it
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:

@@ -75,6 +75,9 @@ class Config:
     n_retain_authors: int = param(16, "authors (or people) kept in the retain set", positive)
     n_forget_authors: int = param(2, "authors in the forget set", positive)
     model: str = param("tiny-llama", "'tiny-llama', 'smollm2', a hub id or a local path")
+    model_revision: str = param("", "hub revision (branch, tag or commit) of 'model'; '' -> the default branch")
+    retain_model: str = param("", "θr trained elsewhere (hub id or local folder), used instead of fine-tuning θp on the retain set here; '' -> fine-tune here")
+    retain_revision: str = param("", "hub revision of 'retain_model'")
     tiny_layers: int = param(4, "tiny LLaMA: decoder layers", positive)
     tiny_d_model: int = param(64, "tiny LLaMA: hidden size", positive)
     tiny_d_ff: int = param(256, "tiny LLaMA: MLP width (value vectors per layer)", positive)
@@ -204,6 +207,8 @@ class RevisitLocalizersConfig(Config):
                            one_of("objective", _names("objective")))
     full_lr: float = param(1e-3, "learning rate of fine-tuning θp on the full set (target model)", positive)
     full_epochs: int = param(5, "epochs of fine-tuning on the full set", positive)
+    full_model: str = param("", "θ_full trained elsewhere (hub id or local folder), used instead of fine-tuning θp on the full set here; '' -> fine-tune here")
+    full_revision: str = param("", "hub revision of 'full_model'")
     weight_level: bool = param(False, "also run a weight-level localizer vs random weights (Table 5)")
     weight_localizer: str = param(used_in("localizer", "table5")[0], "weight-level localizer (Table 5)",
                                   one_of("weight localizer", _names("weight localizer")))

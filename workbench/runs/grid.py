@@ -9,9 +9,11 @@ dataclass, names, types and values against it (:func:`workbench.config.from_para
 
 A **grid** is a YAML file naming a notebook, a base parameter file, fixed overrides and *axes*
 (parameter → list of values); every combination of the axes is one run. A grid run's id is a hash
-of its resolved parameters and of the notebook's code, so re-running a grid skips the runs that are
-already complete with identical inputs and re-runs the incomplete or failed ones (a grid killed
-midway resumes where it stopped). Runs are handed to an **executor** from :data:`EXECUTORS`
+of its resolved parameters, the notebook's code, the source of every workbench module the notebook
+imports (directly or through others: :mod:`workbench.runs.deps`), its plug-ins' files and the
+versions of the numeric libraries; so re-running a grid skips the runs that are already complete
+with identical inputs, re-runs the incomplete or failed ones (a grid killed midway resumes where it
+stopped) and re-runs every run whose code changed (a fix in ``metrics.py``). Runs are handed to an **executor** from :data:`EXECUTORS`
 (``local``: a process pool, one papermill import per worker, ``OMP_NUM_THREADS`` split between
 workers); the summaries of all runs are gathered into ``grid_summary.csv``.
 """
@@ -33,6 +35,7 @@ import yaml
 
 from workbench.runs import config, io
 from workbench.runs import rundir as runs
+from workbench.runs.deps import code_fingerprint, notebook_code_hash, plugin_fingerprint  # noqa: F401
 
 PLOTLY_RENDERER = "plotly_mimetype+notebook"  # renders in JupyterLab *and* in nbconvert HTML
 GRIDS = "grids"
@@ -51,7 +54,7 @@ _Loader.add_implicit_resolver(
 
 
 def load_yaml(text: str) -> Any:
-    value = yaml.load(text, Loader=_Loader)  # noqa: S506 — SafeLoader subclass
+    value = yaml.load(text, Loader=_Loader)
     return value
 
 
@@ -104,14 +107,6 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     import papermill as pm
 
     return pm.inspect_notebook(str(path))
-
-
-def notebook_code_hash(path: Path) -> str:
-    """Hash of the code cells only: outputs and markdown edits do not invalidate grid runs."""
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    return io.digest([c.source for c in nb.cells if c.cell_type == "code"])
 
 
 def validate(notebook: str, path: Path, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -274,9 +269,10 @@ class Grid:
 
 
 def grid_run_id(notebook: str, resolved: Mapping[str, Any], code_hash: str) -> str:
-    """Same resolved parameters and notebook code → same id → the run is found complete and skipped."""
+    """Same parameters, code (:func:`code_fingerprint`) and plug-ins → same id → found complete and skipped."""
     inputs = {k: v for k, v in resolved.items() if k != "run_id"}
-    return "g-" + io.digest({"notebook": notebook, "params": inputs, "code": code_hash})[:16]
+    return "g-" + io.digest({"notebook": notebook, "params": inputs, "code": code_hash,
+                             "plugins": plugin_fingerprint(resolved)})[:16]
 
 
 def expand(grid: Grid, *, outputs: str, jobs: int, force: bool = False) -> tuple[list[RunSpec], list[dict]]:
@@ -284,7 +280,7 @@ def expand(grid: Grid, *, outputs: str, jobs: int, force: bool = False) -> tuple
     name, path = resolve_notebook(_grid_notebook_path(grid))
     base = merge_params(grid.base, grid.folder) | grid.fixed
     declared = notebook_parameters(path)
-    code = notebook_code_hash(path)
+    code = code_fingerprint(path)
     specs, axes = [], []
     for combo in grid.combinations():
         resolved = validate(name, path, base | combo)
