@@ -12,6 +12,8 @@ other module names it:
 * the **data it trains on** and how to batch it (:meth:`Objective.train_items`, ``collate``):
   DPO trains on refusal/answer pairs, the others on the forget items;
 * its **loss units** (``"answer_tokens"``, ``"input_tokens"``, ``"examples"``: what the loss is a mean over) for exact batch sharding across ranks;
+* whether it can be trained data-parallel (``distributed``: ``None``, or the reason it cannot) and
+  how a global batch is split over processes (:meth:`Objective.rank_rows`);
 * whether it needs a frozen **reference**: ``needs_reference`` (π_ref, the same model with its
   region delta disabled, set by the training loop) or ``needs_reference_model`` (a separate frozen
   model, θr for ``l2_mlp``);
@@ -69,6 +71,14 @@ class Objective:
     needs_reference: ClassVar[bool] = False
     needs_reference_model: ClassVar[bool] = False
     collate: ClassVar[Callable[[Sequence[Any], int], dict[str, torch.Tensor]]] = staticmethod(collate)
+    # None: data-parallel training (workbench.distributed) reproduces one process; else why it cannot.
+    distributed: ClassVar[str | None] = None
+
+    @staticmethod
+    def rank_rows(n_rows: int, rank: int, world: int) -> torch.Tensor:
+        """Which rows of a collated global batch process ``rank`` of ``world`` computes: a contiguous
+        share. An objective whose rows belong together (DPO's win/lose pairs) keeps them together."""
+        return torch.tensor_split(torch.arange(n_rows), world)[rank]
 
     def __call__(self, model: nn.Module, batch: Mapping[str, torch.Tensor], ctx: ObjectiveContext) -> torch.Tensor:
         raise NotImplementedError
