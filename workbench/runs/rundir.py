@@ -46,8 +46,10 @@ SUMMARY_COLUMNS = ["objective", "scenario", "seed", "AUES", "MU95", "MU95_reache
 # The status changes after the manifest is written; the executed notebook is saved by papermill
 # after the last cell has run, so neither can be checksummed from inside the run.
 NOT_IN_MANIFEST = (STATUS, "*.ipynb")
-VERSIONED_PACKAGES = {"torch": "torch", "transformers": "transformers", "papermill": "papermill",
-                      "plotly": "plotly", "workbench": "loc-unlearn-workbench"}
+VERSIONED_PACKAGES = {"torch": "torch", "transformers": "transformers", "tokenizers": "tokenizers", "numpy": "numpy",
+                      "scipy": "scipy", "rouge-score": "rouge-score", "safetensors": "safetensors",
+                      "accelerate": "accelerate", "papermill": "papermill", "plotly": "plotly",
+                      "workbench": "loc-unlearn-workbench"}
 
 
 class RunExistsError(FileExistsError):
