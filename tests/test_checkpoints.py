@@ -76,6 +76,19 @@ def test_a_brought_retain_model_replaces_fine_tuning_and_is_keyed_by_content(tmp
     assert chain.external_model(_cfg(retain_model=str(copy)), cache, "cpu", which="retain")[0] != s.base_key
 
 
+@pytest.mark.integration
+def test_a_brought_full_model_replaces_fine_tuning_on_the_full_set(tmp_path, monkeypatch):
+    folder = _theta_r_folder(_cfg(), tmp_path / "elsewhere", tmp_path / "theta_full")  # any checkpoint will do
+    smoke = yaml.safe_load((ROOT / "params/revisit-localizers/smoke.yaml").read_text())
+    revisit = config.from_params("revisit-localizers", {**smoke, "full_model": str(folder), "device": "cpu"})
+    monkeypatch.setattr(chain, "finetune", lambda *a, **k: pytest.fail("θ_full was fine-tuned although brought"))
+    key, model, _ = chain.chain_model(revisit, chain.load_config_data(revisit), Cache(tmp_path / "cache"), "cpu",
+                                      which="full", force=False, progress=False)
+    expected, _ = load_pretrained(str(folder), device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
+    assert key == chain.external_model(revisit, Cache(tmp_path / "cache"), "cpu", which="full")[0]
+
+
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_two_ranks_train_theta_r_that_the_notebook_takes_without_retraining(tmp_path):

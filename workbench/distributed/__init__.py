@@ -192,6 +192,16 @@ def distributed_refusal(objective: obj.Objective, *, restricted: bool) -> str | 
     return None
 
 
+def _check_launchable(objective: obj.Objective, model: nn.Module, region, missing_retain: bool) -> None:
+    if refusal := distributed_refusal(objective, restricted=region is not None):
+        raise ValueError(refusal)
+    if missing_retain:
+        raise ValueError("lambda_retain > 0 needs retain examples")
+    if region is None and any(p.dtype != torch.float32 for p in model.parameters()):
+        raise ValueError("full fine-tuning on several processes needs fp32 weights (--dtype float32): the "
+                         "launch's mixed precision computes in bf16 and the fp32 weights are the master copy")
+
+
 def _prepare(accelerator, model: nn.Module, region: Region | WeightRegion | None):
     """Wrap for the launch's distributed mode; returns (wrapped, trainable params, delta or None)."""
     check_same_weights(accelerator, model)
@@ -237,13 +247,7 @@ def train_distributed(
     history of :func:`run_loop` with ``loss`` replaced by the loss of the global batch.
     """
     objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
-    if refusal := distributed_refusal(objective, restricted=region is not None):
-        raise ValueError(refusal)
-    if lambda_retain and not retain:
-        raise ValueError("lambda_retain > 0 needs retain examples")
-    if region is None and any(p.dtype != torch.float32 for p in model.parameters()):
-        raise ValueError("full fine-tuning on several processes needs fp32 weights (--dtype float32): the "
-                         "launch's mixed precision computes in bf16 and the fp32 weights are the master copy")
+    _check_launchable(objective, model, region, bool(lambda_retain and not retain))
     if gradient_checkpointing:
         enable_checkpointing(model)
     wrapped, params, delta = _prepare(accelerator, model, region)
