@@ -10,7 +10,7 @@
 ``-p`` takes parameter files and ``key=value`` overrides, merged left to right; values are YAML
 scalars or flow lists (``-p objectives=[npo,wga] -p lr_npo=1e-4``). Parameters are validated
 before anything runs (exit status 2); a failing cell exits with status 1 and names the notebook,
-the cell and the executed notebook. See :mod:`workbench.grid` for how runs are executed.
+the cell and the executed notebook. See :mod:`workbench.runs.grid` for how runs are executed.
 """
 
 from __future__ import annotations

@@ -26,8 +26,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
-from workbench.runs.methods import (REGISTRIES, _names, absolute_paths, generated_fields, import_plugins,  # noqa: F401
-                                    method_params, plugin_modules, used_in)
+from workbench.runs.methods import (  # noqa: F401
+    REGISTRIES,
+    _names,
+    absolute_paths,
+    generated_fields,
+    import_plugins,
+    method_params,
+    plugin_modules,
+    used_in,
+)
 from workbench.runs.params import (
     ConfigError,
     at_least_two,

@@ -5,7 +5,7 @@ A **run** is one notebook executed by papermill with one set of parameters into 
 data (papermill's injected-parameters cell), never as spliced code. papermill only *warns* about
 parameters a notebook does not declare, so every run is validated first: names against the
 notebook's ``parameters`` cell (``papermill.inspect_notebook``) and, when the notebook has a config
-dataclass, names, types and values against it (:func:`workbench.config.from_params`).
+dataclass, names, types and values against it (:func:`workbench.runs.config.from_params`).
 
 A **grid** is a YAML file naming a notebook, a base parameter file, fixed overrides and *axes*
 (parameter → list of values); every combination of the axes is one run. A grid run's id is a hash
