@@ -16,6 +16,7 @@ the cell and the executed notebook. See :mod:`workbench.runs.grid` for how runs 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -133,6 +134,9 @@ USER_ERRORS = (config.ConfigError, runs.RunExistsError, FileNotFoundError, Value
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # papermill streams the kernel's stderr (progress bars, stage names) through its logger
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("papermill").setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from workbench.progress import ENV as PROGRESS_ENV
 from workbench.runs import config, io
 from workbench.runs import rundir as runs
 
@@ -80,8 +81,23 @@ def merge_params(items: Sequence[str], *bases: Path) -> dict[str, Any]:
             key, value = parse_override(item)
             merged[key] = value
         else:
-            merged |= load_yaml(find_file(item, *bases).read_text()) or {}
+            merged |= load_param_file(find_file(item, *bases))
     return merged
+
+
+def load_param_file(path: Path) -> dict[str, Any]:
+    """A YAML parameter file as a mapping; a syntax error names the file, line and column."""
+    try:
+        value = load_yaml(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ValueError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: a parameter file holds `name: value` lines, got a {type(value).__name__}")
+    return value
 
 
 # -- notebooks --------------------------------------------------------------------------------------
@@ -164,6 +180,7 @@ class RunResult:
 def kernel_environment(spec: RunSpec) -> Iterator[None]:
     """Environment the kernel inherits: renderer, thread count, where runs are written."""
     values = {"PLOTLY_RENDERER": PLOTLY_RENDERER, "OMP_NUM_THREADS": str(spec.threads),
+              PROGRESS_ENV: "text" if spec.progress else "off",
               "MKL_NUM_THREADS": str(spec.threads), "WORKBENCH_OUTPUTS": str(runs.outputs_root(spec.outputs))}
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -187,8 +204,8 @@ def execute(spec: RunSpec) -> RunResult:
     try:
         with kernel_environment(spec):
             pm.execute_notebook(spec.path, str(spec.output_notebook), parameters=params, kernel_name="python3",
-                                language="python", progress_bar=spec.progress, cwd=str(Path(spec.path).parent),
-                                store_widget_state=False)
+                                language="python", progress_bar=False, log_output=spec.progress,
+                                cwd=str(Path(spec.path).parent), store_widget_state=False)
     except Exception as exc:  # noqa: BLE001 — every failure is recorded in status.json and reported
         return _failed(run, spec, exc, time.monotonic() - start)
     if not run.is_complete():

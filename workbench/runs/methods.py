@@ -121,7 +121,7 @@ def plugin_modules(plugins: list[str]) -> list[str]:
     return [f"workbench_plugin_{Path(e).stem}" if _is_file_entry(e) else e for e in plugins]
 
 
-PATH_PARAMS = ("data_dir",)  # and the file entries of ``plugins``
+PATH_PARAMS = ("data_dir",)  # and the file entries of ``plugins``, and ``model`` when it is a local folder
 
 
 def absolute_paths(params: Mapping[str, Any], base: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -132,6 +132,9 @@ def absolute_paths(params: Mapping[str, Any], base: str | os.PathLike | None = N
     for key in PATH_PARAMS:
         if isinstance(out.get(key), str) and out[key] and not Path(out[key]).expanduser().is_absolute():
             out[key] = str((base / out[key]).resolve())
+    model = out.get("model")
+    if isinstance(model, str) and model and not Path(model).is_absolute() and (base / model).is_dir():
+        out["model"] = str((base / model).resolve())
     if isinstance(out.get("plugins"), list):
         out["plugins"] = [str((base / e).resolve()) if isinstance(e, str) and _is_file_entry(e) and not Path(e).is_absolute()
                           else e for e in out["plugins"]]
