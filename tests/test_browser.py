@@ -1,7 +1,7 @@
 """Slow tier: what a person sees. Headless Chromium (Debian's ``chromium``) driven by Playwright.
 
 1. The offline HTML report of a run opens without a network and draws its curves.
-2. In JupyterLab, a notebook showing the :class:`~workbench.widgets.CurveExplorer` on a saved run
+2. In JupyterLab, a notebook showing the :class:`~workbench.viz.widgets.CurveExplorer` on a saved run
    renders the figure and the slider, and moving the slider changes the readout.
 
 Both use a fake but well-formed per-α table in a temporary run folder. Run with ``make test-slow``

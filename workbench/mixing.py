@@ -21,7 +21,8 @@ from typing import Protocol
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from workbench.progress import progress_bar as tqdm
 
 ALPHAS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from workbench import objectives as obj
 from workbench.data.formatting import Encoded, collate
@@ -35,6 +34,7 @@ from workbench.delta import RegionDelta
 from workbench.likelihood import model_device
 from workbench.objectives.nll import NLL
 from workbench.precision import FP32Masters, checkpointing, needs_masters
+from workbench.progress import progress_bar as tqdm
 from workbench.regions import Region, WeightRegion
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {

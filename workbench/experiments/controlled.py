@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from workbench import localizers as loc
 from workbench import objectives as obj
@@ -28,6 +27,7 @@ from workbench.experiments.session import (
     delta_identity,
 )
 from workbench.localizers.random import RandomLocalizer
+from workbench.progress import progress_bar as tqdm
 from workbench.regions import Region, WeightRegion, random_region
 from workbench.runs.config import method_params
 

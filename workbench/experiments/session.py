@@ -12,7 +12,7 @@ Lee et al. (2025) build every result from the same chain of models:
 A :class:`Session` holds ONE model object and moves it along that chain in place: region deltas
 are merged and restored exactly, so nothing is reloaded or deep-copied per step or per α. Every
 trained artefact (θp, θr, θ_full, θo's delta, each unlearning delta, each sweep) is stored in the
-content-addressed :class:`~workbench.cache.Cache`, keyed by everything that determines it,
+content-addressed :class:`~workbench.runs.cache.Cache`, keyed by everything that determines it,
 including the source of the modules that compute it; a changed input recomputes, a repeated run
 is served from the cache, and notebooks share models.
 """

@@ -29,7 +29,6 @@ the paper uses λ_retain = 0 while unlearning and 2 while injecting.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,6 +40,7 @@ from workbench.data.formatting import Encoded, collate
 from workbench.data.schema import UnlearningData
 from workbench.likelihood import forward_logits, mean_nll
 from workbench.regions import Region, WeightRegion
+from workbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -101,33 +101,10 @@ class Objective:
         return {}
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
-
-
-def register(cls: type[Objective]) -> type[Objective]:
-    """Class decorator: make an objective available by its ``name`` (a plug-in module may call it)."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} needs a `name`")
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"objective {cls.name!r} must be a dataclass (its fields are its hyper-parameters)")
-    OBJECTIVES[cls.name] = cls
-    return cls
-
-
-def objective_class(name: str) -> type[Objective]:
-    try:
-        return OBJECTIVES[name]
-    except KeyError:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}") from None
-
-
-def make(name: str, **params: Any) -> Objective:
-    """Instantiate a registered objective; unknown names and parameters get a clear error."""
-    cls = objective_class(name)
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise ValueError(f"bad parameters for objective {name!r}: {err}") from None
+OBJECTIVES = Registry("objective")
+register = OBJECTIVES.register
+objective_class = OBJECTIVES.get_class
+make = OBJECTIVES.make
 
 
 def total_loss(

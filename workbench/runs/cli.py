@@ -10,12 +10,13 @@
 ``-p`` takes parameter files and ``key=value`` overrides, merged left to right; values are YAML
 scalars or flow lists (``-p objectives=[npo,wga] -p lr_npo=1e-4``). Parameters are validated
 before anything runs (exit status 2); a failing cell exits with status 1 and names the notebook,
-the cell and the executed notebook. See :mod:`workbench.grid` for how runs are executed.
+the cell and the executed notebook. See :mod:`workbench.runs.grid` for how runs are executed.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -138,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "verify", False):
         os.environ[VERIFY_ENV] = "1"  # the notebook kernels inherit it
+    # papermill streams the kernel's stderr (progress bars, stage names) through its logger
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("papermill").setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:

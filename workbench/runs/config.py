@@ -20,14 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
-from workbench.runs.methods import (REGISTRIES, _names, absolute_paths, generated_fields, import_plugins,  # noqa: F401
-                                    method_params, plugin_modules, used_in)
+from workbench.runs.methods import (  # noqa: F401
+    REGISTRIES,
+    _names,
+    absolute_paths,
+    generated_fields,
+    import_plugins,
+    method_params,
+    plugin_modules,
+    used_in,
+)
 from workbench.runs.params import (
     ConfigError,
     at_least_two,
@@ -120,7 +130,7 @@ class Config:
 
     def cross_checks(self) -> list[str]:
         """Checks that involve several fields; subclasses extend the list."""
-        problems = []
+        problems = model_problems("model", self.model)
         if self.model == "tiny-llama":  # the depth is known before anything is built
             for name in self.methods("objective"):
                 problems += obj.make(name, **method_params(self, "objective", name)).check_depth(self.tiny_layers)
@@ -128,6 +138,17 @@ class Config:
 
 
 DATA_DIR_ENV = {"tofu": "WORKBENCH_TOFU_DIR", "lume": "WORKBENCH_LUME_DIR"}
+BUILT_IN_MODELS = ("tiny-llama", "smollm2")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def model_problems(key: str, value: str) -> list[str]:
+    """A model is built in, a local folder that exists, or has the form of a hub id (``org/name``)."""
+    if value in BUILT_IN_MODELS or Path(value).expanduser().is_dir():
+        return []
+    if HUB_ID.fullmatch(value) and not value.startswith("."):
+        return []
+    return [f"{key!r} = {value!r}: no such folder, and not a hub id (org/name); built in: {', '.join(BUILT_IN_MODELS)}"]
 
 
 def _copy(value: Any) -> Any:

@@ -72,10 +72,15 @@ def _resolve(node: ast.ImportFrom, name: str, path: Path) -> str:
 
 
 def _imports_by_name(nodes: list[ast.AST]) -> bool:
-    """Whether the module imports modules named at run time (``import_module(f"{__name__}.…")``)."""
+    """Whether a package imports its modules by name at run time: ``import_module(f"{__name__}.…")``,
+    or hands its ``__path__`` to a helper that does (``registry.import_all(__name__, __path__)``)."""
     for node in nodes:
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
-            arg = node.args[0] if node.args else None
+        if not isinstance(node, ast.Call):
+            continue
+        if any(isinstance(a, ast.Name) and a.id == "__path__" for a in node.args):
+            return True
+        if getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module" and node.args:
+            arg = node.args[0]
             if isinstance(arg, ast.JoinedStr) and any(isinstance(v, ast.FormattedValue) and
                                                       getattr(v.value, "id", "") == "__name__" for v in arg.values):
                 return True

@@ -9,7 +9,7 @@ midway leaves only a ``.<name>.tmp-*`` file, which no reader looks at.
 
 A **manifest** (``manifest.json``) lists the files of a folder with their sha256 checksums. A
 folder counts as intact only when its manifest matches what is on disk; this is how
-:mod:`workbench.runs` decides that a run is complete and how :mod:`workbench.cache` refuses to serve
+:mod:`workbench.runs.rundir` decides that a run is complete and how :mod:`workbench.runs.cache` refuses to serve
 a corrupted entry.
 """
 

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from workbench.progress import announce
 from workbench.runs import io
 
 PARAMS = "params.json"
@@ -197,7 +198,8 @@ class RunDir:
         io.write_json(self.path / STATUS, {"state": state, "updated": now_iso(), **fields})
 
     def step(self, step: str, message: str = "") -> None:
-        """Record progress, so that a crash says where it happened."""
+        """Record progress, so that a crash says where it happened (and say it on the CLI's terminal)."""
+        announce(f"{step}{': ' + message if message else ''}")
         self.set_status("running", step=step, message=message)
 
     def complete(self) -> None:

@@ -13,7 +13,7 @@ Lee et al. (2025) read it on two planes:
 Every function takes the tidy per-α table (``notebook, objective, scenario, seed, alpha, FS, RS,
 MU, FQ``; see :data:`workbench.runs.PER_ALPHA_COLUMNS`) and draws one curve per
 (objective, scenario, seed) group. They return ``plotly.graph_objects.Figure`` and never call
-``.show()``: notebooks show them, :mod:`workbench.widgets` wraps them, runs save them as HTML.
+``.show()``: notebooks show them, :mod:`workbench.viz.widgets` wraps them, runs save them as HTML.
 """
 
 from __future__ import annotations
