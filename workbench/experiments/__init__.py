@@ -8,6 +8,9 @@
 * :mod:`~workbench.experiments.tables` — AUES/MU95 summaries, appendix D's tests, the paper's tables.
 """
 
+import sys
+import types
+
 # Loaded on first use (as the top-level ``workbench`` API is): importing one experiment module, say
 # ``chain`` to train θr, must not import the others, or every cache key would depend on all of them
 # (``workbench.runs.deps`` follows what importing a module executes).
@@ -27,3 +30,21 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _function_not_module(name: str) -> property:
+    """``experiments.<name>`` stays the function of the submodule of the same name (``controlled``,
+    ``revisit``), as before the package loaded lazily; the import system would otherwise replace the
+    attribute with the submodule when it is first imported."""
+
+    def get(self):
+        return __getattr__(name)
+
+    def record_submodule(self, module) -> None:  # the import system's setattr: ignored
+        pass
+
+    return property(get, record_submodule)
+
+
+_Package = type("_Package", (types.ModuleType,), {n: _function_not_module(n) for n, m in _API.items() if n == m})
+sys.modules[__name__].__class__ = _Package
