@@ -1,11 +1,14 @@
 """Slow tier: what a person sees. Headless Chromium (Debian's ``chromium``) driven by Playwright.
 
 1. The offline HTML report of a run opens without a network and draws its curves.
-2. In JupyterLab, a notebook showing the :class:`~workbench.viz.widgets.CurveExplorer` on a saved run
+2. Each notebook's kept report (``outputs/reference/<notebook>/figures.html``) draws every figure
+   within a laptop-sized page width, without a network.
+3. In JupyterLab, a notebook showing the :class:`~workbench.viz.widgets.CurveExplorer` on a saved run
    renders the figure and the slider, and moving the slider changes the readout.
 
-Both use a fake but well-formed per-α table in a temporary run folder. Run with ``make test-slow``
-(needs ``pip install playwright pillow`` and ``apt-get install chromium``; no browser download).
+1 and 3 use a fake but well-formed per-α table in a temporary run folder. Screenshots go to
+``tmp_path`` and, if ``WORKBENCH_SCREENSHOTS`` names a folder, there too (to look at them). Run with
+``make test-slow`` (needs ``pip install playwright pillow`` and ``apt-get install chromium``).
 """
 
 from __future__ import annotations
@@ -52,8 +55,7 @@ def ink(png: bytes) -> tuple[float, int]:
 def test_offline_report_draws_curves(browser, tmp_path):
     run = write_fake_run(tmp_path)
     df = fake_per_alpha()
-    html = plots.results_report_html("fake run", {"RS vs FS": plots.fs_rs_figure(df, area=True),
-                                                  "MU vs FQ": plots.mu_fq_figure(df)})
+    html = plots.results_report_html("fake run", {"RS vs FS": plots.fs_rs_figure(df), "MU vs FQ": plots.mu_fq_figure(df)})
     report = run.save_html(html, "report")
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
@@ -62,9 +64,37 @@ def test_offline_report_draws_curves(browser, tmp_path):
     plot.wait_for(state="visible", timeout=30_000)
     page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=30_000)
     share, colours = ink(plot.screenshot())
-    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    keep_screenshot(page, tmp_path / "report.png")
     assert share > 0.02 and colours > 20, f"plot area looks blank: {share:.3f} ink, {colours} colours"
     assert page.locator(".js-plotly-plot").count() == 2
+    page.close()
+
+
+def keep_screenshot(page, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("WORKBENCH_SCREENSHOTS"):
+        Path(os.environ["WORKBENCH_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["WORKBENCH_SCREENSHOTS"]) / path.name)
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "outputs" / "reference"
+
+
+@pytest.mark.parametrize("notebook", sorted(p.parent.name for p in REFERENCE.glob("*/figures.html")))
+def test_kept_report_draws_every_figure_on_a_laptop_screen(browser, tmp_path, notebook):
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
+    page.goto((REFERENCE / notebook / "figures.html").as_uri())
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60_000)
+    plots_ = page.locator(".js-plotly-plot")
+    expected = 2 if notebook == "lume" else 3  # headline, FS–RS (and MU–FQ where MU is defined)
+    assert plots_.count() == expected
+    for i in range(expected):
+        box = plots_.nth(i).bounding_box()
+        assert box["width"] <= 1366 and box["height"] <= 768, f"figure {i} does not fit a laptop screen: {box}"
+        share, colours = ink(plots_.nth(i).screenshot())
+        assert share > 0.02 and colours > 20, f"figure {i} looks blank: {share:.3f} ink, {colours} colours"
+    keep_screenshot(page, tmp_path / f"report-{notebook}.png")
     page.close()
 
 
@@ -158,7 +188,7 @@ def test_jupyterlab_explorer_renders_and_slider_updates_readout(browser, lab, tm
     page.wait_for_function("(t) => !document.querySelector('.wb-readout').innerText.includes(t)", arg="α = 1.00",
                            timeout=30_000)
     after = readout.inner_text()
-    page.screenshot(path=str(tmp_path / "lab.png"), full_page=True)
+    keep_screenshot(page, tmp_path / "lab.png")
     assert after != before and "FS" in after
     share, colours = ink(page.locator(".js-plotly-plot").first.screenshot())
     assert share > 0.02 and colours > 20, f"figure looks blank: {share:.3f} ink, {colours} colours"

@@ -84,7 +84,7 @@ def test_every_method_gets_its_learning_rate_and_hyper_parameters():
     assert {"lr_ga", "lr_wga", "lr_npo", "lr_dpo", "lr_rmu", "lr_l2_mlp"} <= names and "lr_nll" not in names
     assert {"npo_beta", "dpo_beta", "wga_alpha", "rmu_layer", "rmu_c", "rmu_tokens", "memflex_mu", "memflex_repeats",
             "wagle_absolute", "wagle_gamma", "activations_reduce"} <= names
-    assert not any(n.endswith("_seed") and n != "oracle_seed" for n in names)  # a method's seed is the run's seed
+    assert not any(n.endswith("_seed") and n not in ("oracle_seed", "random_per_seed") for n in names)  # a method's seed is the run's seed
     assert {"lr_random", "lr_activations", "lr_memflex", "lr_wagle", "memflex_mu"} <= set(config.field_names("revisit-localizers"))
     assert "lr_wagle_weights" not in config.field_names("revisit-localizers")  # weight level: lr_weight_level
 
@@ -162,3 +162,12 @@ def test_data_dir_from_environment(monkeypatch):
 def test_describe_lists_help():
     rows = {name: (typ, default, text) for name, typ, default, text in config.describe("lume")}
     assert rows["forget_ratio"][1] == 0.1 and "people" in rows["forget_ratio"][2]
+
+
+@pytest.mark.unit
+def test_random_regions_per_target_seed_get_distinct_seeds():
+    cfg = config.from_params("oracle-vs-random", {"region_seeds": [7, 19], "random_per_seed": 3})
+    assert cfg.random_seeds_for(7) == [7001, 7002, 7003] and cfg.random_seeds_for(19) == [19001, 19002, 19003]
+    assert config.from_params("lume", {}).random_per_seed == 2  # default: one Random–Random pair per θo
+    with pytest.raises(config.ConfigError, match=r"'random_per_seed'.*seeds \[1\] collide"):
+        config.from_params("oracle-vs-random", {"region_seeds": [0, 1], "random_per_seed": 1})

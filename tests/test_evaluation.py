@@ -153,6 +153,31 @@ def test_summary_aggregates(trained, result):
     assert math.isnan(s["FQ"]) and s["n_fq_reference"] == 0 and s["n_forget"] == 3
 
 
+def test_mu_components_by_hand_from_per_example_columns(trained, result):
+    """Each of MU's nine inputs from its own per-example column, with values chosen so that every
+    component differs and MU > 0: a component wired to the wrong column or aggregate fails."""
+    tok, model, data = trained
+    table = result.per_example.copy()
+    rng = np.random.default_rng(0)
+    table["prob"] = rng.uniform(0.2, 0.9, len(table))
+    table["prob_norm"] = rng.uniform(0.1, 0.8, len(table))
+    table["truth_ratio"] = rng.uniform(0.1, 1.4, len(table))  # some TR > 1: max(0, 1 − TR) clips them
+    table["rougeL_recall"] = rng.uniform(0.3, 1.0, len(table))
+    s = Evaluator(tok, data, EvalConfig(generate=False)).summarise(table)
+    by_hand = {}
+    for split in MU_SPLITS:
+        rows = table[table["split"] == split]
+        prob = rows["prob_norm"] if split in ("real_authors", "world_facts") else rows["prob"]  # options-normalised
+        by_hand[f"mu_prob_{split}"] = prob.mean()
+        by_hand[f"mu_rougeL_{split}"] = rows["rougeL_recall"].mean()
+        by_hand[f"mu_tr_{split}"] = np.mean([max(0.0, 1.0 - tr) for tr in rows["truth_ratio"]])
+    assert len(by_hand) == 9 and len(set(np.round(list(by_hand.values()), 9))) == 9
+    for key, value in by_hand.items():
+        assert s[key] == pytest.approx(value), key
+    mu = 9 / sum(1 / v for v in by_hand.values())
+    assert s["MU"] > 0 and s["MU"] == pytest.approx(mu)
+
+
 def test_forget_quality_against_reference(trained, result):
     tok, model, data = trained
     reference = [0.5, 0.9, 1.3, 2.0]

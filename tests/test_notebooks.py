@@ -66,10 +66,18 @@ def test_smoke_tables_are_sane(smoke_runs, nb):
         assert np.isfinite(per_alpha[["MU", "FQ"]]).all().all()
         assert (per_alpha.FQ <= 0).all()
     table = pd.read_csv(f"{run}/table.csv")
-    expected = {"oracle-vs-random": 2, "l2-mlp-supervision": 1, "lume": 1, "revisit-localizers": 3}[nb]
+    expected = {"oracle-vs-random": 2, "l2-mlp-supervision": 1, "lume": 1, "revisit-localizers": 2}[nb]
     assert len(table) == expected
     tests = pd.read_csv(f"{run}/tests.csv")
     assert tests.p_AUES.between(0, 1).all()
+    # Every Oracle–Random pair shares its starting model; MU95 carries its reached count.
+    assert (tests.start.str.startswith("θo seed") | (tests.start == "θ_full")).all()
+    if nb != "lume":
+        assert table["MU95 reached"].str.fullmatch(r"\d+/\d+").all()
+    if nb in ("oracle-vs-random", "lume"):  # random_per_seed = 2: one Random–Random pair per θo
+        pairs = pd.read_csv(f"{run}/random_pairs.csv")
+        assert len(pairs) == len(table) and (pairs.seed_1 // 1000 == 7).all()
+        assert tests.p_AUES_rr.isin([0.0, 1.0]).all() and table["R–R pairs"].eq(1).all()
 
 
 def test_executed_notebook_and_repository_copies(smoke_runs):

@@ -78,8 +78,8 @@ def test_summary_and_paper_table_on_a_known_sweep():
     assert summary.AUES.tolist() == pytest.approx([0.9 - 0.81 / 3.6 + 0.05] * 4)
     tests = experiments.compare(per_alpha, "oracle", "random", n_rounds=200)
     assert (tests.dAUES == 0).all() and (tests.p_AUES == 1).all()
-    table = experiments.paper_table(summary, tests, "oracle", "random")
-    assert table.loc[0, "p AUES (mean)"] == 1.0
+    table = experiments.paper_table(summary, tests)
+    assert table.loc[0, "p AUES paper (mean)"] == 1.0 and table.loc[0, "MU95 reached"] == "2/2"
 
 
 def test_rmu_layer_beyond_depth_fails_before_training():

@@ -44,6 +44,7 @@ _API: dict[str, tuple[str, str]] = {
     "aues": ("workbench.curves", "aues"),
     "mu95": ("workbench.curves", "mu95"),
     "summarise": ("workbench.experiments.tables", "summarise"),
+    "result_tables": ("workbench.experiments.tables", "result_tables"),
     # runs and experiments
     "load_config": ("workbench.runs.config", "load"),
     "RunDir": ("workbench.runs.rundir", "RunDir"),
@@ -52,6 +53,7 @@ _API: dict[str, tuple[str, str]] = {
     # figures
     "fs_rs_figure": ("workbench.viz.plots", "fs_rs_figure"),
     "mu_fq_figure": ("workbench.viz.plots", "mu_fq_figure"),
+    "headline_figure": ("workbench.viz.headline", "headline_figure"),
     "CurveExplorer": ("workbench.viz.widgets", "CurveExplorer"),
 }
 _SUBPACKAGES = {"data", "models", "objectives", "localizers", "experiments", "runs", "viz", "curves", "stats",

@@ -10,8 +10,12 @@ per α. Lee et al. (2025) summarise it twice:
   different FS ranges are comparable.
 * **MU95**: Forget Quality at the point where Model Utility has fallen to 95% of
   ``MU(θ_before)``: how much forgetting is bought for a 5% utility loss. The (MU, FQ) points are
-  sorted by MU and FQ is interpolated linearly at ``0.95·MU(θ_before)`` **[choice]**; if MU never
-  falls that far, FQ at α = 1 is reported and flagged.
+  sorted by MU and FQ is interpolated linearly at ``0.95·MU(θ_before)`` **[choice]** (like
+  ``np.interp``: a non-monotone MU curve is read on its MU-sorted points, not at its first
+  crossing in α order; if every point lies below the target, FQ of the highest-MU point). If MU
+  never falls that far, MU95 is the FQ of the sweep's *end* (α = 1) and ``reached`` is False: that
+  number measures a different thing (forgetting at full unlearning, at less than 5% utility loss),
+  so every table and figure carries the flag or the count of sweeps that reached the target.
 
 Both are written for a batch of sweeps at once (``[rounds, point]`` arrays), which is what the
 significance tests of :mod:`workbench.stats` need; the scalar versions call the batched ones.
@@ -55,11 +59,16 @@ def aues(fs: ArrayLike, rs: ArrayLike) -> float:
     return float(aues_batch(fs[None], rs[None])[0])
 
 
-def mu95_batch(mu: np.ndarray, fq: np.ndarray, mu_before: float, threshold: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def mu95_batch(mu: np.ndarray, fq: np.ndarray, mu_before: float, threshold: float = 0.95, *,
+               alpha: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MU95 of many sweeps: ``(value [rounds], reached [rounds])`` from ``[rounds, point]`` arrays.
 
-    Matches ``np.interp`` on the MU-sorted points; where no point has ``MU ≤ target`` the value
-    is the FQ of each row's *last* point (α = 1 for a sweep in α order) and ``reached`` is False.
+    Matches ``np.interp`` on the MU-sorted points. Where no point has ``MU ≤ target`` the value is
+    the FQ of each row's *end*, its point with the largest ``alpha`` (``[rounds, point]``, in any
+    order; the mean FQ of tied ends, so that the order within a row never matters), and
+    ``reached`` is False. Without ``alpha`` the rows are taken to be in α order and the end is the
+    last point. The bootstrap test passes ``alpha`` because its re-split rows are shuffled: an
+    unreached group then ends at its own most-unlearned point, as a sweep does **[choice]**.
     """
     mu = np.atleast_2d(np.asarray(mu, dtype=float))
     fq = np.atleast_2d(np.asarray(fq, dtype=float))
@@ -76,10 +85,19 @@ def mu95_batch(mu: np.ndarray, fq: np.ndarray, mu_before: float, threshold: floa
         w = np.where(m_hi > m_lo, (target - m_lo) / (m_hi - m_lo), 1.0)
     value = f_lo + np.clip(w, 0.0, 1.0) * (f_hi - f_lo)
     reached = m[:, 0] <= target
-    value = np.where(reached, value, fq[:, -1])
+    value = np.where(reached, value, _end_fq(fq, alpha))
     if not math.isfinite(target):
         value, reached = np.full(m.shape[0], math.nan), np.zeros(m.shape[0], dtype=bool)
     return value, reached
+
+
+def _end_fq(fq: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """FQ at each row's largest α (mean over ties); the last point when ``alpha`` is None."""
+    if alpha is None:
+        return fq[:, -1]
+    alpha = np.broadcast_to(np.atleast_2d(np.asarray(alpha, dtype=float)), fq.shape)
+    at_end = alpha == alpha.max(axis=1, keepdims=True)
+    return np.sum(np.where(at_end, fq, 0.0), axis=1) / np.sum(at_end, axis=1)
 
 
 def mu95_with_flag(mu: ArrayLike, fq: ArrayLike, mu_before: float, threshold: float = 0.95) -> tuple[float, bool]:

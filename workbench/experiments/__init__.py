@@ -5,7 +5,9 @@
   unlearning, mixing sweeps, and the checks that keep an experiment meaningful;
 * :mod:`~workbench.experiments.controlled` — §4: Oracle vs Random (Table 2, Table 6, Figure 1);
 * :mod:`~workbench.experiments.revisit` — §3: localizers vs Random (Tables 1, 3–5);
-* :mod:`~workbench.experiments.tables` — AUES/MU95 summaries, appendix D's tests, the paper's tables.
+* :mod:`~workbench.experiments.tables` — AUES/MU95 summaries, appendix D's tests, the paper's tables;
+* :mod:`~workbench.experiments.baseline` — beyond the paper: Random–Random pairs from one model,
+  the calibrated p and the region-label permutation test.
 """
 
 import sys
@@ -19,7 +21,8 @@ _API = {
     "localization_rows": "controlled", "oracle_vs_random": "controlled", "revisit": "revisit",
     "CheckFailed": "session", "Session": "session", "open_session": "session", "GROUP": "tables",
     "compare": "tables", "compare_each": "tables", "localizer_table": "tables", "paper_table": "tables",
-    "summarise": "tables",
+    "summarise": "tables", "result_tables": "tables", "ORACLE": "controlled", "RANDOM": "controlled",
+    "random_pairs": "baseline",
 }
 __all__ = sorted(_API)
 

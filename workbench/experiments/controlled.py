@@ -29,10 +29,15 @@ from workbench.experiments.session import (
 from workbench.localizers.random import RandomLocalizer
 from workbench.progress import progress_bar as tqdm
 from workbench.regions import Region, WeightRegion, random_region
-from workbench.runs.config import method_params
+from workbench.runs.config import RANDOM_SEED_STRIDE, method_params
 
 ORACLE = "oracle"
 RANDOM = RandomLocalizer.name  # Random regions carry the baseline localizer's name
+
+
+def theta_o(seed: int) -> str:
+    """The ``start`` label of sweeps unlearned from the θo of target seed ``seed``."""
+    return f"θo seed {seed}"
 
 
 @dataclass
@@ -48,7 +53,8 @@ class Results:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One unlearning run: which region, which objective, at which learning rate."""
+    """One unlearning run: which region (named by scenario and the seed that drew it), from which
+    model (``start``: sweeps with one start share θ_before), with which objective and learning rate."""
 
     name: str
     seed: int
@@ -56,6 +62,7 @@ class Scenario:
     objective: str
     lr: float
     lr_key: str
+    start: str
 
 
 def collect(session: Session, scenarios: list[Scenario], start_key: str, notebook: str, *,
@@ -64,7 +71,8 @@ def collect(session: Session, scenarios: list[Scenario], start_key: str, noteboo
     alphas, examples, problems = [], [], []
     for sc in tqdm(scenarios, desc="scenarios", disable=not session.progress, leave=False):
         delta = session.unlearn(sc.region, sc.objective, sc.lr, start_key=start_key, lambda_retain=lambda_retain)
-        labels = {"notebook": notebook, "objective": sc.objective, "scenario": sc.name, "seed": sc.seed}
+        labels = {"notebook": notebook, "objective": sc.objective, "start": sc.start, "scenario": sc.name,
+                  "seed": sc.seed}
         pa, pe = session.sweep(delta, start_key=start_key, labels=labels)
         alphas.append(pa)
         examples.append(pe)
@@ -81,12 +89,13 @@ def fail_on(problems: list[str], enabled: bool, results: Results) -> Results:
 
 
 def controlled(session: Session, seeds: list[int], objectives: list[str], notebook: str, *,
-               random_seeds: Callable[[int], list[int]] = lambda s: [s + 1],
+               random_seeds: Callable[[int], list[int]] = lambda s: [RANDOM_SEED_STRIDE * s + 1],
                localizers: list[str] = (), lambda_retain: float = 0.0) -> Results:
     """Oracle vs Random in the controlled setting, for every region seed and objective.
 
-    ``random_seeds(seed)`` gives the seeds of the Random regions drawn outside ``V_tgt``
-    (**[choice]** one region with seed + 1; the L2 notebook passes its seeds A, B, C).
+    ``random_seeds(seed)`` gives the seeds of the Random regions drawn outside ``V_tgt`` (the
+    config's ``random_seeds_for``; the L2 notebook passes its seeds A, B, C). Every sweep from one
+    θo gets the same ``start`` label, so Oracle–Random and Random–Random pairs are formed within it.
     ``lambda_retain`` weighs each objective's retain term while unlearning (paper: 0; Figure 1: 2).
     """
     cfg, model = session.cfg, session.model
@@ -98,9 +107,11 @@ def controlled(session: Session, seeds: list[int], objectives: list[str], notebo
         o_key = delta_identity(delta_o)
         randoms = {rs: random_region(model, cfg.region_fraction, rs, exclude=v_tgt) for rs in random_seeds(seed)}
         drawn += [(ORACLE, seed, v_tgt)] + [(RANDOM, rs, reg) for rs, reg in randoms.items()]
-        regions += region_rows(seed, ORACLE, v_tgt) + [r for rs, reg in randoms.items() for r in region_rows(rs, RANDOM, reg)]
-        scenarios = [Scenario(ORACLE, seed, v_tgt, o, cfg.lr_for(o), f"lr_{o}") for o in objectives]
-        scenarios += [Scenario(RANDOM, seed if len(randoms) == 1 else rs, reg, o, cfg.lr_for(o), f"lr_{o}")
+        start = theta_o(seed)
+        regions += region_rows(seed, ORACLE, v_tgt, start)
+        regions += [r for rs, reg in randoms.items() for r in region_rows(rs, RANDOM, reg, start)]
+        scenarios = [Scenario(ORACLE, seed, v_tgt, o, cfg.lr_for(o), f"lr_{o}", start) for o in objectives]
+        scenarios += [Scenario(RANDOM, rs, reg, o, cfg.lr_for(o), f"lr_{o}", start)
                       for o in objectives for rs, reg in randoms.items()]
         with session.at(delta_o):
             locs += localization_rows(session, v_tgt, seed, localizers)
@@ -117,9 +128,12 @@ def controlled(session: Session, seeds: list[int], objectives: list[str], notebo
 
 
 def oracle_vs_random(session: Session) -> Results:
-    """Paper Table 2 (and Table 6 on LUME): one Random region per target seed, every objective."""
+    """Paper Table 2 (and Table 6 on LUME), every objective. The paper draws one Random region per
+    target seed; we draw ``random_per_seed`` (beyond the paper) so that Random regions sharing a θo
+    give the Random–Random baseline."""
     cfg = session.cfg
-    return controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook, localizers=getattr(cfg, "localizers", ()))
+    return controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook, random_seeds=cfg.random_seeds_for,
+                      localizers=getattr(cfg, "localizers", ()))
 
 
 def l2_supervision(session: Session) -> Results:
@@ -130,8 +144,8 @@ def l2_supervision(session: Session) -> Results:
                       random_seeds=lambda seed: cfg.random_seeds, lambda_retain=cfg.retain_l2_weight)
 
 
-def region_rows(seed: int, scenario: str, region: Region) -> list[dict]:
-    return [{"scenario": scenario, "seed": seed, "size": region.size, "fraction": region.fraction,
+def region_rows(seed: int, scenario: str, region: Region, start: str) -> list[dict]:
+    return [{"start": start, "scenario": scenario, "seed": seed, "size": region.size, "fraction": region.fraction,
              "per_layer": region.per_layer_counts(), "region_json": region.to_json()}]
 
 

@@ -27,6 +27,7 @@ from workbench.regions import random_region, random_weight_region
 from workbench.runs.config import method_params
 
 RANDOM_WEIGHTS = f"{RANDOM}_weights"
+THETA_FULL = "θ_full"  # every sweep of §3 starts from the target model
 
 
 def revisit(session: Session, notebook: str = "revisit-localizers") -> Results:
@@ -35,17 +36,18 @@ def revisit(session: Session, notebook: str = "revisit-localizers") -> Results:
     p, forget, retain = cfg.region_fraction, session.items["forget"], session.items["retain"]
     found = {n: loc.localize(n, model, forget, retain, session.pad, p, **method_params(cfg, "localizer", n))
              for n in tqdm(cfg.localizers, desc="localizers", disable=not session.progress)}
-    scenarios = [Scenario(n, 0, found[n].region, cfg.objective, cfg.lr_for(n), f"lr_{n}") for n in cfg.localizers]
-    scenarios += [Scenario(RANDOM, s, random_region(model, p, s), cfg.objective, cfg.lr_for(RANDOM), f"lr_{RANDOM}")
-                  for s in cfg.random_seeds]
+    scenarios = [Scenario(n, 0, found[n].region, cfg.objective, cfg.lr_for(n), f"lr_{n}", THETA_FULL)
+                 for n in cfg.localizers]
+    scenarios += [Scenario(RANDOM, s, random_region(model, p, s), cfg.objective, cfg.lr_for(RANDOM), f"lr_{RANDOM}",
+                           THETA_FULL) for s in cfg.random_seeds]
     if cfg.weight_level:
         name = cfg.weight_localizer
         wl = loc.localize(name, model, forget, retain, session.pad, cfg.weight_fraction, **method_params(cfg, "localizer", name))
-        scenarios.append(Scenario(name, 0, wl.region, cfg.objective, cfg.lr_weight_level, "lr_weight_level"))
+        scenarios.append(Scenario(name, 0, wl.region, cfg.objective, cfg.lr_weight_level, "lr_weight_level", THETA_FULL))
         scenarios += [Scenario(RANDOM_WEIGHTS, s, random_weight_region(model, cfg.weight_fraction, s), cfg.objective,
-                               cfg.lr_weight_level, "lr_weight_level") for s in cfg.random_seeds]
+                               cfg.lr_weight_level, "lr_weight_level", THETA_FULL) for s in cfg.random_seeds]
     alphas, examples, problems = collect(session, scenarios, session.base_key, notebook)
-    regions = [{"scenario": sc.name, "seed": sc.seed, "size": sc.region.size, "fraction": sc.region.fraction,
+    regions = [{"start": sc.start, "scenario": sc.name, "seed": sc.seed, "size": sc.region.size, "fraction": sc.region.fraction,
                 "per_layer": sc.region.per_layer_counts()} for sc in scenarios]
     results = Results(pd.concat(alphas, ignore_index=True), pd.concat(examples, ignore_index=True),
                       pd.DataFrame(regions), pd.DataFrame())

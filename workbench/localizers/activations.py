@@ -68,6 +68,8 @@ class Activations(Localizer):
     within each layer **[choice]**."""
 
     name: ClassVar[str] = "activations"
+    title: ClassVar[str] = "Activations"
+    color: ClassVar[str] = "#0072B2"
     paper: ClassVar[tuple[str, ...]] = ("table1",)
     reduce: str = field(default="mean_abs", metadata={"help": "'mean_abs' (SPEC) or 'abs_mean' (Chang et al.'s code)"})
     normalize: str = field(default="zscore", metadata={"help": "[choice] per-layer normalisation: 'zscore' or 'none'"})

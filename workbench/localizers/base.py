@@ -10,7 +10,7 @@ its fields are its hyper-parameters (notebooks expose them as ``<name>_<field>``
 ``memflex_mu``; a field named ``seed`` receives the run's seed) and its class declares ``level``
 (``"vector"``: scores ``[layer, d_ff]``; ``"weight"``: ``{layer: scores in down_proj.weight's
 layout}``), ``default_lr`` (the ``lr_<name>`` parameter: unlearning rate in its regions) and
-``paper`` (the paper's tables that use it by default). :func:`localize` turns scores into a region
+``paper`` (the paper's tables that use it by default), and ``title`` and ``color`` for figures. :func:`localize` turns scores into a region
 and records per-layer counts. Attribution gradients are accumulated in fp32 on down-projections only.
 """
 
@@ -40,6 +40,9 @@ class Localizer:
     level: ClassVar[str] = "vector"
     default_lr: ClassVar[float] = 1e-3
     paper: ClassVar[tuple[str, ...]] = ()
+    # How figures show its regions: one colour per method in every figure ('' -> a stable fallback).
+    title: ClassVar[str] = ""
+    color: ClassVar[str] = ""
 
     def scores(self, model: nn.Module, forget: Sequence[Encoded], retain: Sequence[Encoded], pad_token_id: int) -> Scores:
         raise NotImplementedError

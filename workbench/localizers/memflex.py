@@ -58,6 +58,8 @@ class MemFlex(Localizer):
     gradients disagree (``cos < μ``)."""
 
     name: ClassVar[str] = "memflex"
+    title: ClassVar[str] = "MemFlex"
+    color: ClassVar[str] = "#009E73"
     default_lr: ClassVar[float] = 1e-3
     paper: ClassVar[tuple[str, ...]] = ("table1",)
     mu: float = field(default=0.95, metadata={"help": "MemFlex cosine threshold μ (SPEC: 0.95)"})

@@ -28,6 +28,8 @@ class RandomLocalizer(Localizer):
     """Uniform scores; the top p% is a uniformly random region."""
 
     name: ClassVar[str] = "random"
+    title: ClassVar[str] = "Random"
+    color: ClassVar[str] = "#6E6E6E"
     seed: int = 0
 
     def scores(self, model, forget, retain, pad_token_id):

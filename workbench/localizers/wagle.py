@@ -63,6 +63,8 @@ class WagleWeights(Localizer):
     """Per down-projection weight: ``|θ_j·g_f,j − (1/γ)·g_r,j·g_f,j|`` in the weight's layout."""
 
     name: ClassVar[str] = "wagle_weights"
+    title: ClassVar[str] = "WAGLE (weights)"
+    color: ClassVar[str] = "#E69F00"
     level: ClassVar[str] = "weight"
     paper: ClassVar[tuple[str, ...]] = ("table5",)
     gamma: float | None = field(default=None, metadata={"help": "WAGLE's γ; None -> [choice] mean empirical Fisher of the retain set"})
@@ -80,6 +82,8 @@ class Wagle(WagleWeights):
     """Per value vector: the mean of its entries' WAGLE scores ``[layer, d_ff]``."""
 
     name: ClassVar[str] = "wagle"
+    title: ClassVar[str] = "WAGLE"
+    color: ClassVar[str] = "#CC79A7"
     level: ClassVar[str] = "vector"
     paper: ClassVar[tuple[str, ...]] = ("table1", "table3", "table4")
 

@@ -28,31 +28,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
-from workbench.runs.methods import (  # noqa: F401
-    REGISTRIES,
-    _names,
-    absolute_paths,
-    generated_fields,
-    import_plugins,
-    method_params,
-    plugin_modules,
-    used_in,
-)
-from workbench.runs.params import (
-    ConfigError,
-    at_least_two,
-    coerce,
-    device_name,
-    fraction,
-    non_empty,
-    non_negative,
-    one_of,
-    param,
-    positive,
-    type_name,
-    unit_interval,
-    unknown_key_message,
-)
+from workbench.runs.methods import (REGISTRIES, _names, absolute_paths, generated_fields, import_plugins,  # noqa: F401
+                                    method_params, plugin_modules, used_in)
+from workbench.runs.params import (ConfigError, at_least_two, coerce, device_name, fraction, non_empty,
+                                   non_negative, one_of, param, positive, type_name, unit_interval,
+                                   unknown_key_message)
 
 __all__ = ["Config", "ConfigError", "absolute_paths", "config_class", "describe", "field_names", "from_params",
            "import_plugins", "load", "method_params", "parameters_cell", "plugin_modules"]
@@ -181,9 +161,35 @@ class InjectionConfig(Config):
         return problems
 
 
+RANDOM_SEED_STRIDE = 1000  # Random region j of target seed s is drawn with seed 1000·s + j
+
+
+@dataclass(frozen=True)
+class ControlledConfig(InjectionConfig):
+    """Oracle vs Random over several target seeds, each with its own θo (Tables 2 and 6)."""
+
+    random_per_seed: int = param(2, "Random regions per target seed, drawn outside V_tgt (seeds 1000·seed+1, +2, …); "
+                                    "two or more give Random–Random pairs that share θo (the calibrated p's baseline)", positive)
+
+    def random_seeds_for(self, seed: int) -> list[int]:
+        """Seeds of the Random regions of target seed ``seed``: ``1000·seed + j``, j = 1 … random_per_seed
+        **[choice]**: readable (7001 is θo 7's first) and checked to differ from every other region seed."""
+        return [RANDOM_SEED_STRIDE * seed + j for j in range(1, self.random_per_seed + 1)]
+
+    def cross_checks(self) -> list[str]:
+        problems = super().cross_checks()
+        drawn = [s for seed in self.region_seeds for s in self.random_seeds_for(seed)]
+        clashes = sorted((set(drawn) & set(self.region_seeds)) | {s for s in drawn if drawn.count(s) > 1})
+        if self.random_per_seed >= RANDOM_SEED_STRIDE or clashes:
+            problems.append(f"'random_per_seed' = {self.random_per_seed} with 'region_seeds' = {self.region_seeds}: "
+                            f"Random region seeds {clashes} collide with other region seeds; use fewer Random "
+                            f"regions (< {RANDOM_SEED_STRIDE}) or other target seeds")
+        return problems
+
+
 @register_config("oracle-vs-random")
 @dataclass(frozen=True)
-class OracleVsRandomConfig(InjectionConfig):
+class OracleVsRandomConfig(ControlledConfig):
     method_kinds: ClassVar[tuple[str, ...]] = ("objective", "localizer")
 
     region_seeds: list[int] = param([7, 19, 31, 47, 99], "seeds of the target region V_tgt", non_empty)
@@ -205,7 +211,7 @@ class L2MlpConfig(InjectionConfig):
 
 @register_config("lume")
 @dataclass(frozen=True)
-class LumeConfig(InjectionConfig):
+class LumeConfig(ControlledConfig):
     data: str = param("synthetic-lume", "data set name", one_of("dataset", _names("dataset")))
     n_people: int = param(60, "people sampled from LUME Task 2 (or generated)", positive)
     forget_ratio: float = param(0.1, "share of people in the forget set", fraction)

@@ -16,7 +16,9 @@ raises :class:`RunExistsError` unless ``force`` is given.
 
 The tables shared with plots, widgets and the grid have a fixed schema (the contract with the
 pipelines): :data:`PER_ALPHA_COLUMNS` for the tidy per-α table ``per_alpha`` and
-:data:`SUMMARY_COLUMNS` for ``summary``.
+:data:`SUMMARY_COLUMNS` for ``summary``. :func:`load_runs` reads them back from run folders and
+from kept references (``outputs/reference/<notebook>/``, CSV) alike, adding ``run_id`` so that
+runs stay apart (:func:`sweep_keys`).
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ PARAMS = "params.json"
 STATUS = "status.json"
 PER_ALPHA = "per_alpha"
 SUMMARY = "summary"
-GROUP = ["objective", "scenario", "seed"]  # one sweep (curve) of a run
+# One sweep (curve) of a run. ``start`` names the model it was unlearned from (θo of a target seed,
+# or θ_full): sweeps are only ever paired with sweeps of the same start.
+GROUP = ["objective", "start", "scenario", "seed"]
 PER_ALPHA_COLUMNS = ["notebook", *GROUP, "alpha", "FS", "RS", "MU", "FQ"]
-SUMMARY_COLUMNS = ["objective", "scenario", "seed", "AUES", "MU95", "MU95_reached"]
+SUMMARY_COLUMNS = [*GROUP, "AUES", "MU95", "MU95_reached"]
 # The status changes after the manifest is written; the executed notebook is saved by papermill
 # after the last cell has run, so neither can be checksummed from inside the run.
 NOT_IN_MANIFEST = (STATUS, "*.ipynb")
@@ -231,9 +235,11 @@ class RunDir:
         return path
 
     def table(self, name: str):
+        """``<name>.parquet``, or ``<name>.csv`` where only that was kept (``outputs/reference``)."""
         import pandas as pd
 
-        return pd.read_parquet(self.path / f"{name}.parquet")
+        parquet = self.path / f"{name}.parquet"
+        return pd.read_parquet(parquet) if parquet.is_file() else pd.read_csv(self.path / f"{name}.csv")
 
     def save_json(self, obj: Any, name: str) -> Path:
         return io.write_json(self.path / f"{name}.json", obj)
@@ -243,28 +249,53 @@ class RunDir:
 
 
 # -- reading runs back ----------------------------------------------------------------------------------
+def _holds(path: Path, table: str) -> bool:
+    return (path / f"{table}.parquet").is_file() or (path / f"{table}.csv").is_file()
+
+
 def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike], table: str = PER_ALPHA) -> list[RunDir]:
-    """Run folders holding ``<table>.parquet``: each path is a run folder or a folder of run folders."""
+    """Folders holding ``<table>.parquet`` (a run) or ``<table>.csv`` (a kept reference): each path is
+    such a folder or a folder of them."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     runs = []
     for path in map(Path, paths):
-        if (path / f"{table}.parquet").is_file():
+        if _holds(path, table):
             runs.append(RunDir(path))
-        else:
-            runs += [RunDir(p.parent) for p in sorted(path.glob(f"*/{table}.parquet"))]
+        elif path.is_dir():
+            runs += [RunDir(p) for p in sorted(path.iterdir()) if p.is_dir() and _holds(p, table)]
     return runs
 
 
 def load_runs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, table: str = PER_ALPHA,
               complete_only: bool = False):
-    """Concatenate the saved ``table`` of one or several runs (nothing is recomputed); adds ``run_id``."""
+    """Concatenate the saved ``table`` of one or several runs or kept references (nothing is
+    recomputed), with a ``run_id`` column (the folder's name) that keeps them apart.
+
+    ``complete_only`` skips runs whose status and checksums do not say complete (kept references
+    carry no status and are skipped too).
+    """
     import pandas as pd
 
     runs = [r for r in find_runs(paths, table) if r.is_complete() or not complete_only]
     if not runs:
-        raise FileNotFoundError(f"no {table}.parquet under {paths}")
-    frames = [r.table(table).assign(run_id=r.run_id) for r in runs]
-    return pd.concat(frames, ignore_index=True)
+        raise FileNotFoundError(f"no {table}.parquet or {table}.csv under {paths}")
+    return pd.concat([with_start(r.table(table)).assign(run_id=r.run_id) for r in runs], ignore_index=True)
+
+
+def with_start(df):
+    """``df`` with a ``start`` column: tables written before it existed paired Oracle and Random by
+    seed, so each seed becomes its own start (``"seed 7"``)."""
+    if "start" in df.columns or "seed" not in df.columns:
+        return df
+    df = df.copy()
+    df.insert(int(df.columns.get_loc("seed")), "start", [f"seed {s}" for s in df["seed"]])
+    return df
+
+
+def sweep_keys(df) -> list[str]:
+    """Columns that identify one sweep: :data:`GROUP`, preceded by ``run_id`` when runs were loaded
+    together (two runs with the same objective, scenario and seed are two curves, not one)."""
+    return (["run_id"] if "run_id" in df.columns else []) + GROUP
 
 
 def check_columns(df, required: list[str], name: str) -> None:

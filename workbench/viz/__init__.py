@@ -1,6 +1,9 @@
 """Figures, the interactive curve explorer and run reports (plotly figures; nothing here computes results).
 
-* :mod:`~workbench.viz.plots` — FS–RS and MU–FQ figures and the offline HTML report;
+* :mod:`~workbench.viz.plots` — FS–RS and MU–FQ small multiples (one colour per scenario, everywhere)
+  and the offline HTML report;
+* :mod:`~workbench.viz.headline` — each pair's ΔAUES / ΔMU95 against the Random–Random band;
 * :mod:`~workbench.viz.widgets` — :class:`~workbench.viz.widgets.CurveExplorer` for JupyterLab;
-* :mod:`~workbench.viz.report` — saving a run's tables and figures, keeping reference results.
+* :mod:`~workbench.viz.report` — saving a run's tables and figures, keeping reference results;
+* :mod:`~workbench.viz.markdown` — the README's results tables, rendered from kept references.
 """

@@ -1,9 +1,10 @@
 """Writing an experiment's results into its run folder: data first, figures beside it.
 
 Every notebook ends the same way: the tidy tables (per-α, per-example, regions, checks, summary,
-significance tests, the paper-shaped table) go into ``outputs/<notebook>/<run-id>/`` as parquet
-(summaries also as CSV), and the FS–RS and MU–FQ figures as one standalone HTML report that opens
-offline. Keeping that in one function keeps the four notebooks from drifting apart.
+significance tests, Random–Random pairs, the paper-shaped table) go into
+``outputs/<notebook>/<run-id>/`` as parquet (summaries also as CSV), and the figures (the headline
+Δ-against-baseline figure, the FS–RS and MU–FQ small multiples) as one standalone HTML report that
+opens offline. Keeping that in one place keeps the four notebooks from drifting apart.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import plotly.graph_objects as go
 from workbench.experiments.controlled import Results
 from workbench.runs import io
 from workbench.runs.rundir import RunDir
-from workbench.viz import plots
+from workbench.viz import headline, plots
 
 
 def _storable(df: pd.DataFrame) -> pd.DataFrame:
@@ -44,17 +45,34 @@ def save_results(run: RunDir, results: Results, tables: dict[str, pd.DataFrame])
 
 
 def curve_figures(per_alpha: pd.DataFrame, title: str) -> list[go.Figure]:
-    """The FS–RS figure, and the MU–FQ figure where MU and FQ are defined (not on LUME)."""
+    """The FS–RS small multiples, and the MU–FQ ones where MU and FQ are defined (not on LUME)."""
     figs = [plots.fs_rs_figure(per_alpha, title=f"{title}: RS vs FS")]
     if per_alpha["MU"].notna().any() and per_alpha["FQ"].notna().any():
         figs.append(plots.mu_fq_figure(per_alpha, title=f"{title}: MU vs FQ"))
     return figs
 
 
+def figures(per_alpha: pd.DataFrame, tables: dict[str, pd.DataFrame], title: str) -> list[go.Figure]:
+    """An experiment's figures: the headline (each pair's Δ against the Random–Random band), then
+    the curves. ``tables`` are :func:`workbench.experiments.tables.result_tables`' (or as saved)."""
+    tests, pairs = tables.get("tests", pd.DataFrame()), tables.get("random_pairs", pd.DataFrame())
+    head = [] if tests.empty else [headline.headline_figure(
+        tests, pairs if not pairs.empty else pd.DataFrame(columns=["objective", "scenario"]),
+        title=f"{title}: does the region matter more than which random region?")]
+    return head + curve_figures(per_alpha, title)
+
+
 def save_figures(run: RunDir, figures: list[go.Figure], name: str = "figures") -> Path:
     """All figures in one offline HTML file (plotly.js embedded once)."""
     titled = {(fig.layout.title.text or f"figure {i + 1}"): fig for i, fig in enumerate(figures)}
     return run.save_html(plots.results_report_html(run.path.name, titled), name)
+
+
+def saved_figures(folder: str | Path, title: str) -> list[go.Figure]:
+    """:func:`figures` redrawn from a run folder or a kept reference (nothing is recomputed)."""
+    run = RunDir(folder)
+    tables = {n: pd.read_csv(run.path / f"{n}.csv") for n in ("tests", "random_pairs") if (run.path / f"{n}.csv").is_file()}
+    return figures(run.table("per_alpha"), tables, title)
 
 
 KEPT_PATTERNS = ("params.json", "*.csv")  # parameters and every summary table (not per-example data)
@@ -74,10 +92,8 @@ def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
     for pattern in KEPT_PATTERNS:
         for path in run_dir.glob(pattern):
             shutil.copy2(path, dest / path.name)
-    per_alpha = pd.read_parquet(run_dir / "per_alpha.parquet")
-    io.write_csv(dest / "per_alpha.csv", per_alpha)
-    figs = curve_figures(per_alpha, run_dir.parent.name)
-    titled = {fig.layout.title.text: fig for fig in figs}
+    io.write_csv(dest / "per_alpha.csv", pd.read_parquet(run_dir / "per_alpha.parquet"))
+    titled = {fig.layout.title.text: fig for fig in saved_figures(dest, run_dir.parent.name)}
     io.write_html(dest / "figures.html", plots.results_report_html(run_dir.parent.name, titled, plotlyjs="../plotly.min.js"))
     js = dest.parent / "plotly.min.js"
     if not js.exists():

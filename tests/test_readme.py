@@ -1,0 +1,34 @@
+"""The README's results tables are what the kept references render to (generated, never typed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from workbench.viz import markdown
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
+
+
+def test_readme_tables_equal_the_rendering_of_outputs_reference():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = {m.group("name"): m.group("body") for m in markdown.BLOCK.finditer(text)}
+    assert sorted(blocks) == sorted(NOTEBOOKS), "every default run has a generated results block"
+    for name, body in blocks.items():
+        assert body == markdown.results_block(ROOT / "outputs" / "reference" / name), (
+            f"README block {name!r} differs from outputs/reference/{name}: run scripts/render_readme.py")
+
+
+def test_rendering_reports_both_p_values_and_reached_counts():
+    block = markdown.results_block(ROOT / "outputs" / "reference" / "oracle-vs-random")
+    assert "p paper (mean / Fisher)" in block and "p calibrated" in block
+    assert "MU95 Oracle" in block and re.search(r"\(\d+/\d+\)", block)  # reached counts such as (2/2)
+
+
+def test_p_value_format():
+    assert [markdown.p_value(v) for v in (0.05123, 2.3e-5, 1.0, float("nan"), 0.0)] == ["0.051", "2.3e-05", "1", "–", "0"]

@@ -1,0 +1,82 @@
+"""The Random–Random baseline (beyond the paper): how different are two Random regions anyway?
+
+The paper's tests ask whether one Oracle sweep differs from one Random sweep. At our scale they
+answer "yes" for two Random regions as well (:mod:`workbench.stats`), so a small p says little
+about *where* one unlearns. The baseline measures the difference that region choice alone makes:
+for every pair of Random regions unlearned from the **same** model (same ``start``: one θo, or
+θ_full) it records ``|ΔAUES|`` and ``|ΔMU95|``. An Oracle–Random difference is then read against
+that spread:
+
+* :func:`random_pairs` — the Random–Random pairs of a summary table;
+* :func:`add_calibrated_p` — each Oracle–Random pair's calibrated p: the share of Random–Random
+  pairs (same objective) whose ``|Δ|`` is at least its own;
+* :func:`label_tests` — the region-label permutation test per objective: within each start, shuffle
+  which sweeps are called Oracle and which Random. Its p is reported only with at least
+  :data:`MIN_LABELINGS` distinct labellings (otherwise p could never fall below 0.05).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from workbench import stats
+
+METRICS = ("AUES", "MU95")
+MIN_LABELINGS = 20  # 1/20 = 0.05: below this the test cannot reject at the usual level
+
+
+def _blocks(summary: pd.DataFrame) -> list[str]:
+    """Columns within which sweeps share their starting model (and their run)."""
+    return (["run_id"] if "run_id" in summary.columns else []) + ["objective", "start"]
+
+
+def random_pairs(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Every pair of ``baseline`` sweeps with the same start: ``|ΔAUES|``, ``|ΔMU95|``, reached flags."""
+    rows = []
+    keys = _blocks(summary)
+    for key, g in summary[summary.scenario == baseline].groupby(keys, sort=True):
+        for (_, x), (_, y) in itertools.combinations(g.sort_values("seed").iterrows(), 2):
+            rows.append({**dict(zip(keys, key)), "scenario": baseline, "seed_1": x.seed, "seed_2": y.seed,
+                         "dAUES": abs(x.AUES - y.AUES), "dMU95": abs(x.MU95 - y.MU95),
+                         "MU95_reached_1": x.MU95_reached, "MU95_reached_2": y.MU95_reached})
+    columns = [*keys, "scenario", "seed_1", "seed_2", "dAUES", "dMU95", "MU95_reached_1", "MU95_reached_2"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _same_objective(pairs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    mask = (pairs.objective == row.objective) & (pairs.scenario == row.b)
+    if "run_id" in pairs.columns and "run_id" in row.index:
+        mask &= pairs.run_id == row.run_id
+    return pairs[mask]
+
+
+def add_calibrated_p(tests: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """``tests`` with ``p_<metric>_rr``: share of Random–Random pairs (same objective and run, any
+    start) whose ``|Δ|`` is at least the Oracle–Random pair's, and ``n_rr`` pairs behind it."""
+    tests = tests.copy()
+    null = [_same_objective(pairs, row) for _, row in tests.iterrows()]
+    tests["n_rr"] = [len(n) for n in null]
+    for metric in METRICS:
+        if f"d{metric}" in tests:
+            tests[f"p_{metric}_rr"] = [stats.calibrated_p(d, n[f"d{metric}"]) for d, n in zip(tests[f"d{metric}"], null)]
+    return tests
+
+
+def label_tests(summary: pd.DataFrame, a: str, b: str, *, n_rounds: int = 10_000) -> pd.DataFrame:
+    """Per objective: the region-label permutation p of AUES and MU95 between scenarios ``a`` and
+    ``b`` (blocks: the starts that hold both), and how many labellings there are."""
+    rows = []
+    for objective, g in summary[summary.scenario.isin([a, b])].groupby("objective", sort=True):
+        block = g[[c for c in ("run_id", "start") if c in g.columns]].astype(str).agg("/".join, axis=1)
+        shared = {k for k in block[g.scenario == a]} & {k for k in block[g.scenario == b]}
+        g, block = g[block.isin(shared)], block[block.isin(shared)]
+        row = {"objective": objective, "a": a, "b": b, "n_labelings": 0}
+        for metric in METRICS:
+            p, n = stats.label_permutation_test(g[metric], g.scenario == a, block, n_rounds=n_rounds)
+            row[f"p_{metric}_labels"] = p if n >= MIN_LABELINGS else np.nan
+            row["n_labelings"] = max(row["n_labelings"], n)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,128 @@
+"""The README's results tables, rendered from kept results (generated, never typed).
+
+Each kept reference (``outputs/reference/<notebook>/``: ``table.csv``, ``summary.csv``, ``checks.csv``
+…) renders to one markdown block: an AUES table and, where MU is defined, an MU95 table, each with
+the paper's p next to the Random–Random baseline's, MU95's reached counts, and for single-model
+experiments one row per sweep. In the README each block sits between ``<!-- results:<notebook> -->``
+and ``<!-- /results -->``; :func:`update_readme` rewrites them and a test checks that the README
+equals the rendering, so a number in the README always comes from a kept file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.viz.plots import style
+
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def p_value(value: float) -> str:
+    """Two significant digits; '–' where a test was not run or could not reach 0.05."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):.2g}"
+
+
+# Mean ± std cells are written as text ("0.740"); reading them as numbers would drop the trailing zero.
+TEXT_COLUMNS = ["Original FQ", "MU95 reached", "MU95 baseline reached"] + [
+    f"{c}{m}{s}" for m in ("AUES", "MU95") for c, s in (("", ""), ("", " baseline"), ("|Δ", "|"))]
+
+
+def read_table(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "table.csv", dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False,
+                       na_values=[""])
+
+
+def _row_label(row: pd.Series, several: bool) -> str:
+    return style(row.scenario)[0] if several else str(row.objective)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def metric_table(table: pd.DataFrame, metric: str) -> list[str]:
+    """One row per comparison: the scenario's and Random's value, |Δ|, the paper's p (mean / Fisher),
+    the Random–Random |Δ| (mean / max) and the calibrated and label-permutation p."""
+    several = table.scenario.nunique() > 1
+    first = ("region" if several else "objective")
+    a = "" if several else f" {style(table.scenario.iloc[0])[0]}"
+    b = style(table.baseline.iloc[0])[0]
+    header = [first, f"{metric}{a}", f"{metric} {b}", f"\\|Δ{metric}\\| per pair", "p paper (mean / Fisher)",
+              f"\\|Δ{metric}\\| {b}–{b} (mean / max)", "p calibrated", "p labels"]
+    rows = []
+    for _, r in table.iterrows():
+        value, base = str(r[metric]), str(r[f"{metric} baseline"])
+        if metric == "MU95":
+            value, base = f"{value} ({r['MU95 reached']})", f"{base} ({r['MU95 baseline reached']})"
+        rr = (f"{r[f'|Δ{metric}| R–R (mean)']:.3f} / {r[f'|Δ{metric}| R–R (max)']:.3f}"
+              if not math.isnan(r[f"|Δ{metric}| R–R (mean)"]) else "–")
+        rows.append([_row_label(r, several), value, base, str(r[f"|Δ{metric}|"]),
+                     f"{p_value(r[f'p {metric} paper (mean)'])} / {p_value(r[f'p {metric} paper (Fisher)'])}",
+                     rr, p_value(r[f"p {metric} R–R"]), p_value(r[f"p {metric} labels"])])
+    return _table(header, rows)
+
+
+def sweep_table(summary: pd.DataFrame) -> list[str]:
+    """One row per sweep (for experiments from one model): FS at α = 1, AUES, MU95 and whether reached."""
+    rows = []
+    summary = summary.sort_values(["objective", "scenario", "seed"])
+    for _, r in summary.iterrows():
+        mu95 = "–" if math.isnan(r.MU95) else f"{r.MU95:.2f} ({'reached' if r.MU95_reached else 'not reached: FQ at α = 1'})"
+        rows.append([str(r.objective), style(r.scenario)[0], str(r.seed), f"{r.FS_end:.2f}", f"{r.AUES:.3f}", mu95])
+    return _table(["objective", "region", "seed", "FS at α=1", "AUES", "MU95"], rows)
+
+
+def facts(folder: Path, table: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """Counts behind the tables, and what the checks and the localization scores recorded."""
+    r = table.iloc[0]
+    lines = [f"Sweeps: {len(summary)}; pairs per comparison: {int(r['pairs'])} with Random, "
+             f"{int(r['R–R pairs'])} Random–Random from one model, {int(r['labelings'])} region labellings."]
+    if r["Original FQ"] != "–":
+        lines.append(f"Original FQ (before unlearning) = {r['Original FQ']}.")
+    if (folder / "checks.csv").is_file():
+        c = pd.read_csv(folder / "checks.csv")
+        seeds = f"{len(c)} target seed{'s' if len(c) > 1 else ''}"
+        lines.append(f"θr → θo: forget ES {c.forget_es_r.mean():.2f} → {c.forget_es_o.mean():.2f}, retain ES "
+                     f"{c.retain_es_r.mean():.2f} → {c.retain_es_o.mean():.2f} (mean over {seeds}).")
+    if (folder / "localization.csv").is_file():
+        loc = pd.read_csv(folder / "localization.csv").groupby("localizer")[["precision", "auroc"]].mean()
+        found = "; ".join(f"{style(n)[0]} precision {v.precision:.2f}, AUROC {v.auroc:.3f}" for n, v in loc.iterrows())
+        lines.append(f"Localizers on θo against the planted V_tgt (chance: precision = p, AUROC = 0.5): {found}.")
+    return [" ".join(lines)]
+
+
+def results_block(folder: str | Path) -> str:
+    """The markdown of one kept reference: AUES (and MU95) tables, per-sweep rows for single-model
+    experiments, and the counts behind them."""
+    folder = Path(folder)
+    table, summary = read_table(folder), pd.read_csv(folder / "summary.csv")
+    parts = [metric_table(table, "AUES")]
+    if table["MU95"].ne("–").any():
+        parts.append(metric_table(table, "MU95"))
+    if summary["start"].nunique() == 1:
+        parts.append(sweep_table(summary))
+    parts.append(facts(folder, table, summary))
+    return "\n\n".join("\n".join(p) for p in parts) + "\n"
+
+
+def render_readme(text: str, reference: str | Path) -> str:
+    """``text`` with every ``results:<notebook>`` block replaced by :func:`results_block` of
+    ``reference/<notebook>``."""
+    return BLOCK.sub(lambda m: m.group(1) + results_block(Path(reference) / m.group("name")) + m.group(4), text)
+
+
+def update_readme(readme: str | Path, reference: str | Path) -> bool:
+    """Rewrite the README's results blocks in place; True if anything changed."""
+    readme = Path(readme)
+    old = readme.read_text(encoding="utf-8")
+    new = render_readme(old, reference)
+    if new != old:
+        readme.write_text(new, encoding="utf-8")
+    return new != old
