@@ -42,10 +42,17 @@ def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Args:
         logits: ``[batch, pos, vocab]``; labels: ``[batch, pos]`` with −100 outside the answer.
     """
-    targets = labels[:, 1:]
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-    n = (targets != IGNORE).sum(-1)
-    return nll.sum(-1) / n
+    return mean_nll(logits[:, :-1], labels[:, 1:])
+
+
+def mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean NLL of each row's targets, ``[batch]``, with ``logits[:, t]`` predicting ``targets[:, t]``.
+
+    Args:
+        logits: ``[batch, pos, vocab]``; targets: ``[batch, pos]`` with −100 outside the answer.
+    """
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    return nll.sum(-1) / (targets != IGNORE).sum(-1)
 
 
 def extraction_strength_from_predictions(pred: torch.Tensor, targets: torch.Tensor, *, floor: bool = False) -> torch.Tensor:
