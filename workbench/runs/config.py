@@ -28,11 +28,31 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
-from workbench.runs.methods import (REGISTRIES, _names, absolute_paths, generated_fields, import_plugins,  # noqa: F401
-                                    method_params, plugin_modules, used_in)
-from workbench.runs.params import (ConfigError, at_least_two, coerce, device_name, fraction, non_empty,
-                                   non_negative, one_of, param, positive, type_name, unit_interval,
-                                   unknown_key_message)
+from workbench.runs.methods import (  # noqa: F401
+    REGISTRIES,
+    _names,
+    absolute_paths,
+    generated_fields,
+    import_plugins,
+    method_params,
+    plugin_modules,
+    used_in,
+)
+from workbench.runs.params import (
+    ConfigError,
+    at_least_two,
+    coerce,
+    device_name,
+    fraction,
+    non_empty,
+    non_negative,
+    one_of,
+    param,
+    positive,
+    type_name,
+    unit_interval,
+    unknown_key_message,
+)
 
 __all__ = ["Config", "ConfigError", "absolute_paths", "config_class", "describe", "field_names", "from_params",
            "import_plugins", "load", "method_params", "parameters_cell", "plugin_modules"]
