@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
@@ -40,10 +38,12 @@ from workbench.runs.methods import (  # noqa: F401
 )
 from workbench.runs.params import (
     ConfigError,
+    _looks_like_parameter,
     at_least_two,
     coerce,
     device_name,
     fraction,
+    model_problems,
     non_empty,
     non_negative,
     one_of,
@@ -138,19 +138,6 @@ class Config:
 
 
 DATA_DIR_ENV = {"tofu": "WORKBENCH_TOFU_DIR", "lume": "WORKBENCH_LUME_DIR"}
-BUILT_IN_MODELS = ("tiny-llama", "smollm2")
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-
-
-def model_problems(key: str, value: str) -> list[str]:
-    """A model is built in, a local folder that exists, or has the form of a hub id (``org/name``)."""
-    if value in BUILT_IN_MODELS or Path(value).expanduser().is_dir():
-        return []
-    if HUB_ID.fullmatch(value) and not value.startswith("."):
-        return []
-    return [f"{key!r} = {value!r}: no such folder, and not a hub id (org/name); built in: {', '.join(BUILT_IN_MODELS)}"]
-
-
 def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
@@ -319,9 +306,6 @@ def from_params(notebook: str, params: Mapping[str, Any]) -> Config:
 
 
 # Names IPython puts into a notebook's globals that are not parameters.
-IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
-
-
 def load(notebook: str, namespace: Mapping[str, Any], *, strict: bool = True) -> Config:
     """Build the config from a notebook's ``globals()`` after its parameters cell.
 
@@ -336,13 +320,6 @@ def load(notebook: str, namespace: Mapping[str, Any], *, strict: bool = True) ->
     if strict:
         params |= {k: v for k, v in namespace.items() if k not in fields and _looks_like_parameter(k, v)}
     return from_params(notebook, params)
-
-
-def _looks_like_parameter(name: str, value: Any) -> bool:
-    if name.startswith("_") or name in IPYTHON_NAMES:
-        return False
-    primitive = (bool, int, float, str, type(None))
-    return isinstance(value, primitive) or (isinstance(value, list) and all(isinstance(v, primitive) for v in value))
 
 
 def describe(notebook: str) -> list[tuple[str, str, Any, str]]:
