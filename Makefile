@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export PLOTLY_RENDERER ?= plotly_mimetype+notebook
 
-.PHONY: setup demo test test-slow test-all bench lab clean
+.PHONY: setup demo test test-slow test-all test-gpu bench lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu -rs
+	$(PY) benchmarks/gpu_check.py --gradient-checkpointing
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/restricted_training.py --steps 6

@@ -5,7 +5,10 @@ a 10% random region of value vectors (:class:`~workbench.delta.RegionDelta`, fp3
 with :func:`workbench.training.train_region`, then runs the mixing sweep of SPEC §6
 (``RegionDelta.mixed(α)`` for 21 α, one inference-mode forward over the evaluation batches each).
 Prints peak GPU memory next to :func:`workbench.models.estimate_memory`'s prediction, the step time
-and the evaluation throughput (tokens/s), and writes them as JSON with ``--out``.
+and the evaluation throughput (tokens/s), and writes them as JSON with ``--out``. It then asserts its
+own invariants (:func:`check`: finite losses, α = 0 is the base model, α = 1 equals the delta's
+hooks, the delta changed the model, the delta size is what the estimate says, and on CUDA the
+measured peak stays within the estimate) and exits non-zero if any fails.
 
     python benchmarks/gpu_check.py                      # one H100/H200, a few minutes
     python benchmarks/gpu_check.py --gradient-checkpointing --batch 16
@@ -25,7 +28,7 @@ from pathlib import Path
 import torch
 
 from workbench.data.formatting import Encoded, collate
-from workbench.distributed import enable_checkpointing
+from workbench.precision import enable_checkpointing
 from workbench.models import GIB, estimate_memory, resolve_device, resolve_dtype
 from workbench.objectives import forward_logits, mean_nll
 from workbench.regions import random_region
@@ -152,6 +155,28 @@ def report(res: dict) -> str:
     ])
 
 
+PEAK_SLACK = 1.15  # measured peak may exceed the estimate by this factor before the check fails
+
+
+def check(res: dict) -> list[str]:
+    """The invariants a correct run satisfies; each failure is one line."""
+    problems = []
+    if not all(math.isfinite(x) for x in res["losses"]):
+        problems.append(f"training losses are not finite: {res['losses']}")
+    if not res["alpha0_equals_base"]:
+        problems.append("the sweep at α = 0 differs from the base model (mixing does not restore θ_before)")
+    if not math.isclose(res["nll_alpha1"], res["nll_alpha1_hooked"], rel_tol=1e-5):
+        problems.append(f"α = 1 ({res['nll_alpha1']:.6f}) differs from the delta's hooks ({res['nll_alpha1_hooked']:.6f})")
+    if res["nll_alpha1"] == res["nll_alpha0"]:
+        problems.append("α = 1 equals α = 0: the trained delta did not change the model (rounded away?)")
+    if res["delta_params"] != res["estimate"]["delta_params"]:
+        problems.append(f"delta has {res['delta_params']} parameters, estimate_memory says {res['estimate']['delta_params']}")
+    if res["device"].startswith("cuda") and res["train_peak_bytes"] > PEAK_SLACK * res["estimate"]["total_bytes"]:
+        problems.append(f"peak {fmt_bytes(res['train_peak_bytes'])} exceeds {PEAK_SLACK}× the estimate "
+                        f"{fmt_bytes(res['estimate']['total_bytes'])}")
+    return problems
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -172,10 +197,13 @@ def main(argv=None) -> dict:
            **trained, **swept, "estimate": est,
            "wall_seconds": time.perf_counter() - start}
     print(report(res))
+    res["problems"] = check(res)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
+    print("\n".join(["checks           FAILED:"] + [f"  - {p}" for p in res["problems"]]) if res["problems"]
+          else "checks           all passed")
     return res
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(1 if main(sys.argv[1:])["problems"] else 0)

@@ -3,7 +3,7 @@
 1. The offline HTML report of a run opens without a network and draws its curves.
 2. Each notebook's kept report (``outputs/reference/<notebook>/figures.html``) draws every figure
    within a laptop-sized page width, without a network.
-3. In JupyterLab, a notebook showing the :class:`~workbench.widgets.CurveExplorer` on a saved run
+3. In JupyterLab, a notebook showing the :class:`~workbench.viz.widgets.CurveExplorer` on a saved run
    renders the figure and the slider, and moving the slider changes the readout.
 
 1 and 3 use a fake but well-formed per-α table in a temporary run folder. Screenshots go to

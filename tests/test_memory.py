@@ -7,7 +7,8 @@ import transformers as tf
 from conftest import make_tiny
 
 from workbench.delta import RegionDelta
-from workbench.models import count_parameters, estimate_memory, fits
+from workbench.models import count_parameters, estimate_memory, fits, resolve_dtype
+from workbench.precision import FP32Masters
 from workbench.regions import random_region
 
 pytestmark = pytest.mark.unit
@@ -63,13 +64,18 @@ def test_region_delta_part_is_exact(fraction):
     assert est["weights_bytes"] == _nbytes(model.parameters())
 
 
-def test_full_training_state_is_exact():
-    model = make_tiny("llama").to(torch.bfloat16)
-    est = estimate_memory(model.config, 0.0, batch=2, seq_len=8, dtype="bfloat16", mode="full")
-    params = list(model.parameters())
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_full_training_state_is_exact(dtype):
+    """What finetune allocates: fp32 gradients and AdamW moments, and fp32 masters for bf16 weights."""
+    model = make_tiny("llama").to(resolve_dtype(dtype))
+    est = estimate_memory(model.config, 0.0, batch=2, seq_len=8, dtype=dtype, mode="full")
+    masters = FP32Masters(list(model.parameters()))
+    params = masters.params
     opt = _adamw_step(params)
     state = [t for s in opt.state.values() for k, t in s.items() if k != "step"]
-    assert est["train_state_bytes"] == _nbytes(p.grad for p in params) + _nbytes(state)
+    own = [m for p, m in masters.pairs if m is not p]  # fp32 copies beyond the weights themselves
+    assert est["train_state_bytes"] == _nbytes(p.grad for p in params) + _nbytes(state) + _nbytes(own)
+    assert est["weights_bytes"] == _nbytes(model.parameters())
     assert est["delta_bytes"] == 0
 
 
@@ -85,8 +91,11 @@ def test_rough_parts_scale_and_checkpointing_helps():
     ckpt = estimate_memory(big, 0.1, 16, 512, gradient_checkpointing=True)
     full = estimate_memory(big, 0.1, 16, 512, mode="full", gradient_checkpointing=True)
     sharded = estimate_memory(big, 0.1, 16, 512, mode="full", gradient_checkpointing=True, shards=2)
+    # 18 B per parameter with fp32 masters: 8B needs four 80 GB GPUs at 4 sequences of 512 per GPU.
+    four = estimate_memory(big, 0.1, 4, 512, mode="full", gradient_checkpointing=True, shards=4)
     assert ckpt["activation_bytes"] < plain["activation_bytes"] / 5
-    assert fits(ckpt, 80 * 2**30) and not fits(full, 80 * 2**30) and fits(sharded, 80 * 2**30)
+    assert fits(ckpt, 80 * 2**30) and not fits(full, 80 * 2**30) and not fits(sharded, 80 * 2**30)
+    assert fits(four, 80 * 2**30)
     assert sharded["train_state_bytes"] * 2 == full["train_state_bytes"]
     assert "GiB per device" in ckpt["summary"]
 

@@ -9,6 +9,8 @@ from scipy.stats import hmean, ks_2samp
 
 from workbench import metrics as m
 
+pytestmark = pytest.mark.unit
+
 IGNORE = -100
 
 

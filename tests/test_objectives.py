@@ -201,10 +201,10 @@ def test_forget_objectives_lower_forget_likelihood(name):
     model = make_tiny("llama")
     forget = random_examples(8, seed=2)
     region = random_region(model, 0.25, seed=1)
-    data, collate_fn = (_pairs(8, seed=2), collate_pairs) if name == "dpo" else (forget, collate)
+    data = _pairs(8, seed=2) if name == "dpo" else forget
     before = _forget_logprob(model, forget)
     cfg = TrainConfig(lr=5e-2, epochs=3, batch_size=4, seed=0)
-    delta, _ = train_region(model, region, data, cfg, 0, objective=name, progress=False, collate_fn=collate_fn)
+    delta, _ = train_region(model, region, data, cfg, 0, objective=name, progress=False)  # batching: the objective's own
     delta.merge()
     after = _forget_logprob(model, forget)
     assert after < before - 0.1, f"{name}: forget log-likelihood {before:.3f} -> {after:.3f}"
@@ -227,3 +227,38 @@ def test_dpo_pairs_from_qa_with_seeded_refusals():
     assert batch["input_ids"].shape[0] == 6 and batch["preferred"].tolist() == [True] * 3 + [False] * 3
     with pytest.raises(ValueError, match="refusal"):
         dpo_pairs(tok, examples, [])
+
+
+@pytest.mark.integration
+def test_npo_reference_stays_frozen_while_the_policy_moves():
+    """π_ref is the model with its delta disabled: after k steps it still gives the logits of the
+    start bit for bit, while the NPO loss has moved away from its zero-margin value (2/β)·log 2."""
+    model = make_tiny("llama")
+    forget = random_examples(8, seed=2)
+    batch = collate(forget, 0)
+    with torch.no_grad():
+        start = obj.forward_logits(model, batch).clone()
+    npo = obj.make("npo", beta=0.5)
+    cfg = TrainConfig(lr=5e-2, epochs=2, batch_size=4, seed=0)
+    delta, history = train_region(model, random_region(model, 0.25, seed=1), forget, cfg, 0, objective=npo,
+                                  progress=False)
+    assert history[0]["loss"] == pytest.approx(4 * math.log(2), abs=1e-6)  # θ = π_ref at step 0
+    with delta.attached(), torch.no_grad():
+        with delta.disabled():
+            assert torch.equal(obj.forward_logits(model, batch), start)
+        moved = npo(model, batch, obj.ObjectiveContext(reference=delta.disabled)).item()
+    assert abs(moved - 4 * math.log(2)) > 0.05
+
+
+@pytest.mark.integration
+def test_train_region_leaves_the_callers_context_alone():
+    """Reusing one context for two runs must not make the second run's π_ref the first run's policy."""
+    model = make_tiny("llama")
+    ctx = obj.ObjectiveContext()
+    cfg = TrainConfig(lr=5e-2, epochs=1, batch_size=4, seed=0)
+    train_region(model, random_region(model, 0.25, seed=1), random_examples(8, seed=2), cfg, 0,
+                 objective="npo", ctx=ctx, progress=False)
+    assert ctx.reference is None
+    _, history = train_region(model, random_region(model, 0.25, seed=3), random_examples(8, seed=2), cfg, 0,
+                                   objective="npo", ctx=ctx, progress=False)
+    assert history[0]["loss"] == pytest.approx(4 * math.log(2), abs=1e-6)

@@ -26,6 +26,7 @@ The same object gives the two other things the workbench needs:
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from torch import nn
 
 from workbench.models import architectures as arch
 from workbench.regions import Region, WeightRegion
+from workbench.weight_regions import pack_bits
 
 
 class RegionDelta(nn.Module):
@@ -199,16 +201,32 @@ class RegionDelta(nn.Module):
 
     # -- storage --------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Per layer: the selector (value-vector indices, or a weight mask as packed bits), the region
+        entries before training and after. Together with :meth:`header` this is the whole delta."""
         out: dict[str, torch.Tensor] = {}
         for layer in self.layers:
-            out[f"{layer}.selector"] = self._selectors[layer].cpu().contiguous()
+            selector = self._selectors[layer]
+            out[f"{layer}.selector"] = pack_bits(selector) if selector.dtype == torch.bool else selector.cpu().contiguous()
             out[f"{layer}.before"] = self.before(layer).cpu().contiguous()
             out[f"{layer}.after"] = self.params[str(layer)].detach().cpu().contiguous()
         return out
 
+    def header(self) -> dict:
+        """The region's shape facts (never its members: those are the selector tensors)."""
+        if isinstance(self.region, Region):
+            return {"kind": "value_vectors", "n_layers": self.region.n_layers, "d_ff": self.region.d_ff}
+        return {"kind": "weights", "shapes": self.region.shapes()}
+
     def save(self, path: str | Path) -> None:
         """Store the delta (region entries before and after) as safetensors: small, no pickle."""
-        save_file(self.state_tensors(), str(path), metadata={"region": self.region.to_json()})
+        save_file(self.state_tensors(), str(path), metadata={"region": json.dumps(self.header())})
+
+    @staticmethod
+    def _region(header: dict, tensors: dict[str, torch.Tensor]) -> Region | WeightRegion:
+        selectors = {k.split(".")[0]: v for k, v in tensors.items() if k.endswith(".selector")}
+        if header.get("kind") == "value_vectors":
+            return Region(header["n_layers"], header["d_ff"], {int(l): v for l, v in selectors.items()})
+        return WeightRegion.from_tensors(selectors, header)
 
     @classmethod
     def load(cls, model: nn.Module, path: str | Path) -> RegionDelta:
@@ -216,10 +234,9 @@ class RegionDelta(nn.Module):
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            region_json = f.metadata()["region"]
-        region = (Region if '"value_vectors"' in region_json else WeightRegion).from_json(region_json)
-        delta = cls(model, region)
+            header = json.loads(f.metadata()["region"])
         tensors = load_file(str(path))
+        delta = cls(model, cls._region(header, tensors))
         for layer in delta.layers:
             if not torch.equal(tensors[f"{layer}.before"].to(delta.before(layer).device), delta.before(layer)):
                 raise ValueError(

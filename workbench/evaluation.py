@@ -4,29 +4,35 @@ An :class:`Evaluator` is built once per (tokenizer, data) and called on a model;
 calls it 21 times, so everything that does not depend on the weights (tokenisation, deduplication,
 bucketing, padding) is done in the constructor. A call then costs:
 
-* **one teacher-forced forward per distinct (prompt, answer) sequence**, in right-padded batches of
-  sequences sorted by length (buckets of similar length waste little padding). From each forward
-  come the answer's mean NLL (probability, truth-ratio terms) and its argmax predictions (ES). The
-  answer of real authors / world facts is also their truth-ratio "paraphrase": scored once. The LM
-  head runs only on the batch's answer window (``logits_to_keep``), not on the prompt positions.
-* **one batched greedy generation per distinct prompt** (left padding, KV cache, each sequence
-  stopping at EOS, ≤ 200 new tokens), for ROUGE-L recall. ``EvalConfig(generate=False)`` skips it
-  for sweeps that need only ES-based numbers (FS, RS); ROUGE and MU are then NaN.
+* **one forward per distinct prompt** (left-padded batches of prompts of similar length), whose KV
+  cache every answer of that question continues from (:mod:`workbench.generation`): the answer, the
+  paraphrase and the perturbed answers run as right-padded batches of answer tokens only, so a
+  question's prompt (with a chat template often longer than its answers) is computed once, not
+  once per answer. From these forwards come each answer's mean NLL (probability, truth-ratio terms)
+  and its argmax predictions (ES). The answer of real authors / world facts is also their
+  truth-ratio "paraphrase": scored once.
+* **greedy generation from the same prompt cache** (each sequence stopping at EOS, ≤ 200 new
+  tokens), for ROUGE-L recall. Given ``drafts`` (a mixing sweep passes the previous α's
+  generations), each draft is checked in one forward and decoding starts only where the model
+  disagrees with it: most of a sweep's generation then costs one batched forward per α.
+  ``EvalConfig(generate=False)`` skips generation for sweeps that need only ES-based numbers (FS,
+  RS); ROUGE and MU are then NaN.
+
+``EvalConfig(reuse=False)`` is the reference path the above was checked against: one forward per
+distinct (prompt, answer) sequence (the LM head only on the batch's answer window) and transformers'
+``generate`` per prompt batch, without drafts. Both give the same numbers to float tolerance.
 
 Aggregates (:attr:`EvalResult.summary`): FS = 1 − mean ES(forget), RS = mean ES(retain_eval),
 FQ = log10 KS p-value against θr's per-example forget truth ratios (NaN without them; ``n_fq`` and
 ``n_fq_reference`` give the sample sizes), MU = harmonic mean of {probability, ROUGE-L recall,
 truth-ratio score} × {retain_eval, real_authors, world_facts}, the probability option-normalised
 on real authors / world facts (NaN when one of these splits is empty, e.g. LUME).
-
-Not done: sharing one KV-cached prompt prefix between a question's answer, paraphrase and
-perturbed answers (would save the prompt's share of those forwards).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +43,16 @@ from torch import nn
 from workbench import metrics as m
 from workbench.data.formatting import Encoded, collate, collate_prompts, encode, pad_id
 from workbench.data.schema import QA, UnlearningData
+from workbench.generation import greedy_from_drafts, prefill, right_pad
 from workbench.likelihood import model_device
+from workbench.scoring import (  # noqa: F401
+    Continuations,
+    _bucketed,
+    eos_ids,
+    greedy_generate,
+    score_continuations,
+    score_sequences,
+)
 
 EVAL_SPLITS = ("forget", "retain_eval", "real_authors", "world_facts")
 MU_SPLITS = ("retain_eval", "real_authors", "world_facts")
@@ -50,7 +65,8 @@ class EvalConfig:
 
     ``generate=False`` skips greedy generation (ROUGE-L and MU become NaN); ``truth_ratio=False``
     skips paraphrased/perturbed answers (TR, FQ, option-normalised probability and MU become NaN).
-    ``es_floor=True`` reports ES with open-unlearning's 1/|y| floor.
+    ``es_floor=True`` reports ES with open-unlearning's 1/|y| floor. ``reuse=False`` runs the
+    reference path (one forward per sequence, ``generate`` per prompt batch, drafts ignored).
     """
 
     batch_size: int = 32
@@ -60,14 +76,21 @@ class EvalConfig:
     max_length: int = 512
     es_floor: bool = False
     splits: tuple[str, ...] = EVAL_SPLITS
+    reuse: bool = True
 
 
 @dataclass
 class EvalResult:
-    """``summary``: one number per aggregate; ``per_example``: one row per evaluated example."""
+    """``summary``: one number per aggregate; ``per_example``: one row per evaluated example.
+
+    ``generated_ids``: the greedy generation of every distinct prompt as token ids, ending with the
+    EOS id where it stopped there (None without generation or on the reference path); a sweep
+    passes them as the next point's drafts.
+    """
 
     summary: dict[str, float]
     per_example: pd.DataFrame
+    generated_ids: list[list[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +125,9 @@ class Evaluator:
         self.refs = {s: [self._add_example(ex) for ex in exs] for s, exs in self.examples.items()}
         self.seq_batches = _bucketed(self.sequences, cfg.batch_size, lambda e: len(e.input_ids), self.pad, collate)
         self.prompt_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: e.prompt_len, self.pad, collate_prompts)
+        self.continuations = [self._plan_continuations(rows) for rows, _ in self.prompt_batches]
         self._rouge_cache: dict[tuple[str, str], float] = {}
+        self._memo: dict[Hashable, EvalResult] = {}
 
     # -- plan -----------------------------------------------------------------------------------
     def _intern(self, enc: Encoded, index: dict, table: list, key: tuple[int, ...]) -> int:
@@ -124,16 +149,83 @@ class Evaluator:
             pert = tuple(self._seq(ex.question, p)[0] for p in ex.perturbed_answers)
         return _Refs(answer, para, pert, prompt)
 
-    # -- run ------------------------------------------------------------------------------------
-    def __call__(self, model: nn.Module) -> EvalResult:
-        return self.evaluate(model)
+    def _answer(self, seq: int) -> list[int]:
+        enc = self.sequences[seq]
+        return list(enc.input_ids[enc.prompt_len :])
 
-    def evaluate(self, model: nn.Module) -> EvalResult:
-        nll, es = score_sequences(model, self.seq_batches, len(self.sequences), es_floor=self.cfg.es_floor)
-        texts = self.generate(model) if self.cfg.generate else None
+    def _plan_continuations(self, prompt_rows: np.ndarray) -> list[Continuations]:
+        """Every sequence of the batch's prompts, longest answers first, in batches of ``batch_size``."""
+        row_of = {int(p): i for i, p in enumerate(prompt_rows)}
+        prompt_of = [self._prompt_index[e.prompt_ids] for e in self.sequences]
+        members = [(s, row_of[p]) for s, p in enumerate(prompt_of) if p in row_of]
+        members.sort(key=lambda member: -len(self._answer(member[0])))
+        chunks = [members[i : i + self.cfg.batch_size] for i in range(0, len(members), self.cfg.batch_size)]
+        return [self._continuations(chunk) for chunk in chunks]
+
+    def _continuations(self, chunk: list[tuple[int, int]]) -> Continuations:
+        answers = [self._answer(s) for s, _ in chunk]
+        width = max(1, max(len(a) for a in answers) - 1)
+        tokens, mask = right_pad([a[:-1] for a in answers], self.pad, torch.device("cpu"), width)
+        targets = torch.full((len(answers), width + 1), m.IGNORE, dtype=torch.long)
+        for i, a in enumerate(answers):
+            targets[i, : len(a)] = torch.tensor(a)
+        return Continuations(np.array([s for s, _ in chunk]), torch.tensor([r for _, r in chunk]), tokens, mask, targets)
+
+    # -- run ------------------------------------------------------------------------------------
+    def __call__(self, model: nn.Module, *, drafts: Sequence[Sequence[int]] | None = None) -> EvalResult:
+        return self.evaluate(model, drafts=drafts)
+
+    def evaluate(self, model: nn.Module, *, drafts: Sequence[Sequence[int]] | None = None) -> EvalResult:
+        """Every metric of ``model``. ``drafts``: one token list per distinct prompt (e.g. the
+        ``generated_ids`` of a nearby model), checked instead of decoding from scratch; they change
+        what generation costs, not what it returns. ``summary["draft_accept"]`` is the share of
+        draft tokens accepted (NaN without drafts), ``summary["decode_steps"]`` the number of
+        one-token decoding forwards run (NaN on the reference path)."""
+        if drafts is not None and len(drafts) != len(self.prompts):
+            raise ValueError(f"drafts: expected one token list per distinct prompt ({len(self.prompts)}), got {len(drafts)}")
+        generated, cost = None, {"draft_accept": math.nan, "decode_steps": math.nan}
+        if self.cfg.reuse:
+            nll, es, generated, cost = self._run_shared(model, drafts)
+            texts = self._texts(model, generated) if generated is not None else None
+        else:
+            nll, es = score_sequences(model, self.seq_batches, len(self.sequences), es_floor=self.cfg.es_floor)
+            texts = self.generate(model) if self.cfg.generate else None
         tables = [self._split_table(s, nll, es, texts) for s in self.examples]
         per_example = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-        return EvalResult(self.summarise(per_example), per_example)
+        return EvalResult({**self.summarise(per_example), **cost}, per_example, generated)
+
+    def memoised(self, model: nn.Module, key: Hashable) -> EvalResult:
+        """``evaluate(model)`` once per ``key``, which the caller guarantees to name the model's state
+        (e.g. θo's cache key): every sweep that starts at that state shares its first point."""
+        if key not in self._memo:
+            self._memo[key] = self.evaluate(model)
+        return self._memo[key]
+
+    @torch.inference_mode()
+    def _run_shared(self, model: nn.Module, drafts: Sequence[Sequence[int]] | None):
+        """Prompt once per batch, then its continuations and generations: ``(nll, es, generated, cost)``."""
+        device, eos = model_device(model), eos_ids(model, self.tokenizer)
+        nll, es = np.full(len(self.sequences), math.nan), np.full(len(self.sequences), math.nan)
+        generated = [[] for _ in self.prompts] if self.cfg.generate else None
+        offered = accepted = steps = 0
+        for (rows, batch), chunks in zip(self.prompt_batches, self.continuations):
+            prefix = prefill(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            for chunk in chunks:
+                nll[chunk.seqs], es[chunk.seqs] = score_continuations(model, prefix, chunk, es_floor=self.cfg.es_floor)
+            if generated is None:
+                continue
+            batch_drafts = None if drafts is None else [drafts[r] for r in rows]
+            gen = greedy_from_drafts(model, prefix, eos, self.cfg.max_new_tokens, batch_drafts, pad=self.pad)
+            for r, tokens in zip(rows, gen.tokens):
+                generated[r] = tokens
+            offered, accepted, steps = offered + gen.draft_tokens, accepted + gen.accepted, steps + gen.decode_steps
+        cost = {"draft_accept": accepted / offered if offered else math.nan, "decode_steps": steps}
+        return nll, es, generated, cost
+
+    def _texts(self, model: nn.Module, generated: list[list[int]]) -> list[str]:
+        eos = set(eos_ids(model, self.tokenizer))
+        ids = [t[:-1] if t and t[-1] in eos else t for t in generated]
+        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def generate(self, model: nn.Module) -> list[str]:
         """Greedy answer to every distinct prompt, decoded without special tokens."""
@@ -233,68 +325,6 @@ def _truth_ratio_terms(refs: list[_Refs], nll: np.ndarray) -> tuple[np.ndarray, 
 
 
 # -- batched primitives ---------------------------------------------------------------------------
-def _bucketed(items: list[Encoded], batch_size: int, length, pad: int, collate_fn) -> list[tuple[np.ndarray, dict]]:
-    """Length-sorted batches (longest first: an out-of-memory error shows up at once)."""
-    order = sorted(range(len(items)), key=lambda i: -length(items[i]))
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [(np.array(c), collate_fn([items[i] for i in c], pad)) for c in chunks]
-
-
-@torch.inference_mode()
-def score_sequences(
-    model: nn.Module, batches: list[tuple[np.ndarray, dict]], n: int, *, es_floor: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean answer NLL and ES of every sequence, ``([n], [n])``, one forward per batch.
-
-    The LM head runs from the first answer position of the batch on: prompt logits are never used.
-    """
-    device = model_device(model)
-    nll, es = np.full(n, math.nan), np.full(n, math.nan)
-    for rows, batch in batches:
-        labels = batch["labels"]
-        start = int((labels != m.IGNORE).int().argmax(-1).min()) - 1  # predicts the first answer token
-        width = labels.shape[1]
-        logits = model(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-            logits_to_keep=width - start,
-            use_cache=False,
-        ).logits
-        window = labels[:, start:].to(device)
-        nll[rows] = m.answer_nll(logits, window).cpu().numpy()
-        es[rows] = m.extraction_strength(logits, window, floor=es_floor).cpu().numpy()
-    return nll, es
-
-
-def eos_ids(model: nn.Module, tokenizer) -> list[int]:
-    """The tokenizer's EOS plus the model's generation EOS ids (chat models stop on end-of-turn)."""
-    ids = {tokenizer.eos_token_id}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-    return sorted(i for i in ids if i is not None)
-
-
-@torch.inference_mode()
-def greedy_generate(
-    model: nn.Module, batches: list[tuple[np.ndarray, dict]], n: int, eos: list[int], pad: int, max_new_tokens: int
-) -> list[list[int]]:
-    """Greedy continuation of every prompt (left-padded batches, KV cache, per-row stop at EOS)."""
-    from transformers import GenerationConfig
-
-    gen_cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad)
-    device = model_device(model)
-    out: list[list[int]] = [[] for _ in range(n)]
-    for rows, batch in batches:
-        ids = batch["input_ids"].to(device)
-        new = model.generate(input_ids=ids, attention_mask=batch["attention_mask"].to(device), generation_config=gen_cfg)
-        new = new[:, ids.shape[1] :]
-        is_eos = torch.isin(new, torch.tensor(eos, device=device))
-        stops = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), new.shape[1]).tolist()
-        for row, tokens, stop in zip(rows, new.tolist(), stops):
-            out[row] = tokens[:stop]
-    return out
-
-
 def evaluate(model: nn.Module, tokenizer, data: UnlearningData, cfg: EvalConfig = EvalConfig(), **kwargs) -> EvalResult:
     """One-off evaluation (builds an :class:`Evaluator`; reuse one for several models)."""
     return Evaluator(tokenizer, data, cfg, **kwargs)(model)

@@ -44,8 +44,17 @@ def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     The per-example quantity behind probability, truth ratio and the attribution gradients.
     """
-    targets = labels[:, 1:]
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    return row_nll(logits[:, :-1], labels[:, 1:])
+
+
+def row_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean NLL of each row's targets, ``[batch]``, with ``logits[:, t]`` predicting ``targets[:, t]``
+    (already aligned: continuations scored after a cached prompt come this way).
+
+    Args:
+        logits: ``[batch, pos, vocab]``; targets: ``[batch, pos]`` with −100 outside the answer.
+    """
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
     return nll.sum(-1) / (targets != IGNORE).sum(-1)
 
 

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from workbench.likelihood import IGNORE, answer_nll  # noqa: F401  (answer_nll: public here too)
+from workbench.likelihood import IGNORE, answer_nll, row_nll  # noqa: F401  (public here too)
 
 
 # -- from one forward pass ------------------------------------------------------------------------

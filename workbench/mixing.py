@@ -10,6 +10,13 @@ so :func:`mixing_sweep` writes ``θ(α)`` into those entries in place
 (:meth:`workbench.delta.RegionDelta.mixed`): no reload, no copy of the model per α, and θ_before
 is restored bit for bit afterwards, also when an evaluation raises. For unlearning that changed
 every parameter, :class:`StateMixer` does the same with a stored θ_after state dict.
+
+Neighbouring α give nearly the same model, hence nearly the same greedy answers: when an
+evaluation returns its generations (``generated_ids``), the sweep hands them to the next α as
+drafts, which :class:`~workbench.evaluation.Evaluator` checks in one forward instead of decoding
+again (:mod:`workbench.generation`; the results are those of plain greedy decoding). Sweeps that
+start from the same model (every sweep of one region seed starts at θo) can share their first
+point: pass it as ``first``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from typing import Protocol
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from workbench.progress import progress_bar as tqdm
 
 ALPHAS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 
@@ -86,6 +94,7 @@ def mixing_sweep(
     alphas: Sequence[float] = ALPHAS,
     *,
     progress: bool = True,
+    first: object | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate ``model`` at every ``θ(α)``; the model is θ_before again on return.
 
@@ -94,15 +103,25 @@ def mixing_sweep(
         mixer: a ``RegionDelta`` (region-restricted unlearning) or a :class:`StateMixer`.
         evaluate: ``model -> EvalResult`` (e.g. a :class:`workbench.evaluation.Evaluator`), or any
             callable returning an object with ``summary`` (dict) and ``per_example`` (DataFrame).
+            A result that also carries ``generated_ids`` makes the next call ``evaluate(model,
+            drafts=generated_ids)``.
+        first: the result of ``evaluate`` on θ_before, if already at hand (e.g.
+            ``evaluator.memoised(model, start_key)``); used for α = 0, which must be ``alphas[0]``.
 
     Returns:
         ``(per_alpha, per_example)``: one row per α (``alpha`` then every summary key), and the
         per-example tables stacked with an ``alpha`` column first.
     """
-    rows, tables = [], []
-    for alpha in tqdm(list(alphas), desc="mixing sweep", disable=not progress, leave=False):
-        with mixer.mixed(float(alpha)):
-            result = evaluate(model)
+    if first is not None and float(alphas[0]) != 0.0:
+        raise ValueError(f"first is the result at α = 0, but the sweep starts at α = {alphas[0]}")
+    rows, tables, drafts = [], [], None
+    for i, alpha in enumerate(tqdm(list(alphas), desc="mixing sweep", disable=not progress, leave=False)):
+        if i == 0 and first is not None:
+            result = first
+        else:
+            with mixer.mixed(float(alpha)):
+                result = evaluate(model) if drafts is None else evaluate(model, drafts=drafts)
+        drafts = getattr(result, "generated_ids", None)
         rows.append({"alpha": float(alpha), **result.summary})
         table = result.per_example.copy()
         table.insert(0, "alpha", float(alpha))

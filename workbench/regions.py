@@ -7,14 +7,17 @@ size, drawn uniformly over all ``L·d_ff`` vectors of the model (not per layer).
 setting a random region ``V_tgt`` receives the forget knowledge and ``V_rdm`` is drawn from the
 vectors *outside* it (``exclude=``).
 
-A :class:`WeightRegion` is the weight-level variant (WAGLE, paper Table 5): a boolean mask over
-the entries of every layer's down-projection weight, in the weight's own layout.
+A :class:`~workbench.weight_regions.WeightRegion` is the weight-level variant (WAGLE, paper
+Table 5): a boolean mask over the entries of every layer's down-projection weight, in the weight's
+own layout (its own module: packed-bit storage and selection at 8B scale).
 
-Both have a size, a fraction, per-layer counts, set operations and a JSON form.
+Both have a size, a fraction, per-layer counts, a content fingerprint (their identity in cache
+keys) and a serial form. Index tensors live on the CPU whatever device the scores came from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -149,6 +152,10 @@ class Region:
         return f"Region({self.size} of {self.total} value vectors = {self.fraction:.2%}, per layer {self.per_layer_counts()})"
 
     # -- serialisation --------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """sha256 of the JSON form: the region's identity in cache keys."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
     def to_json(self) -> str:
         return json.dumps(
             {
@@ -207,7 +214,7 @@ def top_fraction(scores: torch.Tensor, fraction: float) -> Region:
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"region fraction must be in (0, 1], got {fraction}")
-    flat = scores.detach().float().flatten()
+    flat = scores.detach().float().cpu().flatten()  # [layer, d_ff] is small; indices belong on the CPU
     if not torch.isfinite(flat).all():
         raise ValueError("localizer scores contain NaN or inf; cannot rank value vectors")
     k = round(fraction * flat.numel())
@@ -215,90 +222,10 @@ def top_fraction(scores: torch.Tensor, fraction: float) -> Region:
     return Region.from_flat(order, scores.shape[0], scores.shape[1])
 
 
-@dataclass(frozen=True)
-class WeightRegion:
-    """Weight-level region: per layer a boolean mask over the down-projection weight's entries.
-
-    Masks are in the weight's own layout (``down_proj.weight.shape``). Used by weight-level WAGLE
-    (paper Table 5) and its random counterpart.
-    """
-
-    masks: Mapping[int, torch.Tensor]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "masks", {int(l): m.to(torch.bool) for l, m in sorted(self.masks.items())})
-
-    @property
-    def size(self) -> int:
-        return sum(int(m.sum()) for m in self.masks.values())
-
-    @property
-    def total(self) -> int:
-        return sum(m.numel() for m in self.masks.values())
-
-    @property
-    def fraction(self) -> float:
-        return self.size / self.total
-
-    def per_layer_counts(self) -> list[int]:
-        return [int(m.sum()) for m in self.masks.values()]
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "kind": "weights",
-                "shapes": {str(l): list(m.shape) for l, m in self.masks.items()},
-                "flat": {str(l): m.flatten().nonzero().flatten().tolist() for l, m in self.masks.items()},
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> WeightRegion:
-        data = json.loads(text)
-        if data.get("kind") != "weights":
-            raise ValueError(f"not a weight-level region JSON (kind={data.get('kind')!r})")
-        masks = {}
-        for l, shape in data["shapes"].items():
-            m = torch.zeros(int(torch.tensor(shape).prod()), dtype=torch.bool)
-            m[torch.tensor(data["flat"][l], dtype=torch.long)] = True
-            masks[int(l)] = m.view(*shape)
-        return cls(masks)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, WeightRegion):
-            return NotImplemented
-        return self.masks.keys() == other.masks.keys() and all(
-            torch.equal(self.masks[l], other.masks[l]) for l in self.masks
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-def weight_shapes(model: nn.Module) -> dict[int, torch.Size]:
-    return {l: arch.down_proj(model, l).weight.shape for l in range(arch.n_layers(model))}
-
-
-def random_weight_region(model: nn.Module, fraction: float, seed: int) -> WeightRegion:
-    """Draw ``fraction`` of all down-projection entries uniformly over the model (seeded)."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"region fraction must be in (0, 1), got {fraction}")
-    shapes = weight_shapes(model)
-    sizes = [s.numel() for s in shapes.values()]
-    total = sum(sizes)
-    gen = torch.Generator().manual_seed(int(seed))
-    chosen = torch.randperm(total, generator=gen)[: round(fraction * total)]
-    flat = torch.zeros(total, dtype=torch.bool)
-    flat[chosen] = True
-    return WeightRegion({l: m.view(s) for (l, s), m in zip(shapes.items(), flat.split(sizes))})
-
-
-def top_fraction_weights(scores: Mapping[int, torch.Tensor], fraction: float) -> WeightRegion:
-    """Weight-level region of the top ``fraction`` of per-entry scores, ranked over all layers."""
-    layers = sorted(scores)
-    flat = torch.cat([scores[l].detach().float().flatten() for l in layers])
-    k = round(fraction * flat.numel())
-    chosen = torch.sort(-flat, stable=True).indices[:k]
-    mask = torch.zeros(flat.numel(), dtype=torch.bool)
-    mask[chosen] = True
-    sizes = [scores[l].numel() for l in layers]
-    return WeightRegion({l: m.view(scores[l].shape) for l, m in zip(layers, mask.split(sizes))})
+# Weight-level regions have their own module (packed-bit storage, top-k by threshold at 8B scale).
+from workbench.weight_regions import (  # noqa: E402,F401
+    WeightRegion,
+    random_weight_region,
+    top_fraction_weights,
+    weight_shapes,
+)

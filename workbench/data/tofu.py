@@ -154,13 +154,24 @@ def _groups_in_order(examples: Sequence[QA]) -> list[str]:
     return list(dict.fromkeys(ex.group for ex in examples))
 
 
-def choose_retain_authors(authors: Sequence[str], n: int | None, seed: int) -> set[str]:
-    """``n`` authors drawn uniformly (seeded, independent of global RNG); ``None`` keeps all."""
+def choose_retain_authors(authors: Sequence[str], n: int | None, seed: int, covered: set[str] = frozenset()) -> set[str]:
+    """``n`` authors drawn uniformly (seeded, independent of global RNG); ``None`` keeps all.
+
+    Authors in ``covered`` (those with paraphrased and perturbed answers in ``retain_perturbed``)
+    are drawn first **[choice]**: up to ``len(covered)`` authors come only from them, larger draws
+    take all of them plus a uniform draw of the rest. The retain evaluation set is then never
+    without the answers truth ratio (hence Model Utility) needs.
+    """
     if n is None:
         return set(authors)
     if not 1 <= n <= len(authors):
         raise ValueError(f"n_retain_authors must be in 1..{len(authors)}, got {n}")
-    return set(random.Random(seed).sample(list(authors), n))
+    rng = random.Random(seed)
+    first = [a for a in authors if a in covered]
+    rest = [a for a in authors if a not in covered]
+    if n <= len(first):
+        return set(rng.sample(first, n))
+    return set(first) | set(rng.sample(rest, n - len(first)))
 
 
 def _last_authors(authors: Sequence[str], n: int | None) -> set[str]:
@@ -175,19 +186,6 @@ def _keep(examples: Sequence[QA], groups: set[str]) -> list[QA]:
     return [ex for ex in examples if ex.group in groups]
 
 
-def _retain_eval(retain: list[QA], retain_perturbed: list[QA], min_retain_eval: int) -> list[QA]:
-    """``retain_perturbed`` rows of the kept authors, or (too few) all their retain rows.
-
-    The fallback uses each retain row's ``retain_perturbed`` version where TOFU has one, so
-    paraphrased and perturbed answers are kept wherever they exist.
-    """
-    kept = _keep(retain_perturbed, {ex.group for ex in retain})
-    if len(kept) >= min_retain_eval:
-        return kept
-    richer = {(ex.question, ex.answer): ex for ex in retain_perturbed}
-    return [richer.get((ex.question, ex.answer), ex) for ex in retain]
-
-
 # -- the bundle ---------------------------------------------------------------------------------
 def load_tofu(
     source: str | Path,
@@ -196,7 +194,6 @@ def load_tofu(
     n_retain_authors: int | None = None,
     n_forget_authors: int | None = None,
     seed: int = 0,
-    min_retain_eval: int = 20,
 ) -> UnlearningData:
     """TOFU as an :class:`UnlearningData` bundle, optionally subsampled by whole authors.
 
@@ -206,12 +203,10 @@ def load_tofu(
 
     Subsampling keeps whole authors: ``n_retain_authors`` of the retain authors drawn with ``seed``
     and the *last* ``n_forget_authors`` forget authors (TOFU's forget sets are nested that way).
-    retain_eval keeps the ``retain_perturbed`` questions of the chosen retain authors. TOFU's
-    ``retain_perturbed`` covers only the first 20 authors, so a random draw often keeps few or none
-    of them: when fewer than ``min_retain_eval`` **[choice: 20]** remain, retain_eval falls back to
-    *all* retain rows of the chosen authors (with their paraphrased/perturbed answers where TOFU
-    has them, answer-only otherwise; truth-ratio components then cover only the rows that have
-    perturbed answers). Without subsampling nothing changes (all 400 rows are kept).
+    TOFU's ``retain_perturbed`` covers only 20 authors, so the retain authors are drawn from those
+    first (:func:`choose_retain_authors`) and retain_eval keeps their ``retain_perturbed`` questions:
+    every retain_eval row has paraphrased and perturbed answers, so truth ratio and Model Utility are
+    defined for every seed. Without subsampling nothing changes (all 400 rows are kept).
     """
     if forget_split not in FORGET_TO_RETAIN:
         raise ValueError(f"unknown forget_split {forget_split!r}; choose one of {sorted(FORGET_TO_RETAIN)}")
@@ -223,14 +218,14 @@ def load_tofu(
     forget = split(f"{forget_split}_perturbed")
     retain = split(FORGET_TO_RETAIN[forget_split])
     forget = _keep(forget, _last_authors(_groups_in_order(forget), n_forget_authors))
-    retain = _keep(retain, choose_retain_authors(_groups_in_order(retain), n_retain_authors, seed))
     retain_perturbed = split("retain_perturbed")
-    subsampled = n_retain_authors is not None
+    covered = set(_groups_in_order(retain_perturbed))
+    retain = _keep(retain, choose_retain_authors(_groups_in_order(retain), n_retain_authors, seed, covered))
     return UnlearningData(
         name="tofu",
         forget=forget,
         retain=retain,
-        retain_eval=_retain_eval(retain, retain_perturbed, min_retain_eval) if subsampled else retain_perturbed,
+        retain_eval=_keep(retain_perturbed, {ex.group for ex in retain}),
         real_authors=load_tofu_split(source, "real_authors_perturbed"),
         world_facts=load_tofu_split(source, "world_facts_perturbed"),
         refusals=load_refusals(source),

@@ -56,6 +56,7 @@ from workbench.data.formatting import Encoded
 from workbench.delta import RegionDelta
 from workbench.likelihood import IGNORE
 from workbench.objectives.nll import NLL
+from workbench.precision import enable_checkpointing
 from workbench.regions import Region, WeightRegion
 from workbench.training import TrainConfig, run_loop
 
@@ -82,12 +83,15 @@ UNIT_COUNTS: dict[str, Callable[[Mapping[str, torch.Tensor]], int]] = {
 }
 
 
-def shard_rows(batch: Mapping[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
-    """Rank ``rank``'s contiguous share of the rows of every tensor in ``batch`` (dim 0 = batch)."""
+def shard_rows(batch: Mapping[str, torch.Tensor], rank: int, world: int,
+               rows: Callable[[int, int, int], torch.Tensor] = obj.Objective.rank_rows) -> dict[str, torch.Tensor]:
+    """Rank ``rank``'s share of the rows of every tensor in ``batch`` (dim 0 = batch), chosen by ``rows``
+    (an objective whose rows belong together, such as DPO's win/lose pairs, keeps them on one rank)."""
     n = examples(batch)
     if n < world:
         raise ValueError(f"a global batch of {n} rows cannot feed {world} processes; raise batch_size")
-    return {k: torch.tensor_split(v, world)[rank] for k, v in batch.items()}
+    index = rows(n, rank, world)
+    return {k: v.index_select(0, index.to(v.device)) for k, v in batch.items()}
 
 
 def shard_weight(local: Mapping, full: Mapping, world: int, units: Callable[[Mapping], int]) -> float:
@@ -127,15 +131,6 @@ class ModelView:
         return getattr(self._model, name)
 
 
-def enable_checkpointing(model: nn.Module) -> None:
-    """Non-reentrant activation checkpointing of every decoder layer (works with frozen inputs)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
 def check_same_weights(accelerator, model: nn.Module) -> None:
     """Fail early when ranks hold different frozen weights (DDP only syncs the trainable ones)."""
     local = torch.stack([p.detach().float().sum() for p in model.parameters()]).to(accelerator.device)
@@ -169,7 +164,7 @@ def sharded_step_loss(
     retain_loss = objective.retain_loss
 
     def step_loss(batch: dict, retain_batch: dict | None) -> torch.Tensor:
-        local = shard_rows(batch, rank, world)
+        local = shard_rows(batch, rank, world, objective.rank_rows)
         loss = objective(view, local, ctx) * shard_weight(local, batch, world, units)
         if lambda_retain:
             r_local = shard_rows(retain_batch, rank, world)
@@ -178,6 +173,33 @@ def sharded_step_loss(
         return loss if _all_finite(accelerator, loss) else torch.full_like(loss, float("nan"))
 
     return step_loss
+
+
+def distributed_refusal(objective: obj.Objective, *, restricted: bool) -> str | None:
+    """Why ``objective`` cannot train on several processes here, or ``None`` when it can.
+
+    Read from what the objective declares (``distributed``, ``needs_reference``,
+    ``needs_reference_model``), so the launcher can refuse before any process starts.
+    """
+    if objective.distributed is not None:
+        return f"objective {objective.name!r} cannot be trained distributed: {objective.distributed}"
+    if objective.needs_reference_model:
+        return (f"objective {objective.name!r} compares with a separate frozen model (θr), which "
+                "workbench.distributed does not load; train it on one GPU with the notebook")
+    if objective.needs_reference and not restricted:
+        return (f"objective {objective.name!r} needs π_ref, the model with its region delta disabled; "
+                "full fine-tuning has no delta (use --mode restricted)")
+    return None
+
+
+def _check_launchable(objective: obj.Objective, model: nn.Module, region, missing_retain: bool) -> None:
+    if refusal := distributed_refusal(objective, restricted=region is not None):
+        raise ValueError(refusal)
+    if missing_retain:
+        raise ValueError("lambda_retain > 0 needs retain examples")
+    if region is None and any(p.dtype != torch.float32 for p in model.parameters()):
+        raise ValueError("full fine-tuning on several processes needs fp32 weights (--dtype float32): the "
+                         "launch's mixed precision computes in bf16 and the fp32 weights are the master copy")
 
 
 def _prepare(accelerator, model: nn.Module, region: Region | WeightRegion | None):
@@ -225,8 +247,7 @@ def train_distributed(
     history of :func:`run_loop` with ``loss`` replaced by the loss of the global batch.
     """
     objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
-    if lambda_retain and not retain:
-        raise ValueError("lambda_retain > 0 needs retain examples")
+    _check_launchable(objective, model, region, bool(lambda_retain and not retain))
     if gradient_checkpointing:
         enable_checkpointing(model)
     wrapped, params, delta = _prepare(accelerator, model, region)
@@ -239,7 +260,7 @@ def train_distributed(
         history = run_loop(
             params, sharded_step_loss(accelerator, view, objective, ctx, lambda_retain), data, cfg, pad_token_id,
             retain=retain if lambda_retain else None, desc=f"{objective.name} on rank {accelerator.process_index}",
-            device=accelerator.device, progress=progress and accelerator.is_main_process,
+            device=accelerator.device, progress=progress and accelerator.is_main_process, collate_fn=objective.collate,
         )
     finally:
         if delta is not None:

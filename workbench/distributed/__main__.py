@@ -1,7 +1,15 @@
 """``python -m workbench.distributed …``: one training run on every process of an accelerate launch.
 
-A tiny random model on fixed random data (what the tests launch on CPU with gloo), or a real model
-on encoded examples; see :mod:`workbench.distributed` for the launch commands.
+A tiny random model on fixed random data (what the tests launch on CPU with gloo), a real model on
+encoded examples, or — with ``--notebook`` and ``--params`` — θr or θ_full exactly as that notebook
+would fine-tune it (same θp, data, chat formatting, replay and optimiser settings, from
+:func:`workbench.experiments.chain.training_job`), written as a complete Hugging Face folder that
+the notebook then takes as ``retain_model`` / ``full_model``::
+
+    scripts/train_distributed.sh full --notebook oracle-vs-random \
+        --params params/oracle-vs-random/paper-llama.yaml --stage retain --out outputs/theta_r
+
+See :mod:`workbench.distributed` for the launch commands.
 """
 
 from __future__ import annotations
@@ -14,10 +22,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from workbench.data.formatting import Encoded
+from workbench import objectives as obj
+from workbench.data.formatting import Encoded, PreferencePair
 from workbench.data.synthetic import random_token_examples
 from workbench.delta import RegionDelta
-from workbench.distributed import make_accelerator, train_distributed
+from workbench.distributed import (
+    distributed_refusal,
+    make_accelerator,
+    train_distributed,
+)
 from workbench.models.tiny import random_model
 from workbench.objectives.nll import NLL
 from workbench.regions import random_region
@@ -30,7 +43,11 @@ def load_encoded(path: str | Path) -> list[Encoded]:
     return [Encoded(tuple(r["input_ids"]), int(r["prompt_len"])) for r in map(json.loads, filter(None, lines))]
 
 
-def _examples(source: str, n: int, seed: int) -> list[Encoded]:
+def _examples(source: str, n: int, seed: int) -> list:
+    """``synthetic`` random examples, ``synthetic-pairs`` random preference pairs (DPO), or a file."""
+    if source == "synthetic-pairs":
+        wins, loses = random_token_examples(n, seed=seed), random_token_examples(n, seed=seed + 1000)
+        return [PreferencePair(win=w, lose=l) for w, l in zip(wins, loses)]
     return random_token_examples(n, seed=seed) if source == "synthetic" else load_encoded(source)
 
 
@@ -39,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["restricted", "full"], default="restricted")
     p.add_argument("--model", default="tiny", help="'tiny' (random, seeded) or a hub id / local path")
     p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 (delta stays fp32)")
-    p.add_argument("--data", default="synthetic", help="'synthetic' (random tokens) or a JSON-lines file of encoded examples")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (random tokens), 'synthetic-pairs' (random preference pairs) or a JSON-lines file")
     p.add_argument("--retain", default=None, help="'synthetic' or JSON-lines retain examples (with --lambda-retain)")
     p.add_argument("--lambda-retain", type=float, default=0.0)
     p.add_argument("--n-examples", type=int, default=16, help="size of the random data set")
@@ -52,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--optimizer", default="adamw", help="adamw (default), adam or sgd (exactness tests)")
+    p.add_argument("--notebook", default=None, help="train θr/θ_full as this notebook would (with --params)")
+    p.add_argument("--params", action="append", default=[], metavar="FILE|KEY=VALUE",
+                   help="the notebook's parameter file(s) and overrides, as for `python -m workbench run`")
+    p.add_argument("--stage", choices=["retain", "full"], default="retain", help="θr (retain) or θ_full (full)")
+    p.add_argument("--check-only", action="store_true", help="validate the arguments and exit (before a launch)")
     p.add_argument("--dump-ranks", action="store_true", help="every rank writes its trainable tensors (tests)")
     p.add_argument("--out", required=True)
     return p
@@ -89,21 +113,72 @@ def _save(accelerator, result, history: list[dict], args, out: Path) -> None:
         (out / "history.json").write_text(json.dumps(history, indent=1))
 
 
+def check_args(args) -> None:
+    """Refuse, before any process starts, what cannot run distributed (the objective says why)."""
+    refusal = distributed_refusal(obj.make(args.objective), restricted=args.mode == "restricted")
+    if refusal:
+        raise SystemExit(f"error: {refusal}")
+    if args.params and not args.notebook:
+        raise SystemExit("error: --params needs --notebook (the notebook whose θr/θ_full to train)")
+    if args.notebook and args.mode != "full":
+        raise SystemExit("error: --notebook trains θr/θ_full: use --mode full")
+
+
+def notebook_job(args, accelerator):
+    """θp, the examples and the optimiser settings of the notebook's θr / θ_full (θp built once, on rank 0)."""
+    from workbench.experiments import chain
+    from workbench.runs import config, grid
+    from workbench.runs.cache import Cache
+
+    cfg = config.from_params(args.notebook, config.absolute_paths(grid.merge_params(args.params)))
+    data = chain.load_config_data(cfg)
+    with accelerator.main_process_first():  # rank 0 builds (or finds) θp in the cache, the others load it
+        # fp32 weights: FSDP's mixed precision computes in bf16 and keeps fp32 shards as master weights
+        model, tok, key = chain.pretrained_model(cfg, data, Cache(), accelerator.device, force=False,
+                                                 progress=False, dtype="float32")
+    return cfg, chain.training_job(cfg, data, args.stage, model, tok, key)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    check_args(args)
+    if args.check_only:
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator()
+    if args.notebook:
+        return _train_notebook_stage(args, accelerator, out)
     model, pad = _load_model(args, accelerator)
     data = _examples(args.data, args.n_examples, args.seed)
     retain = _examples(args.retain, args.n_examples, args.seed + 1) if args.retain else None
-    cfg = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps)
+    cfg = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                      max_steps=args.max_steps, optimizer=args.optimizer)
     region = random_region(model, args.region_fraction, seed=args.region_seed) if args.mode == "restricted" else None
     result, history = train_distributed(
         accelerator, model, data, cfg, pad, region=region, objective=args.objective, retain=retain,
         lambda_retain=args.lambda_retain, gradient_checkpointing=args.gradient_checkpointing, progress=False,
     )
     _save(accelerator, result, history, args, out)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def _train_notebook_stage(args, accelerator, out: Path) -> None:
+    from workbench.data.formatting import pad_id
+    from workbench.models import save_model_folder
+    from workbench.runs.rundir import package_versions
+
+    cfg, job = notebook_job(args, accelerator)
+    trained, history = train_distributed(accelerator, job.model, job.examples, job.train, pad_id(job.tokenizer),
+                                         gradient_checkpointing=cfg.gradient_checkpointing, progress=False)
+    state = accelerator.get_state_dict(trained)
+    if accelerator.is_main_process:
+        save_model_folder(trained, job.tokenizer, out, state_dict={k: v.contiguous() for k, v in state.items()})
+        (out / "workbench_training.json").write_text(json.dumps(
+            {"notebook": args.notebook, "stage": args.stage, "params": cfg.to_dict(), "train": job.train.as_dict(),
+             "processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
+             "versions": package_versions(), "history": history}, indent=1, default=str))
     accelerator.wait_for_everyone()
     accelerator.end_training()
 

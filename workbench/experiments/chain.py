@@ -6,12 +6,21 @@
   compares with); θ_full, θp fine-tuned on the full set (the target model of §3).
 
 Each is stored in the content-addressed :class:`~workbench.runs.cache.Cache` under a key of
-everything that determines it, including the source of the modules that compute it.
+everything that determines it, including the source of this module and of everything it imports.
+
+At paper scale θr and θ_full are better trained elsewhere (full fine-tuning of 8B does not fit one
+GPU): ``retain_model`` / ``full_model`` name a hub id or a local folder that replaces the
+fine-tuning, and the chain then keys everything downstream by that checkpoint's *content* (a hash
+of its files, or the hub commit), never by its name. :func:`training_job` is the one statement of
+what θr / θ_full are trained on (data, formatting, replay, optimiser settings); the in-process
+fine-tuning and ``python -m workbench.distributed --params …`` both use it, so a checkpoint
+trained on several GPUs is the one the notebook would have trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +29,18 @@ import torch
 from workbench.data import load_data
 from workbench.data.formatting import encode_all, pad_id
 from workbench.data.schema import UnlearningData
-from workbench.models import TinyLlamaConfig, build_tiny, load_pretrained
+from workbench.models import (
+    TinyLlamaConfig,
+    build_tiny,
+    load_pretrained,
+    save_model_folder,
+)
 from workbench.runs import cache as cache_mod
 from workbench.training import TrainConfig, finetune
 
-TRAINING_SOURCES = ["workbench.training", "workbench.delta", "workbench.objectives", "workbench.likelihood",
-                    "workbench.data.formatting", "workbench.models", "workbench.regions"]
-EVAL_SOURCES = TRAINING_SOURCES + ["workbench.evaluation", "workbench.metrics", "workbench.mixing"]
+# Modules whose source (with everything they import, workbench.runs.deps) keys each artefact.
+TRAINING_SOURCES = ["workbench.experiments.chain"]  # θp, θr, θ_full
+EVAL_SOURCES = ["workbench.experiments.session"]  # θo, unlearned deltas, sweeps, reference evaluations
 
 
 class CheckFailed(RuntimeError):
@@ -53,9 +67,7 @@ def load_config_data(cfg) -> UnlearningData:
 
 # -- model storage --------------------------------------------------------------------------------------
 def _save_model(pair, folder: Path) -> None:
-    model, tokenizer = pair
-    model.save_pretrained(folder / "model", safe_serialization=True)
-    tokenizer.save_pretrained(folder / "model")
+    save_model_folder(*pair, folder / "model")
 
 
 def _loader(device: torch.device, dtype: str):
@@ -73,8 +85,8 @@ def train_cfg(cfg, lr: float, epochs: int, *, weight_decay: float | None = None)
 
 def model_spec(cfg) -> dict[str, Any]:
     if cfg.model == "tiny-llama":
-        return {"kind": "tiny-llama", **dataclasses.asdict(tiny_config(cfg)), "vocab": cfg.vocab_size}
-    return {"kind": "pretrained", "name": cfg.model, "dtype": cfg.dtype}
+        return {"kind": "tiny-llama", **dataclasses.asdict(tiny_config(cfg)), "vocab": cfg.vocab_size, "dtype": cfg.dtype}
+    return {"kind": "pretrained", "name": cfg.model, "revision": cfg.model_revision, "dtype": cfg.dtype}
 
 
 def tiny_config(cfg) -> TinyLlamaConfig:
@@ -83,46 +95,80 @@ def tiny_config(cfg) -> TinyLlamaConfig:
                            seed=cfg.seed)
 
 
-def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool):
+def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool, dtype: str | None = None):
     """θp: a tiny LLaMA pre-trained on the data's general-knowledge set, SmolLM2, or a hub/local model."""
     spec = model_spec(cfg)
     inputs = {"model": spec, "data": data.fingerprint(), "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr,
               "train": dataclasses.asdict(train_cfg(cfg, cfg.pretrain_lr, max(cfg.pretrain_epochs, 1)))}
     if spec["kind"] != "tiny-llama":
-        model, tok = load_named_model(cfg, device)
-        return model, tok, cache_mod.fingerprint(spec)
+        model, tok = load_named_model(cfg, device, dtype)
+        return model, tok, cache_mod.fingerprint({**spec, **checkpoint_identity(cache, model, cfg.model)})
 
     def build():
         model, tok = build_tiny(data, tiny_config(cfg), vocab_size=cfg.vocab_size)
         if cfg.pretrain_epochs and data.pretrain:
             finetune(model, encode_all(tok, data.pretrain), train_cfg(cfg, cfg.pretrain_lr, cfg.pretrain_epochs),
-                     pad_id(tok), desc="pre-train θp", progress=progress)
+                     pad_id(tok), desc="pre-train θp", progress=progress,
+                     gradient_checkpointing=cfg.gradient_checkpointing)
         return model, tok
 
-    model, tok = cache.get_or_build("theta_p", inputs, build, _save_model, _loader(device, cfg.dtype),
-                                    force=force, sources=TRAINING_SOURCES + ["workbench.data"])
-    return model, tok, cache_mod.cache_key("theta_p", inputs, TRAINING_SOURCES + ["workbench.data"])
+    model, tok = cache.get_or_build("theta_p", inputs, build, _save_model, _loader(device, dtype or cfg.dtype),
+                                    force=force, sources=TRAINING_SOURCES)
+    return model, tok, cache_mod.cache_key("theta_p", inputs, TRAINING_SOURCES)
 
 
-def load_named_model(cfg, device: torch.device):
+def load_named_model(cfg, device: torch.device, dtype: str | None = None):
     if cfg.model == "smollm2":
         from workbench.models.smollm import load_smollm2
 
-        return load_smollm2(device=str(device), dtype=cfg.dtype)
-    return load_pretrained(cfg.model, device=str(device), dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        return load_smollm2(device=str(device), dtype=dtype or cfg.dtype)
+    return load_pretrained(cfg.model, device=str(device), dtype=dtype or cfg.dtype, revision=cfg.model_revision,
+                           trust_remote_code=cfg.trust_remote_code)
 
 
-def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, which: str, force: bool, progress: bool):
-    """θr (``which="retain"``) or θ_full (``"full"``): θp fine-tuned with all parameters."""
+def checkpoint_identity(cache, model, name_or_path: str) -> dict[str, Any]:
+    """What a loaded checkpoint *is*: the hash of its folder's files, or its hub commit (never its name)."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        return {"folder_sha256": cache.folder_fingerprint(folder)}
+    return {"hub": name_or_path, "commit": getattr(model.config, "_commit_hash", None)}
+
+
+@dataclasses.dataclass
+class TrainingJob:
+    """Everything that determines θr or θ_full: θp, the encoded examples, the optimiser settings."""
+
+    which: str
+    model: Any
+    tokenizer: Any
+    parent_key: str
+    examples: list
+    train: TrainConfig
+
+    def inputs(self, cfg, data) -> dict[str, Any]:
+        return {"parent": self.parent_key, "which": self.which, "data": data.fingerprint(),
+                "lr": self.train.lr, "epochs": self.train.epochs, "replay": getattr(cfg, "replay_pretrain", False),
+                "train": dataclasses.asdict(self.train)}
+
+
+def training_job(cfg, data, which: str, model, tok, parent_key: str) -> TrainingJob:
+    """θr (``which="retain"``) or θ_full (``"full"``) as the notebooks define it: θp fine-tuned with all
+    parameters on the retain (or full) set, plus θp's general-knowledge set with ``replay_pretrain``."""
     lr, epochs = (cfg.retain_lr, cfg.retain_epochs) if which == "retain" else (cfg.full_lr, cfg.full_epochs)
     examples = data.retain if which == "retain" else data.full
     if getattr(cfg, "replay_pretrain", False):
         examples = examples + data.pretrain
-    inputs = {"parent": parent_key, "which": which, "data": data.fingerprint(), "lr": lr, "epochs": epochs,
-              "replay": getattr(cfg, "replay_pretrain", False), "train": dataclasses.asdict(train_cfg(cfg, lr, epochs))}
+    return TrainingJob(which, model, tok, parent_key, encode_all(tok, examples), train_cfg(cfg, lr, epochs))
+
+
+def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, which: str, force: bool, progress: bool):
+    """θr (``which="retain"``) or θ_full (``"full"``): θp fine-tuned with all parameters."""
+    job = training_job(cfg, data, which, model, tok, parent_key)
+    inputs = job.inputs(cfg, data)
+
     def build():
-        finetune(model, encode_all(tok, examples), train_cfg(cfg, lr, epochs), pad_id(tok),
-                 desc=f"fine-tune θ_{which}", progress=progress)
+        finetune(model, job.examples, job.train, pad_id(tok), desc=f"fine-tune θ_{which}", progress=progress,
+                 gradient_checkpointing=cfg.gradient_checkpointing)
         return model, tok
 
     key = cache_mod.cache_key(f"theta_{which}", inputs, TRAINING_SOURCES)
@@ -131,3 +177,29 @@ def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, wh
     return key, model, tok
 
 
+def external_model(cfg, cache, device, *, which: str):
+    """θr / θ_full trained elsewhere (``retain_model`` / ``full_model``), keyed by its content."""
+    name, revision = getattr(cfg, f"{which}_model"), getattr(cfg, f"{which}_revision")
+    model, tok = load_pretrained(name, device=str(device), dtype=cfg.dtype, revision=revision,
+                                 trust_remote_code=cfg.trust_remote_code)
+    identity = {"which": which, "dtype": cfg.dtype, **checkpoint_identity(cache, model, name)}
+    print(f"θ_{which} from {name}: {identity}")
+    return cache_mod.fingerprint(identity), model, tok
+
+
+def chain_model(cfg, data, cache, device, *, which: str, force: bool, progress: bool,
+                check: Callable[[Any], None] | None = None):
+    """θr or θ_full, whichever way the config says: brought (``<which>_model``) or fine-tuned here.
+
+    ``check(model)`` runs on the first model loaded (θp before any fine-tuning, or the brought one),
+    so a parameter that does not fit the model fails before hours of training.
+    """
+    if getattr(cfg, f"{which}_model", ""):
+        key, model, tok = external_model(cfg, cache, device, which=which)
+        if check:
+            check(model)
+        return key, model, tok
+    theta_p, tok, p_key = pretrained_model(cfg, data, cache, device, force=force, progress=progress)
+    if check:
+        check(theta_p)
+    return finetuned_model(cfg, data, cache, device, theta_p, tok, p_key, which=which, force=force, progress=progress)

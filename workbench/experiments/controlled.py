@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from workbench import localizers as loc
 from workbench import objectives as obj
@@ -25,9 +24,10 @@ from workbench.experiments.session import (
     CheckFailed,
     Session,
     check_fs,
-    delta_fingerprint,
+    delta_identity,
 )
 from workbench.localizers.random import RandomLocalizer
+from workbench.progress import progress_bar as tqdm
 from workbench.regions import Region, WeightRegion, random_region
 from workbench.runs.config import RANDOM_SEED_STRIDE, method_params
 
@@ -104,7 +104,7 @@ def controlled(session: Session, seeds: list[int], objectives: list[str], notebo
         v_tgt = random_region(model, cfg.region_fraction, seed)
         delta_o, report = session.inject(v_tgt)
         checks.append({"seed": seed, **report})
-        o_key = delta_fingerprint(delta_o)
+        o_key = delta_identity(delta_o)
         randoms = {rs: random_region(model, cfg.region_fraction, rs, exclude=v_tgt) for rs in random_seeds(seed)}
         drawn += [(ORACLE, seed, v_tgt)] + [(RANDOM, rs, reg) for rs, reg in randoms.items()]
         start = theta_o(seed)

@@ -11,7 +11,6 @@ weight regions too.
 from __future__ import annotations
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from workbench import localizers as loc
 from workbench.experiments.controlled import (
@@ -23,6 +22,7 @@ from workbench.experiments.controlled import (
     objective_reports,
 )
 from workbench.experiments.session import Session
+from workbench.progress import progress_bar as tqdm
 from workbench.regions import random_region, random_weight_region
 from workbench.runs.config import method_params
 

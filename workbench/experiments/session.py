@@ -12,7 +12,7 @@ Lee et al. (2025) build every result from the same chain of models:
 A :class:`Session` holds ONE model object and moves it along that chain in place: region deltas
 are merged and restored exactly, so nothing is reloaded or deep-copied per step or per α. Every
 trained artefact (θp, θr, θ_full, θo's delta, each unlearning delta, each sweep) is stored in the
-content-addressed :class:`~workbench.cache.Cache`, keyed by everything that determines it,
+content-addressed :class:`~workbench.runs.cache.Cache`, keyed by everything that determines it,
 including the source of the modules that compute it; a changed input recomputes, a repeated run
 is served from the cache, and notebooks share models.
 """
@@ -40,11 +40,9 @@ from workbench.delta import RegionDelta
 from workbench.evaluation import EvalConfig, Evaluator
 from workbench.experiments.chain import (
     EVAL_SOURCES,
-    TRAINING_SOURCES,
     CheckFailed,
-    finetuned_model,
+    chain_model,
     load_config_data,
-    pretrained_model,
     train_cfg,
 )
 from workbench.metrics import extraction_strength
@@ -56,7 +54,7 @@ from workbench.runs import cache as cache_mod
 from workbench.runs.config import ConfigError, method_params, plugin_modules
 from workbench.training import train_region
 
-__all__ = ["CheckFailed", "Session", "check_fs", "check_injection", "delta_fingerprint", "open_session"]
+__all__ = ["CheckFailed", "Session", "check_fs", "check_injection", "delta_fingerprint", "delta_identity", "open_session"]
 
 
 def _save_delta(delta: RegionDelta, folder: Path) -> None:
@@ -106,18 +104,17 @@ class Session:
         than ``max_retain_es_drop`` (SPEC: otherwise every region looks alike).
         """
         c = self.cfg
-        inputs = {"base": self.base_key, "region": region.to_json(), "lr": c.inject_lr, "epochs": c.inject_epochs,
+        inputs = {"base": self.base_key, "region": region.fingerprint(), "lr": c.inject_lr, "epochs": c.inject_epochs,
                   "lambda_retain": c.lambda_retain, "train": dataclasses.asdict(train_cfg(c, c.inject_lr, c.inject_epochs))}
 
         def build():
             delta, _ = train_region(self.model, region, self.items["forget"], train_cfg(c, c.inject_lr, c.inject_epochs),
                                     self.pad, retain=self.items["retain"], lambda_retain=c.lambda_retain,
-                                    desc=f"inject into {region.size} vectors", progress=self.progress)
+                                    desc=f"inject into {region.size} vectors", progress=self.progress,
+                                    gradient_checkpointing=c.gradient_checkpointing)
             return delta
 
-        delta = self.cache.get_or_build("theta_o", inputs, build, _save_delta,
-                                        lambda f: RegionDelta.load(self.model, f / "delta.safetensors"),
-                                        force=self.force, sources=self.sources(TRAINING_SOURCES))
+        delta = self._cached_delta("theta_o", inputs, build)
         with self.at(delta):
             stats = self.es_summary()
         before = self.es_summary()
@@ -165,7 +162,7 @@ class Session:
         c = self.cfg
         params = method_params(c, "objective", objective)
         tc = train_cfg(c, lr, c.unlearn_epochs)
-        inputs = {"start": start_key, "region": region.to_json(), "objective": objective, "params": params,
+        inputs = {"start": start_key, "region": region.fingerprint(), "objective": objective, "params": params,
                   "train": dataclasses.asdict(tc), "lambda_retain": lambda_retain}
 
         def build():
@@ -174,22 +171,30 @@ class Session:
             ctx = obj.ObjectiveContext(reference_model=self.retain_model if objective_fn.needs_reference_model else None)
             delta, _ = train_region(self.model, region, items, tc, self.pad, objective=objective_fn,
                                     retain=self.items["retain"] if lambda_retain else None, lambda_retain=lambda_retain,
-                                    ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress)
+                                    ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress,
+                                    gradient_checkpointing=c.gradient_checkpointing)
             return delta
 
-        return self.cache.get_or_build("unlearned", inputs, build, _save_delta,
-                                       lambda f: RegionDelta.load(self.model, f / "delta.safetensors"),
-                                       force=self.force, sources=self.sources(TRAINING_SOURCES))
+        return self._cached_delta("unlearned", inputs, build)
+
+    def _cached_delta(self, kind: str, inputs: dict, build) -> RegionDelta:
+        """A trained delta from the cache (or built); ``delta.cache_key`` is its identity downstream."""
+        sources = self.sources(EVAL_SOURCES)
+        delta = self.cache.get_or_build(kind, inputs, build, _save_delta,
+                                        lambda f: RegionDelta.load(self.model, f / "delta.safetensors"),
+                                        force=self.force, sources=sources)
+        delta.cache_key = cache_mod.cache_key(kind, inputs, sources)
+        return delta
 
     def sources(self, base: list[str]) -> list[str]:
-        """Modules whose source is part of a cache key: ``base`` plus the run's plug-ins."""
+        """Modules whose source (with all they import) is part of a cache key: ``base`` plus plug-ins."""
         return base + plugin_modules(self.cfg.plugins)
 
     # -- evaluation ----------------------------------------------------------------------------------
     def sweep(self, delta: RegionDelta, *, start_key: str, labels: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The 21-point (``n_alpha``) mixing sweep from the current state (α=0) to the unlearned one."""
         alphas = np.linspace(0.0, 1.0, self.cfg.n_alpha).round(6).tolist()
-        inputs = {"start": start_key, "delta": delta_fingerprint(delta), "alphas": alphas,
+        inputs = {"start": start_key, "delta": delta_identity(delta), "alphas": alphas,
                   "eval": dataclasses.asdict(self.evaluator.cfg),
                   "reference": None if self.evaluator.reference_forget_tr is None else self.evaluator.reference_forget_tr.tolist()}
         per_alpha, per_example = self.cache.get_or_build(
@@ -203,6 +208,12 @@ class Session:
 
 def delta_fingerprint(delta: RegionDelta) -> str:
     return cache_mod.fingerprint({k: cache_mod.array_fingerprint(v) for k, v in delta.state_tensors().items()})
+
+
+def delta_identity(delta: RegionDelta) -> str:
+    """The cache key a delta was built under (which carries its whole lineage: data, θr, region,
+    objective, code), or, for a delta made outside the cache, a hash of its tensors."""
+    return getattr(delta, "cache_key", None) or delta_fingerprint(delta)
 
 
 def check_injection(report: dict, cfg) -> None:
@@ -235,15 +246,14 @@ def check_fs(per_alpha: pd.DataFrame, *, lr_key: str, lr: float, what: str) -> s
 # -- opening a session -------------------------------------------------------------------------------
 def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, force: bool = False,
                  progress: bool = True) -> Session:
-    """Load data and θp, train (or fetch) θr — or θ_full with ``base="full"`` — and build the evaluator."""
+    """Load data, get θr — fine-tuned here from θp, or brought with ``retain_model`` — or, with
+    ``base="full"``, θ_full (``full_model``), and build the evaluator (θr's truth ratios are FQ's reference)."""
     torch.manual_seed(cfg.seed)
     data = load_config_data(cfg)
     cache = cache_mod.Cache(cache_root)
     device = resolve_device(cfg.device)
-    model, tok, p_key = pretrained_model(cfg, data, cache, device, force=force, progress=progress)
-    check_model(cfg, model)
-    r_key, model, tok = finetuned_model(cfg, data, cache, device, model, tok, p_key, which="retain",
-                                        force=force, progress=progress)
+    r_key, model, tok = chain_model(cfg, data, cache, device, which="retain", force=force, progress=progress,
+                                    check=lambda m: check_model(cfg, m))
     items = {s: encode_all(tok, getattr(data, s)) for s in ("forget", "retain", "retain_eval")}
     eval_cfg = EvalConfig(generate=cfg.eval_generate, max_new_tokens=cfg.eval_max_new_tokens)
     session = Session(cfg, data, model, tok, r_key, cache, Evaluator(tok, data, eval_cfg), items, force=force,
@@ -255,10 +265,8 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
     session.evaluator = Evaluator(tok, data, eval_cfg, reference_forget_tr=reference["truth_ratio"].to_numpy())
     if base == "full":
         del session.model, model  # θr is only needed for its reference truth ratios
-        theta_p, tok, p_key = pretrained_model(cfg, data, cache, device, force=force, progress=progress)
-        f_key, session.model, _ = finetuned_model(cfg, data, cache, device, theta_p, tok, p_key, which="full",
-                                                  force=force, progress=progress)
-        session.base_key = f_key
+        session.base_key, session.model, _ = chain_model(cfg, data, cache, device, which="full", force=force,
+                                                         progress=progress)
     return session
 
 

@@ -8,9 +8,6 @@ itself; a user's own localizer registers with :func:`register` (notebooks import
 ``plugins`` parameter).
 """
 
-import importlib
-import pkgutil
-
 from workbench.localizers.accuracy import auroc, average_ranks, localization_accuracy
 from workbench.localizers.base import (
     LOCALIZERS,
@@ -23,9 +20,9 @@ from workbench.localizers.base import (
     score,
     to_region,
 )
+from workbench.registry import import_all
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_all(__name__, __path__)
 
 __all__ = ["LOCALIZERS", "Localization", "Localizer", "auroc", "average_ranks", "localization_accuracy", "localize",
            "localizer_class", "make", "register", "score", "to_region"]

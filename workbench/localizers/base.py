@@ -17,7 +17,6 @@ and records per-layer counts. Attribution gradients are accumulated in fp32 on d
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +28,7 @@ from workbench.data.formatting import Encoded, batches
 from workbench.likelihood import answer_nll, forward_logits, model_device
 from workbench.models import architectures as arch
 from workbench.regions import Region, WeightRegion, top_fraction, top_fraction_weights
+from workbench.registry import Registry
 
 Scores = torch.Tensor | dict[int, torch.Tensor]
 
@@ -48,32 +48,10 @@ class Localizer:
         raise NotImplementedError
 
 
-LOCALIZERS: dict[str, type[Localizer]] = {}
-
-
-def register(cls: type[Localizer]) -> type[Localizer]:
-    """Class decorator: make a localizer available by its ``name`` (a plug-in module may call it)."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} needs a `name`")
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"localizer {cls.name!r} must be a dataclass (its fields are its hyper-parameters)")
-    LOCALIZERS[cls.name] = cls
-    return cls
-
-
-def localizer_class(name: str) -> type[Localizer]:
-    try:
-        return LOCALIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown localizer {name!r}; choose one of {sorted(LOCALIZERS)}") from None
-
-
-def make(name: str, **params: Any) -> Localizer:
-    cls = localizer_class(name)
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise ValueError(f"bad parameters for localizer {name!r}: {err}") from None
+LOCALIZERS = Registry("localizer")
+register = LOCALIZERS.register
+localizer_class = LOCALIZERS.get_class
+make = LOCALIZERS.make
 
 
 def score(name: str, model: nn.Module, forget: Sequence[Encoded], retain: Sequence[Encoded], pad_token_id: int, **params: Any) -> Scores:

@@ -45,24 +45,23 @@ def load_pretrained(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     local_files_only: bool = False,
+    revision: str = "",
 ):
     """Load a causal LM and its tokenizer by hub id or local path; checks the architecture first.
 
-    A tokenizer without a pad token gets its EOS token as pad (generation pads on the left).
+    ``revision`` (a branch, tag or commit of a hub id; ``""`` = the default branch) pins what is
+    downloaded; the commit actually loaded is ``model.config._commit_hash``. A tokenizer without a
+    pad token gets its EOS token as pad (generation pads on the left).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, local_files_only=local_files_only)
+    hub = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only, "revision": revision or None}
+    config = AutoConfig.from_pretrained(name_or_path, **hub)
     arch.arch_spec(config.model_type)  # fail before downloading weights
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, local_files_only=local_files_only)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        name_or_path,
-        dtype=resolve_dtype(dtype),
-        trust_remote_code=trust_remote_code,
-        local_files_only=local_files_only,
-    ).to(resolve_device(device))
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype), **hub).to(resolve_device(device))
     model.eval()
     return model, tokenizer
 
@@ -73,6 +72,7 @@ def count_value_vectors(model: nn.Module) -> int:
 
 
 
+from workbench.models.folders import save_model_folder  # noqa: E402,F401
 from workbench.models.memory import GIB, count_parameters, estimate_memory, fits  # noqa: E402,F401
 from workbench.models.tiny import (  # noqa: E402,F401
     SPECIAL_TOKENS,

@@ -11,6 +11,10 @@ from __future__ import annotations
 GIB = 2**30
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _ADAMW_BYTES_PER_DELTA_PARAM = 4 + 4 + 8  # fp32 parameter, its gradient, two fp32 Adam moments
+# Full training: fp32 gradient + two fp32 AdamW moments per parameter, plus an fp32 master copy when
+# the weights are stored in less than fp32 (workbench.precision.FP32Masters).
+_FULL_STATE_BYTES = 4 + 8
+_MASTER_BYTES = 4
 # Per-layer norm weights beyond LLaMA's two d_model-sized RMSNorms (q/k norms), by model_type.
 _EXTRA_NORMS = {"olmo2": lambda q_dim, kv_dim: q_dim + kv_dim}
 
@@ -65,10 +69,12 @@ def estimate_memory(
     Exact parts: the weights (``count_parameters`` × dtype), the region delta of ``mode="restricted"``
     (``round(fraction·L·d_ff)`` value vectors × ``d_model``: fp32 parameter + gradient + two AdamW
     moments = 16 B each, plus the frozen ``P0`` copy in ``dtype``: what :class:`~workbench.delta.RegionDelta`
-    and ``torch.optim.AdamW`` allocate) and, for ``mode="full"``, gradients and AdamW moments in the
-    weights' dtype (torch keeps optimizer state in the parameter dtype; pass ``dtype="float32"`` for
-    fp32 master weights). ``shards`` divides weights, gradients and optimizer state of full training
-    (FSDP full sharding over that many GPUs); restricted training replicates everything (DDP).
+    and ``torch.optim.AdamW`` allocate) and, for ``mode="full"``, the training state of
+    :func:`workbench.training.finetune`: an fp32 gradient and two fp32 AdamW moments per parameter
+    (12 B) plus, when ``dtype`` is bf16/fp16, the fp32 master weights (4 B) that keep small updates
+    (:mod:`workbench.precision`): 18 B per parameter with bf16 weights, 16 B in fp32. ``shards``
+    divides weights, gradients and optimizer state of full training (FSDP full sharding over that
+    many GPUs); restricted training replicates everything (DDP).
 
     Rough parts (±30%, **[choice]**, checked by ``benchmarks/gpu_check.py``): activations kept
     for backward for ``batch × seq_len`` tokens per device (see ``_activation_elems_per_token``),
@@ -97,7 +103,7 @@ def estimate_memory(
         "delta_params": delta_params,
         "weights_bytes": n_params * b // (shards if mode == "full" else 1),
         "delta_bytes": delta_params * (_ADAMW_BYTES_PER_DELTA_PARAM + b),
-        "train_state_bytes": 3 * n_params * b // shards if mode == "full" else 0,
+        "train_state_bytes": n_params * _full_state_bytes(dtype) // shards if mode == "full" else 0,
         "activation_bytes": int(tokens * b * _activation_elems_per_token(s, mode, region_fraction, gradient_checkpointing)),
         "logits_bytes": tokens * s["V"] * (b + 12),
         "overhead_bytes": overhead_bytes,
@@ -105,6 +111,10 @@ def estimate_memory(
     est["total_bytes"] = sum(v for k, v in est.items() if k.endswith("_bytes"))
     est["summary"] = _memory_summary(est, dtype, batch, seq_len, gradient_checkpointing, shards)
     return est
+
+
+def _full_state_bytes(dtype: str) -> int:
+    return _FULL_STATE_BYTES + (_MASTER_BYTES if dtype != "float32" else 0)
 
 
 def _memory_summary(est: dict, dtype: str, batch: int, seq_len: int, checkpointing: bool, shards: int) -> str:

@@ -78,6 +78,8 @@ def convert(target: Path) -> Path:
     """De-quantize the GGUF file and save model + tokenizer as safetensors at ``target`` (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from workbench.models.folders import save_model_folder
+
     gguf = smollm2_path()
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = copy.deepcopy(loaded.config)
@@ -92,8 +94,7 @@ def convert(target: Path) -> Path:
         shutil.rmtree(target)  # left by an older, interrupted layout: never served
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
     try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_model_folder(plain, tokenizer, tmp)
         os.replace(tmp, target)  # atomic on one file system; fails if another process won the race
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)

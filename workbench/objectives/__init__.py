@@ -6,9 +6,6 @@ imported here, so a method added as a new file registers itself; a user's own ob
 module registers with :func:`register` (notebooks import it through the ``plugins`` parameter).
 """
 
-import importlib
-import pkgutil
-
 from workbench.likelihood import (
     answer_nll,
     forward_logits,
@@ -25,9 +22,9 @@ from workbench.objectives.base import (
     register,
     total_loss,
 )
+from workbench.registry import import_all
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_all(__name__, __path__)
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveContext", "make", "objective_class", "register", "total_loss",
            "answer_nll", "forward_logits", "mean_nll", "sequence_logprob", "token_logprobs"]

@@ -12,6 +12,8 @@ other module names it:
 * the **data it trains on** and how to batch it (:meth:`Objective.train_items`, ``collate``):
   DPO trains on refusal/answer pairs, the others on the forget items;
 * its **loss units** (``"answer_tokens"``, ``"input_tokens"``, ``"examples"``: what the loss is a mean over) for exact batch sharding across ranks;
+* whether it can be trained data-parallel (``distributed``: ``None``, or the reason it cannot) and
+  how a global batch is split over processes (:meth:`Objective.rank_rows`);
 * whether it needs a frozen **reference**: ``needs_reference`` (π_ref, the same model with its
   region delta disabled, set by the training loop) or ``needs_reference_model`` (a separate frozen
   model, θr for ``l2_mlp``);
@@ -27,7 +29,6 @@ the paper uses λ_retain = 0 while unlearning and 2 while injecting.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -39,6 +40,7 @@ from workbench.data.formatting import Encoded, collate
 from workbench.data.schema import UnlearningData
 from workbench.likelihood import forward_logits, mean_nll
 from workbench.regions import Region, WeightRegion
+from workbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,14 @@ class Objective:
     needs_reference: ClassVar[bool] = False
     needs_reference_model: ClassVar[bool] = False
     collate: ClassVar[Callable[[Sequence[Any], int], dict[str, torch.Tensor]]] = staticmethod(collate)
+    # None: data-parallel training (workbench.distributed) reproduces one process; else why it cannot.
+    distributed: ClassVar[str | None] = None
+
+    @staticmethod
+    def rank_rows(n_rows: int, rank: int, world: int) -> torch.Tensor:
+        """Which rows of a collated global batch process ``rank`` of ``world`` computes: a contiguous
+        share. An objective whose rows belong together (DPO's win/lose pairs) keeps them together."""
+        return torch.tensor_split(torch.arange(n_rows), world)[rank]
 
     def __call__(self, model: nn.Module, batch: Mapping[str, torch.Tensor], ctx: ObjectiveContext) -> torch.Tensor:
         raise NotImplementedError
@@ -91,33 +101,10 @@ class Objective:
         return {}
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
-
-
-def register(cls: type[Objective]) -> type[Objective]:
-    """Class decorator: make an objective available by its ``name`` (a plug-in module may call it)."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} needs a `name`")
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"objective {cls.name!r} must be a dataclass (its fields are its hyper-parameters)")
-    OBJECTIVES[cls.name] = cls
-    return cls
-
-
-def objective_class(name: str) -> type[Objective]:
-    try:
-        return OBJECTIVES[name]
-    except KeyError:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}") from None
-
-
-def make(name: str, **params: Any) -> Objective:
-    """Instantiate a registered objective; unknown names and parameters get a clear error."""
-    cls = objective_class(name)
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise ValueError(f"bad parameters for objective {name!r}: {err}") from None
+OBJECTIVES = Registry("objective")
+register = OBJECTIVES.register
+objective_class = OBJECTIVES.get_class
+make = OBJECTIVES.make
 
 
 def total_loss(

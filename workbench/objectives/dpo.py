@@ -4,7 +4,8 @@ Each forget question gets a pair: a refusal ("I don't know" variant, drawn per e
 seeded generator **[choice]**) as the preferred answer and the true answer as the rejected one; the
 loss prefers the refusal relative to the frozen reference π_ref. SPEC §3:
 ``−(2/β)·mean log σ(β·[Δ(y_win) − Δ(y_lose)])``, ``Δ(y) = log π_θ(y|x) − log π_ref(y|x)``, β = 0.5.
-Both answers of a pair are scored in one forward (:func:`collate_pairs`).
+Both answers of a pair are scored in one forward (:func:`collate_pairs`); under data parallelism
+both rows of a pair go to the same process (:meth:`DPO.rank_rows`), so two processes reproduce one.
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ class DPO(Objective):
         logp, logp_ref = policy_and_reference_logprobs(model, batch, ctx, self.name)
         win, lose = batch["preferred"], ~batch["preferred"]
         return dpo_loss(logp[win], logp_ref[win], logp[lose], logp_ref[lose], self.beta)
+
+    @staticmethod
+    def rank_rows(n_rows: int, rank: int, world: int) -> torch.Tensor:
+        """Pairs stay on one process: rows are ``[wins…, loses…]`` (:func:`collate_pairs`), so a rank
+        takes its contiguous share of the pairs and both rows of each."""
+        pairs = torch.tensor_split(torch.arange(n_rows // 2), world)[rank]
+        return torch.cat([pairs, pairs + n_rows // 2])
 
     def train_items(self, tokenizer, data, forget, *, seed):
         return dpo_pairs(tokenizer, data.forget, data.refusals, seed=seed)

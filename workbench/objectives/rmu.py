@@ -7,8 +7,9 @@ a fixed random direction scaled by c, scrambling what later layers read. SPEC §
 
 Only region vectors in layers ≤ ℓ can receive a gradient (the loss reads the stream after ℓ, and the
 forward stops there): :meth:`RMU.region_report` counts them, SPEC asks for that number next to the
-results. The forward is stopped by raising from a hook, which DDP cannot follow (see
-:mod:`workbench.distributed`).
+results. The forward is stopped by raising from a hook, which DDP cannot follow, so RMU declares
+itself unsupported under data parallelism (``distributed``) and ``workbench.distributed`` refuses it
+before any process starts.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ class RMU(Objective):
 
     name: ClassVar[str] = "rmu"
     paper: ClassVar[tuple[str, ...]] = ("table2", "table4")
+    distributed: ClassVar[str | None] = (
+        "RMU stops the forward pass at its layer by raising from a hook, which DDP cannot follow (its "
+        "reducer never learns which parameters will get gradients, so they are not all-reduced and the "
+        "ranks drift apart silently); train RMU on one GPU")
     layer: int | None = field(default=None, metadata={"help": "RMU steering layer (0-based); None -> floor(2L/3)"})
     c: float = field(default=2.0, metadata={"help": "RMU steering scale c"})
     tokens: str = field(default="answer", metadata={"help": "[choice] positions averaged: 'answer' or 'all'"})

@@ -13,6 +13,11 @@ built in a hidden temporary folder and renamed into place, so a killed build lea
 looks like an entry; an entry whose checksums fail is rebuilt, not served. Tensors are stored as
 safetensors only (no pickle, nothing executable is ever loaded).
 
+Keys include the source of the modules that build an artefact *and of everything they import*,
+found from the import graph (:mod:`workbench.runs.deps`), and the versions of torch, transformers,
+tokenizers, numpy, scipy and rouge-score. A hit checks sizes and modification times against the
+manifest (full hashes are taken at build time, and on every hit with ``verify``).
+
 The root is ``$WORKBENCH_CACHE`` or ``<repo>/.cache``, read when a cache is created.
 """
 
@@ -20,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import logging
 import os
 import secrets
@@ -29,10 +33,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from workbench.runs import io
+from workbench.runs import deps, io
 
 T = TypeVar("T")
 ENTRY = "entry.json"
+HASH_MEMO = "file_hashes.json"
 log = logging.getLogger(__name__)
 
 
@@ -44,18 +49,9 @@ def cache_root(root: str | os.PathLike | None = None) -> Path:
 
 # -- fingerprints --------------------------------------------------------------------------------------
 def source_fingerprint(modules: Iterable[str]) -> dict[str, str]:
-    """sha256 of each module's source file, found without importing it."""
-    prints = {}
-    for name in sorted(set(modules)):
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.origin or not os.path.isfile(spec.origin):
-            raise ValueError(f"cannot find the source of module {name!r}")
-        files = [Path(spec.origin)]
-        if spec.submodule_search_locations:  # a package: every module in it
-            files = sorted(f for loc in spec.submodule_search_locations for f in Path(loc).rglob("*.py"))
-        for f in files:
-            prints[name if len(files) == 1 else f"{name}:{f.relative_to(files[0].parent)}"] = io.sha256_file(f)
-    return prints
+    """sha256 of the source of ``modules`` and of every workbench module they import
+    (:func:`workbench.runs.deps.closure`): a helper moved into a new file is still covered."""
+    return deps.source_hashes(modules)
 
 
 def to_plain(obj: Any) -> Any:
@@ -95,19 +91,30 @@ def fingerprint(obj: Any) -> str:
 
 
 def cache_key(kind: str, inputs: Mapping[str, Any], sources: Iterable[str] = ()) -> str:
-    """Key of an artefact: kind, inputs, workbench version and the source hash of ``sources``."""
+    """Key of an artefact: kind, inputs, workbench version, the source of ``sources`` and everything
+    they import (:func:`source_fingerprint`) and the versions of the libraries that decide the
+    numbers (:func:`workbench.runs.deps.environment`)."""
     from workbench import __version__
 
     return io.digest({"kind": kind, "inputs": to_plain(inputs), "workbench": __version__,
-                      "sources": source_fingerprint(sources)})
+                      "sources": source_fingerprint(sources), "environment": deps.environment()})
 
 
 # -- the cache ---------------------------------------------------------------------------------------
-class Cache:
-    """``get_or_build`` over ``<root>/<kind>/<key>/`` entries with checksum manifests."""
+VERIFY_ENV = "WORKBENCH_CACHE_VERIFY"
 
-    def __init__(self, root: str | os.PathLike | None = None):
+
+class Cache:
+    """``get_or_build`` over ``<root>/<kind>/<key>/`` entries with checksum manifests.
+
+    Entries are hashed in full when they are built; a hit checks each file's size and mtime against
+    the manifest and hashes only files that differ. ``verify=True`` (or ``$WORKBENCH_CACHE_VERIFY=1``,
+    which ``python -m workbench run/grid --verify`` sets) hashes every file of every hit.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, *, verify: bool | None = None):
         self.root = cache_root(root)
+        self.verify = os.environ.get(VERIFY_ENV, "") not in ("", "0") if verify is None else verify
 
     def entry_path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
@@ -115,7 +122,7 @@ class Cache:
     def lookup(self, kind: str, inputs: Mapping[str, Any], sources: Iterable[str] = ()) -> Path | None:
         """The entry folder when a valid entry exists, else ``None``."""
         path = self.entry_path(kind, cache_key(kind, inputs, sources))
-        return path if io.verify_manifest(path) else None
+        return path if io.verify_manifest(path, full=self.verify) else None
 
     def get_or_build(self, kind: str, inputs: Mapping[str, Any], build: Callable[[], T],
                      save: Callable[[T, Path], None], load: Callable[[Path], T], force: bool = False,
@@ -130,7 +137,7 @@ class Cache:
         """
         key = cache_key(kind, inputs, sources)
         path = self.entry_path(kind, key)
-        if not force and io.verify_manifest(path):
+        if not force and io.verify_manifest(path, full=self.verify):
             log.info("cache hit %s/%s", kind, key[:12])
             return load(path)
         if path.exists() and not force:
@@ -138,6 +145,29 @@ class Cache:
         self._store(path, build(), save, {"kind": kind, "key": key, "inputs": to_plain(inputs),
                                           "sources": sorted(set(sources))})
         return load(path)
+
+    def folder_fingerprint(self, folder: str | os.PathLike) -> str:
+        """sha256 over a folder's files (relative path and content hash): a checkpoint's identity.
+
+        Each file's hash is remembered in ``<root>/file_hashes.json`` under its path, size and mtime,
+        so a 16 GB checkpoint brought from elsewhere is read once, not at every session.
+        """
+        folder = Path(folder).resolve()
+        memo_path = self.root / HASH_MEMO
+        try:
+            memo = io.read_json(memo_path)
+        except (OSError, ValueError):
+            memo = {}
+        hashes, changed = {}, False
+        for rel in io.folder_files(folder):
+            stat = (folder / rel).stat()
+            key = f"{folder / rel}|{stat.st_size}|{stat.st_mtime_ns}"
+            if key not in memo:
+                memo[key], changed = io.sha256_file(folder / rel), True
+            hashes[rel] = memo[key]
+        if changed:
+            io.write_json(memo_path, memo)
+        return io.digest(hashes)
 
     def _store(self, path: Path, obj: Any, save: Callable[[Any, Path], None], entry: dict) -> None:
         tmp = path.with_name(f".{path.name}{io.TMP_MARK}{secrets.token_hex(4)}")

@@ -10,12 +10,13 @@
 ``-p`` takes parameter files and ``key=value`` overrides, merged left to right; values are YAML
 scalars or flow lists (``-p objectives=[npo,wga] -p lr_npo=1e-4``). Parameters are validated
 before anything runs (exit status 2); a failing cell exits with status 1 and names the notebook,
-the cell and the executed notebook. See :mod:`workbench.grid` for how runs are executed.
+the cell and the executed notebook. See :mod:`workbench.runs.grid` for how runs are executed.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from workbench.runs import config, grid
 from workbench.runs import rundir as runs
+from workbench.runs.cache import VERIFY_ENV
 
 DEMO_NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
 EXIT_FAILED, EXIT_INVALID = 1, 2
@@ -51,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace complete runs with the same id")
     parser.add_argument("--outputs", default=None, help="outputs root (default $WORKBENCH_OUTPUTS or <repo>/outputs)")
+    parser.add_argument("--verify", action="store_true",
+                        help="hash every file of every cache hit (default: size and mtime; full hashes at build time)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -133,6 +137,11 @@ USER_ERRORS = (config.ConfigError, runs.RunExistsError, FileNotFoundError, Value
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verify", False):
+        os.environ[VERIFY_ENV] = "1"  # the notebook kernels inherit it
+    # papermill streams the kernel's stderr (progress bars, stage names) through its logger
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("papermill").setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:

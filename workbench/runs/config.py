@@ -26,11 +26,33 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
-from workbench.runs.methods import (REGISTRIES, _names, absolute_paths, generated_fields, import_plugins,  # noqa: F401
-                                    method_params, plugin_modules, used_in)
-from workbench.runs.params import (ConfigError, at_least_two, coerce, device_name, fraction, non_empty,
-                                   non_negative, one_of, param, positive, type_name, unit_interval,
-                                   unknown_key_message)
+from workbench.runs.methods import (  # noqa: F401
+    REGISTRIES,
+    _names,
+    absolute_paths,
+    generated_fields,
+    import_plugins,
+    method_params,
+    plugin_modules,
+    used_in,
+)
+from workbench.runs.params import (
+    ConfigError,
+    _looks_like_parameter,
+    at_least_two,
+    coerce,
+    device_name,
+    fraction,
+    model_problems,
+    non_empty,
+    non_negative,
+    one_of,
+    param,
+    positive,
+    type_name,
+    unit_interval,
+    unknown_key_message,
+)
 
 __all__ = ["Config", "ConfigError", "absolute_paths", "config_class", "describe", "field_names", "from_params",
            "import_plugins", "load", "method_params", "parameters_cell", "plugin_modules"]
@@ -63,6 +85,9 @@ class Config:
     n_retain_authors: int = param(16, "authors (or people) kept in the retain set", positive)
     n_forget_authors: int = param(2, "authors in the forget set", positive)
     model: str = param("tiny-llama", "'tiny-llama', 'smollm2', a hub id or a local path")
+    model_revision: str = param("", "hub revision (branch, tag or commit) of 'model'; '' -> the default branch")
+    retain_model: str = param("", "θr trained elsewhere (hub id or local folder), used instead of fine-tuning θp on the retain set here; '' -> fine-tune here")
+    retain_revision: str = param("", "hub revision of 'retain_model'")
     tiny_layers: int = param(4, "tiny LLaMA: decoder layers", positive)
     tiny_d_model: int = param(64, "tiny LLaMA: hidden size", positive)
     tiny_d_ff: int = param(256, "tiny LLaMA: MLP width (value vectors per layer)", positive)
@@ -78,6 +103,7 @@ class Config:
     batch_size: int = param(16, "batch size of every training stage", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
     max_grad_norm: float = param(1.0, "gradient clipping norm (0 disables)", non_negative)
+    gradient_checkpointing: bool = param(False, "recompute activations in the backward pass: less memory, about 1/3 more compute, same results")
     unlearn_epochs: int = param(5, "epochs of unlearning", positive)
     eval_max_new_tokens: int = param(48, "greedy generation length for ROUGE-L", positive)
     eval_generate: bool = param(True, "generate answers (ROUGE-L); False skips generation")
@@ -104,7 +130,7 @@ class Config:
 
     def cross_checks(self) -> list[str]:
         """Checks that involve several fields; subclasses extend the list."""
-        problems = []
+        problems = model_problems("model", self.model)
         if self.model == "tiny-llama":  # the depth is known before anything is built
             for name in self.methods("objective"):
                 problems += obj.make(name, **method_params(self, "objective", name)).check_depth(self.tiny_layers)
@@ -112,8 +138,6 @@ class Config:
 
 
 DATA_DIR_ENV = {"tofu": "WORKBENCH_TOFU_DIR", "lume": "WORKBENCH_LUME_DIR"}
-
-
 def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
@@ -217,6 +241,8 @@ class RevisitLocalizersConfig(Config):
                            one_of("objective", _names("objective")))
     full_lr: float = param(1e-3, "learning rate of fine-tuning θp on the full set (target model)", positive)
     full_epochs: int = param(5, "epochs of fine-tuning on the full set", positive)
+    full_model: str = param("", "θ_full trained elsewhere (hub id or local folder), used instead of fine-tuning θp on the full set here; '' -> fine-tune here")
+    full_revision: str = param("", "hub revision of 'full_model'")
     weight_level: bool = param(False, "also run a weight-level localizer vs random weights (Table 5)")
     weight_localizer: str = param(used_in("localizer", "table5")[0], "weight-level localizer (Table 5)",
                                   one_of("weight localizer", _names("weight localizer")))
@@ -280,9 +306,6 @@ def from_params(notebook: str, params: Mapping[str, Any]) -> Config:
 
 
 # Names IPython puts into a notebook's globals that are not parameters.
-IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
-
-
 def load(notebook: str, namespace: Mapping[str, Any], *, strict: bool = True) -> Config:
     """Build the config from a notebook's ``globals()`` after its parameters cell.
 
@@ -297,13 +320,6 @@ def load(notebook: str, namespace: Mapping[str, Any], *, strict: bool = True) ->
     if strict:
         params |= {k: v for k, v in namespace.items() if k not in fields and _looks_like_parameter(k, v)}
     return from_params(notebook, params)
-
-
-def _looks_like_parameter(name: str, value: Any) -> bool:
-    if name.startswith("_") or name in IPYTHON_NAMES:
-        return False
-    primitive = (bool, int, float, str, type(None))
-    return isinstance(value, primitive) or (isinstance(value, list) and all(isinstance(v, primitive) for v in value))
 
 
 def describe(notebook: str) -> list[tuple[str, str, Any, str]]:

@@ -1,12 +1,12 @@
 """Executors beyond the local process pool: the grid's runs as Ray tasks, on one machine or a cluster.
 
-:func:`workbench.grid.run_grid` expands a grid into runs, drops those already complete with
-identical inputs, hands the rest to an executor from :data:`workbench.grid.EXECUTORS` and writes
+:func:`workbench.runs.grid.run_grid` expands a grid into runs, drops those already complete with
+identical inputs, hands the rest to an executor from :data:`workbench.runs.grid.EXECUTORS` and writes
 ``grid_runs.csv`` / ``grid_summary.csv`` from whatever the executor yields. An executor only
 *executes*: ``(specs, jobs) -> iterator of RunResult`` in completion order. Skipping and
 aggregation stay in the grid, so every executor resumes and summarises the same way.
 
-The ``ray`` executor submits each run as one Ray task calling :func:`workbench.grid.execute`
+The ``ray`` executor submits each run as one Ray task calling :func:`workbench.runs.grid.execute`
 (papermill in the worker) with a resource request: ``num_gpus`` per run (Ray sets the worker's
 ``CUDA_VISIBLE_DEVICES``, which the notebook kernel inherits, so ``device="auto"`` picks the GPU
 Ray assigned) and ``num_cpus`` per run. At most ``jobs`` runs are in flight. ``address`` connects to

@@ -5,13 +5,15 @@ A **run** is one notebook executed by papermill with one set of parameters into 
 data (papermill's injected-parameters cell), never as spliced code. papermill only *warns* about
 parameters a notebook does not declare, so every run is validated first: names against the
 notebook's ``parameters`` cell (``papermill.inspect_notebook``) and, when the notebook has a config
-dataclass, names, types and values against it (:func:`workbench.config.from_params`).
+dataclass, names, types and values against it (:func:`workbench.runs.config.from_params`).
 
 A **grid** is a YAML file naming a notebook, a base parameter file, fixed overrides and *axes*
 (parameter → list of values); every combination of the axes is one run. A grid run's id is a hash
-of its resolved parameters and of the notebook's code, so re-running a grid skips the runs that are
-already complete with identical inputs and re-runs the incomplete or failed ones (a grid killed
-midway resumes where it stopped). Runs are handed to an **executor** from :data:`EXECUTORS`
+of its resolved parameters, the notebook's code, the source of every workbench module the notebook
+imports (directly or through others: :mod:`workbench.runs.deps`), its plug-ins' files and the
+versions of the numeric libraries; so re-running a grid skips the runs that are already complete
+with identical inputs, re-runs the incomplete or failed ones (a grid killed midway resumes where it
+stopped) and re-runs every run whose code changed (a fix in ``metrics.py``). Runs are handed to an **executor** from :data:`EXECUTORS`
 (``local``: a process pool, one papermill import per worker, ``OMP_NUM_THREADS`` split between
 workers); the summaries of all runs are gathered into ``grid_summary.csv``.
 """
@@ -22,66 +24,25 @@ import contextlib
 import dataclasses
 import itertools
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from workbench.progress import ENV as PROGRESS_ENV
 from workbench.runs import config, io
 from workbench.runs import rundir as runs
+from workbench.runs.deps import code_fingerprint, notebook_code_hash, plugin_fingerprint  # noqa: F401
+from workbench.runs.paramfiles import (  # noqa: F401  (grid API)
+    load_param_file,
+    load_yaml,
+    merge_params,
+    parse_override,
+)
 
 PLOTLY_RENDERER = "plotly_mimetype+notebook"  # renders in JupyterLab *and* in nbconvert HTML
 GRIDS = "grids"
-
-
-# -- YAML and parameters ---------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """PyYAML reads ``1e-3`` as a string (YAML 1.1); learning rates are written that way, so fix it."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."),
-)
-
-
-def load_yaml(text: str) -> Any:
-    value = yaml.load(text, Loader=_Loader)  # noqa: S506 — SafeLoader subclass
-    return value
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as a YAML scalar or flow list (``objectives=[npo,wga]``)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"expected key=value or a .yaml file, got {item!r}")
-    return key.strip(), load_yaml(raw)
-
-
-def find_file(path: str | os.PathLike, *bases: Path) -> Path:
-    """``path`` as given, else relative to each of ``bases``, else relative to the repository."""
-    candidates = [Path(path)] + [b / path for b in bases] + [runs.repo_root() / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{path} not found (looked in {', '.join(str(c.parent) for c in candidates)})")
-
-
-def merge_params(items: Sequence[str], *bases: Path) -> dict[str, Any]:
-    """Merge parameter files and ``key=value`` overrides left to right (later wins)."""
-    merged: dict[str, Any] = {}
-    for item in items:
-        if "=" in item and not item.endswith((".yaml", ".yml")):
-            key, value = parse_override(item)
-            merged[key] = value
-        else:
-            merged |= load_yaml(find_file(item, *bases).read_text()) or {}
-    return merged
 
 
 # -- notebooks --------------------------------------------------------------------------------------
@@ -104,14 +65,6 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     import papermill as pm
 
     return pm.inspect_notebook(str(path))
-
-
-def notebook_code_hash(path: Path) -> str:
-    """Hash of the code cells only: outputs and markdown edits do not invalidate grid runs."""
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    return io.digest([c.source for c in nb.cells if c.cell_type == "code"])
 
 
 def validate(notebook: str, path: Path, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,6 +117,7 @@ class RunResult:
 def kernel_environment(spec: RunSpec) -> Iterator[None]:
     """Environment the kernel inherits: renderer, thread count, where runs are written."""
     values = {"PLOTLY_RENDERER": PLOTLY_RENDERER, "OMP_NUM_THREADS": str(spec.threads),
+              PROGRESS_ENV: "text" if spec.progress else "off",
               "MKL_NUM_THREADS": str(spec.threads), "WORKBENCH_OUTPUTS": str(runs.outputs_root(spec.outputs))}
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -187,8 +141,8 @@ def execute(spec: RunSpec) -> RunResult:
     try:
         with kernel_environment(spec):
             pm.execute_notebook(spec.path, str(spec.output_notebook), parameters=params, kernel_name="python3",
-                                language="python", progress_bar=spec.progress, cwd=str(Path(spec.path).parent),
-                                store_widget_state=False)
+                                language="python", progress_bar=False, log_output=spec.progress,
+                                cwd=str(Path(spec.path).parent), store_widget_state=False)
     except Exception as exc:  # noqa: BLE001 — every failure is recorded in status.json and reported
         return _failed(run, spec, exc, time.monotonic() - start)
     if not run.is_complete():
@@ -257,7 +211,7 @@ class Grid:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Grid:
         path = Path(path)
-        raw = load_yaml(path.read_text()) or {}
+        raw = load_param_file(path)
         unknown = set(raw) - {"name", "notebook", "params", "fixed", "axes"}
         if unknown or "notebook" not in raw:
             raise ValueError(f"{path}: a grid needs 'notebook' and may have name, params, fixed, axes; got {sorted(raw)}")
@@ -274,9 +228,10 @@ class Grid:
 
 
 def grid_run_id(notebook: str, resolved: Mapping[str, Any], code_hash: str) -> str:
-    """Same resolved parameters and notebook code → same id → the run is found complete and skipped."""
+    """Same parameters, code (:func:`code_fingerprint`) and plug-ins → same id → found complete and skipped."""
     inputs = {k: v for k, v in resolved.items() if k != "run_id"}
-    return "g-" + io.digest({"notebook": notebook, "params": inputs, "code": code_hash})[:16]
+    return "g-" + io.digest({"notebook": notebook, "params": inputs, "code": code_hash,
+                             "plugins": plugin_fingerprint(resolved)})[:16]
 
 
 def expand(grid: Grid, *, outputs: str, jobs: int, force: bool = False) -> tuple[list[RunSpec], list[dict]]:
@@ -284,7 +239,7 @@ def expand(grid: Grid, *, outputs: str, jobs: int, force: bool = False) -> tuple
     name, path = resolve_notebook(_grid_notebook_path(grid))
     base = merge_params(grid.base, grid.folder) | grid.fixed
     declared = notebook_parameters(path)
-    code = notebook_code_hash(path)
+    code = code_fingerprint(path)
     specs, axes = [], []
     for combo in grid.combinations():
         resolved = validate(name, path, base | combo)

@@ -15,6 +15,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
 
@@ -146,3 +147,27 @@ SCALARS: dict[type, Callable[[Any], Any]] = {
     bool: lambda v: v if isinstance(v, bool) else _WRONG,
     str: lambda v: v if isinstance(v, str) else _WRONG,
 }
+
+
+# -- model names, and what a notebook's globals hold besides parameters --------------------------------
+BUILT_IN_MODELS = ("tiny-llama", "smollm2")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def model_problems(key: str, value: str) -> list[str]:
+    """A model is built in, a local folder that exists, or has the form of a hub id (``org/name``)."""
+    if value in BUILT_IN_MODELS or Path(value).expanduser().is_dir():
+        return []
+    if HUB_ID.fullmatch(value) and not value.startswith("."):
+        return []
+    return [f"{key!r} = {value!r}: no such folder, and not a hub id (org/name); built in: {', '.join(BUILT_IN_MODELS)}"]
+
+
+IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+
+
+def _looks_like_parameter(name: str, value: Any) -> bool:
+    if name.startswith("_") or name in IPYTHON_NAMES:
+        return False
+    primitive = (bool, int, float, str, type(None))
+    return isinstance(value, primitive) or (isinstance(value, list) and all(isinstance(v, primitive) for v in value))

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from workbench.progress import announce
 from workbench.runs import io
 
 PARAMS = "params.json"
@@ -50,8 +51,10 @@ SUMMARY_COLUMNS = [*GROUP, "AUES", "MU95", "MU95_reached"]
 # The status changes after the manifest is written; the executed notebook is saved by papermill
 # after the last cell has run, so neither can be checksummed from inside the run.
 NOT_IN_MANIFEST = (STATUS, "*.ipynb")
-VERSIONED_PACKAGES = {"torch": "torch", "transformers": "transformers", "papermill": "papermill",
-                      "plotly": "plotly", "workbench": "loc-unlearn-workbench"}
+VERSIONED_PACKAGES = {"torch": "torch", "transformers": "transformers", "tokenizers": "tokenizers", "numpy": "numpy",
+                      "scipy": "scipy", "rouge-score": "rouge-score", "safetensors": "safetensors",
+                      "accelerate": "accelerate", "papermill": "papermill", "plotly": "plotly",
+                      "workbench": "loc-unlearn-workbench"}
 
 
 class RunExistsError(FileExistsError):
@@ -199,7 +202,8 @@ class RunDir:
         io.write_json(self.path / STATUS, {"state": state, "updated": now_iso(), **fields})
 
     def step(self, step: str, message: str = "") -> None:
-        """Record progress, so that a crash says where it happened."""
+        """Record progress, so that a crash says where it happened (and say it on the CLI's terminal)."""
+        announce(f"{step}{': ' + message if message else ''}")
         self.set_status("running", step=step, message=message)
 
     def complete(self) -> None:

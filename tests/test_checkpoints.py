@@ -1,0 +1,131 @@
+"""Bring your own θr / θ_full: folders the workbench writes are complete and load in transformers 4.x,
+a brought checkpoint replaces fine-tuning and is keyed by its content, and θr trained on two
+processes from a notebook's parameter file is what that notebook takes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from workbench.data.synthetic import random_token_examples
+from workbench.experiments import chain, session
+from workbench.models import load_pretrained, resolve_device, save_model_folder
+from workbench.models.tiny import train_bpe_tokenizer
+from workbench.runs import config, grid
+from workbench.runs.cache import Cache
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((ROOT / "params/oracle-vs-random/smoke.yaml").read_text())
+
+
+def _cfg(**over):
+    return config.from_params("oracle-vs-random", {**SMOKE, "objectives": ["npo"], "localizers": [], "device": "cpu",
+                                                   **over})
+
+
+@pytest.mark.integration
+def test_saved_folders_name_what_transformers_4_can_load(tmp_path):
+    import transformers as tf
+
+    tok = train_bpe_tokenizer(["hello world " * 10, "the quick brown fox"], vocab_size=300)
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=2, num_attention_heads=4, rope_theta=500000.0)).eval()
+    folder = save_model_folder(model, tok, tmp_path / "m")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["rope_theta"] == 500000.0  # 4.x ignores rope_parameters and would silently use 10,000
+    again, tok2 = load_pretrained(str(folder), device="cpu")
+    ids = torch.tensor([tok("hello world")["input_ids"]])
+    assert torch.equal(again(ids).logits, model(ids).logits) and tok2("hello world") == tok("hello world")
+
+
+def _theta_r_folder(cfg, cache_root: Path, folder: Path) -> Path:
+    cache = Cache(cache_root)
+    data = chain.load_config_data(cfg)
+    _, model, tok = chain.chain_model(cfg, data, cache, resolve_device("cpu"), which="retain", force=False,
+                                      progress=False)
+    return save_model_folder(model, tok, folder)
+
+
+@pytest.mark.integration
+def test_a_brought_retain_model_replaces_fine_tuning_and_is_keyed_by_content(tmp_path, monkeypatch):
+    folder = _theta_r_folder(_cfg(), tmp_path / "elsewhere", tmp_path / "theta_r")
+    trained = []
+    monkeypatch.setattr(chain, "finetune", lambda *a, **k: trained.append(k.get("desc")))
+    s = session.open_session(_cfg(retain_model=str(folder)), cache_root=str(tmp_path / "cache"), progress=False)
+    assert trained == []  # neither θp nor θr was trained
+    assert not (tmp_path / "cache" / "theta_p").exists() and not (tmp_path / "cache" / "theta_retain").exists()
+    expected, _ = load_pretrained(str(folder), device="cpu")
+    for (name, a), b in zip(s.model.state_dict().items(), expected.state_dict().values()):
+        assert torch.equal(a, b), name
+    copy = Path(shutil.copytree(folder, tmp_path / "copied"))  # same content elsewhere: same key
+    cache = Cache(tmp_path / "cache")
+    assert chain.external_model(_cfg(retain_model=str(copy)), cache, "cpu", which="retain")[0] == s.base_key
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")  # one changed weight: a new key
+    assert chain.external_model(_cfg(retain_model=str(copy)), cache, "cpu", which="retain")[0] != s.base_key
+
+
+@pytest.mark.integration
+def test_a_brought_full_model_replaces_fine_tuning_on_the_full_set(tmp_path, monkeypatch):
+    folder = _theta_r_folder(_cfg(), tmp_path / "elsewhere", tmp_path / "theta_full")  # any checkpoint will do
+    smoke = yaml.safe_load((ROOT / "params/revisit-localizers/smoke.yaml").read_text())
+    revisit = config.from_params("revisit-localizers", {**smoke, "full_model": str(folder), "device": "cpu"})
+    monkeypatch.setattr(chain, "finetune", lambda *a, **k: pytest.fail("θ_full was fine-tuned although brought"))
+    key, model, _ = chain.chain_model(revisit, chain.load_config_data(revisit), Cache(tmp_path / "cache"), "cpu",
+                                      which="full", force=False, progress=False)
+    expected, _ = load_pretrained(str(folder), device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
+    assert key == chain.external_model(revisit, Cache(tmp_path / "cache"), "cpu", which="full")[0]
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_two_ranks_train_theta_r_that_the_notebook_takes_without_retraining(tmp_path):
+    """End to end on CPU: θr trained on 2 gloo ranks from the smoke parameter file, then the
+    oracle-vs-random smoke run with ``retain_model=`` (its θr is not retrained)."""
+    cache, out = tmp_path / "cache", tmp_path / "theta_r"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "WORKBENCH_CACHE": str(cache),
+           "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29581",
+           "-m", "workbench.distributed", "--mode", "full", "--notebook", "oracle-vs-random",
+           "--params", "params/oracle-vs-random/smoke.yaml", "--stage", "retain", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((out / "workbench_training.json").read_text())
+    assert info["processes"] == 2 and info["distributed_type"].endswith("MULTI_CPU")
+    assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
+
+    # The same θr as the notebook's own fine-tuning (same θp, data and formatting), up to float noise.
+    inprocess = _theta_r_folder(_cfg(), cache, tmp_path / "inprocess")
+    a, _ = load_pretrained(str(out), device="cpu")
+    b, _ = load_pretrained(str(inprocess), device="cpu")
+    p0, _ = load_pretrained(str(next((cache / "theta_p").glob("*/model"))), device="cpu")
+    for (name, x), y, z in zip(a.state_dict().items(), b.state_dict().values(), p0.state_dict().values()):
+        assert (x - y).abs().max() <= 0.05 * (y - z).abs().max() + 1e-6, name
+
+    shutil.rmtree(cache / "theta_retain")  # the notebook must not need (or rebuild) it
+    name, path = grid.resolve_notebook("oracle-vs-random")
+    params = grid.validate(name, path, grid.merge_params(["params/oracle-vs-random/smoke.yaml", f"retain_model={out}"],
+                                                         ROOT))
+    spec = grid.RunSpec(notebook=name, path=str(path), params=params, run_id="byo", outputs=str(tmp_path / "o"))
+    old = os.environ.get("WORKBENCH_CACHE")
+    os.environ["WORKBENCH_CACHE"] = str(cache)
+    try:
+        result = grid.execute(spec)
+    finally:
+        os.environ.pop("WORKBENCH_CACHE") if old is None else os.environ.__setitem__("WORKBENCH_CACHE", old)
+    assert result.state == "complete", result.error
+    assert not (cache / "theta_retain").exists()  # θr was taken, not retrained
+    assert json.loads((Path(result.run_dir) / "params.json").read_text())["params"]["retain_model"] == str(out)

@@ -1,0 +1,54 @@
+"""The CLI as a new user meets it: from the repository root, with the README's commands.
+
+A run with a *relative* ``data_dir`` on real LUME data (the README's real-data command failed this
+way while every test passed), its progress on the terminal, and the bad inputs that used to reach
+the notebook (a YAML syntax error, a model folder that does not exist) refused in one line each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.notebooks
+
+
+def workbench_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 900):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "workbench", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_real_data_with_a_relative_data_dir_from_the_repository_root(shared_data, tmp_path):
+    relative = os.path.relpath(shared_data / "lume", ROOT)
+    done = workbench_cli("run", "lume", "-p", "params/lume/smoke.yaml", "-p", "data=lume", "-p", f"data_dir={relative}",
+                         "--run-id", "relative", "--outputs", str(tmp_path), env={"WORKBENCH_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    params = json.loads((tmp_path / "lume" / "relative" / "params.json").read_text())["params"]
+    assert params["data_dir"] == str((shared_data / "lume").resolve())  # absolute: the notebook runs elsewhere
+    # progress reaches the terminal: stage names and text progress bars
+    assert "[workbench] controlled setting" in done.stderr
+    assert "region seeds" in done.stderr and "%|" in done.stderr
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nobjectives: [npo, wga\nn_alpha: 3\n")
+    done = workbench_cli("run", "lume", "-p", str(bad), "--outputs", str(tmp_path), timeout=120)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}:3:") and "not valid YAML" in lines[0], done.stderr
+    assert not (tmp_path / "lume").exists()
+
+
+def test_a_model_folder_that_does_not_exist_is_refused_before_any_work(tmp_path):
+    done = workbench_cli("run", "lume", "-p", "model=./no-such-model", "--outputs", str(tmp_path), timeout=120)
+    assert done.returncode == 2 and "'model' = './no-such-model': no such folder, and not a hub id" in done.stderr
+    assert "Repo id" not in done.stderr and not (tmp_path / "lume").exists()

@@ -1,0 +1,141 @@
+"""Reuse without change: a prompt computed once and drafts checked across a sweep give today's numbers.
+
+A trained tiny LLaMA is swept over all 21 mixing coefficients by the default path (prompt KV cache
+shared by all answers and the generation; each α's generations checked as the next α's drafts) and
+by the reference path (one forward per sequence; transformers' ``generate`` per prompt batch, run
+separately to keep its token ids). Generations must agree token for token at every α, and every
+number to float tolerance.
+"""
+
+import pytest
+import torch
+
+from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
+from workbench.generation import accept, greedy_from_drafts, prefill
+from workbench.mixing import ALPHAS, mixing_sweep
+from workbench.regions import random_region
+from workbench.training import TrainConfig, train_region
+
+from test_evaluation import _greedy, build_trained
+from test_mixing import _forget
+
+MAX_NEW = 30
+
+
+# -- pure -----------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_accept_keeps_the_draft_up_to_the_first_disagreement():
+    eos = [0]
+    assert accept([5, 6, 7], [5, 6, 9, 4], eos, 10) == ([5, 6, 9], 2, False)
+    assert accept([5, 6, 0], [5, 6, 0, 4], eos, 10) == ([5, 6, 0], 3, True)  # accepted through EOS: done
+    assert accept([5, 6], [5, 6, 8], eos, 10) == ([5, 6, 8], 2, False)  # draft exhausted: the argmax after it
+    assert accept([5, 6, 7], [5, 6, 7, 8], eos, 3) == ([5, 6, 7], 3, True)  # length limit reached
+    assert accept([], [0], eos, 10) == ([0], 0, True)
+    assert accept([3], [4, 1], eos, 1) == ([4], 0, True)
+
+
+# -- a trained tiny model's sweep -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sweep():
+    """(tok, model, delta, evaluator, its results per α, its sweep, the reference sweep without
+    generation, plain greedy token ids per α)."""
+    torch.manual_seed(0)
+    tok, model, data = build_trained()
+    delta, _ = train_region(model, random_region(model, 0.3, seed=0), _forget(tok, data),
+                            TrainConfig(lr=3e-2, epochs=3, batch_size=3), pad_token_id=tok.pad_token_id,
+                            objective="ga", progress=False)
+    new = Evaluator(tok, data, EvalConfig(batch_size=4, max_new_tokens=MAX_NEW))
+    reference = Evaluator(tok, data, EvalConfig(batch_size=4, generate=False, reuse=False))
+    results = []
+
+    def recording(m, drafts=None):
+        results.append(new(m, drafts=drafts))
+        return results[-1]
+
+    new_sweep = mixing_sweep(model, delta, recording, progress=False)
+    ref_sweep = mixing_sweep(model, delta, reference, progress=False)
+    eos = eos_ids(model, tok)
+    plain = []
+    for alpha in ALPHAS:
+        with delta.mixed(alpha):
+            plain.append(greedy_generate(model, new.prompt_batches, len(new.prompts), eos, new.pad, MAX_NEW))
+    return tok, model, delta, new, results, new_sweep, ref_sweep, plain
+
+
+def _without_eos(tokens: list[int], eos: list[int]) -> list[int]:
+    return tokens[:-1] if tokens and tokens[-1] in eos else tokens
+
+
+@pytest.mark.integration
+def test_draft_checked_generation_equals_plain_greedy_at_every_alpha(sweep):
+    tok, model, _, new, results, (per_alpha, _), _, plain = sweep
+    eos = eos_ids(model, tok)
+    assert len(results) == 21 and per_alpha["draft_accept"].isna().tolist() == [True] + [False] * 20
+    for alpha, result, reference in zip(ALPHAS, results, plain):
+        got = [_without_eos(t, eos) for t in result.generated_ids]
+        assert got == reference, f"α = {alpha}"
+    # the sweep is not trivial: drafts are rejected somewhere, and generations change along it
+    accepted = per_alpha["draft_accept"].iloc[1:]
+    assert accepted.min() < 0.5 < accepted.max()
+    assert len({tuple(map(tuple, r.generated_ids)) for r in results}) > 5
+
+
+@pytest.mark.integration
+def test_generation_equals_unbatched_uncached_greedy(sweep):
+    """Plain greedy by its definition (one full forward per token, no cache, no padding), at three α."""
+    tok, model, delta, new, results, *_ = sweep
+    for k in (0, 10, 20):
+        with delta.mixed(ALPHAS[k]):
+            for prompt, tokens in zip(new.prompts, results[k].generated_ids):
+                reference = _greedy(model, list(prompt.prompt_ids), MAX_NEW, stop=tok.eos_token_id)
+                assert _without_eos(tokens, [tok.eos_token_id]) == reference
+
+
+@pytest.mark.integration
+def test_numbers_equal_the_reference_path(sweep):
+    *_, (per_alpha, per_example), (ref_alpha, ref_example), _ = sweep
+    assert per_example["es"].tolist() == ref_example["es"].tolist()
+    for col in ("avg_nll", "prob", "prob_norm", "truth_ratio"):
+        torch.testing.assert_close(torch.tensor(per_example[col].to_numpy()), torch.tensor(ref_example[col].to_numpy()),
+                                   rtol=1e-5, atol=1e-7, equal_nan=True, msg=col)
+    for col in ("FS", "RS", "FQ", "forget_tr_closeness", "retain_eval_tr_score", "real_authors_prob_norm"):
+        torch.testing.assert_close(torch.tensor(per_alpha[col].to_numpy()), torch.tensor(ref_alpha[col].to_numpy()),
+                                   rtol=1e-5, atol=1e-7, equal_nan=True, msg=col)
+
+
+@pytest.mark.integration
+def test_any_draft_gives_the_greedy_generation(sweep):
+    """Wrong, empty, over-long and foreign drafts change the cost, never the result."""
+    tok, model, delta, new, results, *_ = sweep
+    eos = eos_ids(model, tok)
+    gen = torch.Generator().manual_seed(0)
+    with delta.mixed(0.5):
+        for rows, batch in new.prompt_batches:
+            prefix = prefill(model, batch["input_ids"], batch["attention_mask"])
+            truth = greedy_from_drafts(model, prefix, eos, MAX_NEW, pad=new.pad)
+            n = len(rows)
+            drafts = [torch.randint(1, 50, (40,), generator=gen).tolist(),  # noise, longer than the limit
+                      [], truth.tokens[0][:3] + [7] + truth.tokens[0][4:], truth.tokens[-1]][:n]
+            drafts += [truth.tokens[(i + 1) % n] for i in range(len(drafts), n)]
+            assert greedy_from_drafts(model, prefix, eos, MAX_NEW, drafts, pad=new.pad).tokens == truth.tokens
+            exact = greedy_from_drafts(model, prefix, eos, MAX_NEW, truth.tokens, pad=new.pad)
+            assert exact.tokens == truth.tokens and exact.accepted == exact.draft_tokens and exact.decode_steps == 0
+
+
+@pytest.mark.integration
+def test_shared_first_point(sweep):
+    tok, model, delta, new, results, (per_alpha, per_example), *_ = sweep
+    calls = []
+
+    def counting(m, drafts=None):
+        calls.append(drafts is None)
+        return new(m, drafts=drafts)
+
+    first = new.memoised(model, "theta_o")
+    assert new.memoised(model, "theta_o") is first
+    shared_alpha, shared_example = mixing_sweep(model, delta, counting, ALPHAS[:3], progress=False, first=first)
+    assert calls == [False, False]  # α = 0 came from `first`; the other points were given drafts
+    assert shared_alpha.equals(per_alpha.iloc[:3])
+    assert shared_example.equals(per_example[per_example["alpha"] <= ALPHAS[2]])
+    with pytest.raises(ValueError, match="α = 0"):
+        mixing_sweep(model, delta, new, alphas=(0.5, 1.0), progress=False, first=first)

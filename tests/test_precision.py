@@ -1,0 +1,87 @@
+"""Full fine-tuning in bf16 keeps small updates (fp32 master weights), where stepping bf16 in place
+rounds them away; gradient checkpointing changes memory, not results."""
+
+import copy
+
+import pytest
+import torch
+from conftest import make_tiny, random_examples
+
+from workbench.precision import FP32Masters, _is_checkpointing
+from workbench.training import TrainConfig, finetune
+
+pytestmark = pytest.mark.integration
+
+# The paper's θr learning rate; 12 examples in batches of 4 for 10 epochs = 30 constant-rate steps.
+LR = 1e-5
+CFG = TrainConfig(lr=LR, epochs=10, batch_size=4, weight_decay=0.0, max_grad_norm=None, seed=0, schedule="constant")
+
+
+def _bf16_spacing(x: torch.Tensor) -> torch.Tensor:
+    """One bf16 ulp at each value: |x| in [2^(e-1), 2^e) has spacing 2^(e-8) (8 significant bits)."""
+    _, exponent = torch.frexp(x.float())
+    return torch.ldexp(torch.ones_like(x, dtype=torch.float32), exponent - 8).clamp_min(2.0**-126)
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().float().clone() for k, v in model.named_parameters()}
+
+
+def test_bf16_fine_tuning_tracks_fp32_while_plain_bf16_adamw_stands_still():
+    base = make_tiny("llama", seed=0)
+    data = random_examples(12)
+    ref = copy.deepcopy(base)
+    finetune(ref, data, CFG, 0, progress=False)
+    masters = copy.deepcopy(base).to(torch.bfloat16)
+    start = _weights(masters)  # θ as bf16 numbers: where both bf16 runs begin
+    finetune(masters, data, CFG, 0, progress=False)
+    plain = copy.deepcopy(base).to(torch.bfloat16)
+    finetune(plain, data, TrainConfig(**{**CFG.as_dict(), "fp32_master": False}), 0, progress=False)
+
+    ref_w, master_w, plain_w = _weights(ref), _weights(masters), _weights(plain)
+    moved = torch.cat([(ref_w[k] - base.state_dict()[k]).abs().flatten() for k in ref_w])
+    assert moved.median() > 5 * LR  # fp32 AdamW moved the typical weight by many learning rates
+    ref_all = torch.cat([ref_w[k].flatten() for k in ref_w])
+    master_all = torch.cat([master_w[k].flatten() for k in ref_w])
+    plain_all = torch.cat([plain_w[k].flatten() for k in ref_w])
+    start_all = torch.cat([start[k].flatten() for k in ref_w])
+    rounded = ref_all.to(torch.bfloat16).float()  # the fp32 path's result, as bf16 can hold it
+    # bf16 path: its weights are the fp32 path's rounded to bf16, give or take one ulp (its forward
+    # runs in bf16, so its gradients differ slightly and Adam's direction flips on tiny gradients).
+    within = ((master_all - ref_all).abs() <= _bf16_spacing(ref_all)).float().mean()
+    crossed = rounded != start_all  # entries whose fp32 update is big enough to show in bf16
+    followed = (master_all[crossed] == rounded[crossed]).float().mean()
+    plain_followed = (plain_all[crossed] == rounded[crossed]).float().mean()
+    print(f"\n{crossed.float().mean():.1%} of entries change in bf16 after fp32 training; of these the "
+          f"fp32-master run reproduces {followed:.1%}, plain bf16 AdamW {plain_followed:.1%}; "
+          f"{within:.2%} of fp32-master weights within one bf16 ulp of the fp32 run; "
+          f"plain bf16 AdamW left {(plain_all == start_all).float().mean():.1%} of entries unchanged")
+    assert within > 0.98
+    assert crossed.float().mean() > 0.5 and followed > 0.6  # the rest sit one ulp off (rounding ties)
+    assert (plain_all == start_all).float().mean() > 0.5  # in-place bf16 AdamW rounds most updates away
+    assert plain_followed < 0.1
+
+
+def test_masters_move_gradients_and_free_the_bf16_ones():
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+    masters = FP32Masters([p])
+    (p.float() * torch.arange(4.0)).sum().backward()
+    assert p.grad is None and masters.params[0].dtype == torch.float32
+    torch.testing.assert_close(masters.params[0].grad, torch.arange(4.0))
+    with torch.no_grad():
+        masters.params[0].add_(1e-4)  # below bf16's spacing at 1.0
+    masters.write_back()
+    assert torch.equal(p.detach(), torch.ones(4, dtype=torch.bfloat16))  # rounded ...
+    assert torch.all(masters.params[0] > 1.0)  # ... but kept in the master
+    masters.remove()
+
+
+def test_gradient_checkpointing_does_not_change_fine_tuning():
+    a, b = make_tiny("llama", seed=1), make_tiny("llama", seed=1)
+    data = random_examples(8)
+    cfg = TrainConfig(lr=1e-2, epochs=2, batch_size=4)
+    finetune(a, data, cfg, 0, progress=False)
+    finetune(b, data, cfg, 0, progress=False, gradient_checkpointing=True)
+    assert not _is_checkpointing(b)  # switched off again afterwards
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)

@@ -1,0 +1,227 @@
+"""Greedy decoding that reuses work: one pass over each prompt, and drafts verified in one forward.
+
+An evaluation scores several answers to one question and generates one answer to it, and a mixing
+sweep repeats that at 21 neighbouring models θ(α). Two facts let it skip most of that work without
+changing a single result:
+
+* **A prompt is a shared prefix.** The keys and values that a causal LM computes for the prompt (its
+  KV cache) do not depend on what follows. :func:`prefill` runs a batch of prompts once, and
+  :func:`extend` continues any token sequences from any of its rows: the answer, the paraphrase and
+  the perturbed answers of a question, and the draft of its generation.
+* **A greedy generation can be checked in one forward.** A sequence is the greedy generation iff
+  each of its tokens is the argmax after the tokens before it. One teacher-forced forward over
+  prompt + draft gives all these argmaxes at once: the draft is the greedy output up to its first
+  disagreement with them, the argmax there is the next greedy token, and KV-cached decoding goes on
+  from that point (speculative decoding, Leviathan et al. 2023, with the generation at the
+  neighbouring α as the draft). A draft accepted through its EOS needs no decoding at all.
+  :func:`greedy_from_drafts` does this for a batch; without drafts it is plain greedy decoding.
+
+Layout of a batch: prompts are left-padded (all end in the same column) and everything after them
+is right-padded. Each row carries its own position ids and a 2-D mask over the cache columns, so
+the columns of a rejected draft stay in the cache, masked, while decoding appends new ones: no row
+is recomputed, and rows that reached EOS leave the batch.
+
+Exactness: the result is plain greedy decoding as long as a forward over a draft and one-token
+decoding steps pick the same argmax. They do the same arithmetic with different matmul shapes, so
+their logits may differ in the last bits, and only a near-tie between the two best tokens can then
+flip a choice; ``benchmarks/sweep.py`` counts such flips.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values [batch, kv_heads, pos, head_dim]
+
+
+@dataclass
+class Prefix:
+    """The KV cache of a left-padded batch of prompts and the logits after each prompt."""
+
+    layers: Layers
+    mask: torch.Tensor  # [batch, pos], 1 on prompt tokens
+    lengths: torch.Tensor  # [batch] prompt lengths: the position id of the first token after the prompt
+    next_logits: torch.Tensor  # [batch, vocab] prediction of the first token after the prompt
+
+
+@dataclass
+class Generation:
+    """Greedy generations of a batch and what producing them took."""
+
+    tokens: list[list[int]]  # per row; ends with the EOS id where the generation stopped there
+    draft_tokens: int  # draft tokens offered
+    accepted: int  # draft tokens accepted as greedy output
+    decode_steps: int  # one-token forwards run (each over all rows still decoding)
+
+
+# -- transformers API, stable across 4.45 – 5.x ---------------------------------------------------
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    """transformers 5 renamed ``past_key_values`` to ``cache``."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def _new_cache(layers: Layers):
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (keys, values) in enumerate(layers):
+        cache.update(keys, values, i)
+    return cache
+
+
+def _cache_layers(cache) -> Layers:
+    if hasattr(cache, "layers"):  # transformers ≥ 5
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+def _forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache, keep: int) -> torch.Tensor:
+    """Logits ``[batch, pos, vocab]`` of the last ``keep`` positions (0: all); ``cache`` grows in place."""
+    kwargs = {_cache_argument(type(model)): cache}
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep, **kwargs).logits
+
+
+# -- prefixes and continuations -------------------------------------------------------------------
+@torch.inference_mode()
+def prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Prefix:
+    """Run left-padded prompts ``[batch, pos]`` once; their cache serves every continuation."""
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # as transformers' generate
+    cache = _new_cache([])
+    logits = _forward(model, input_ids, attention_mask, positions, cache, keep=1)
+    return Prefix(_cache_layers(cache), attention_mask, attention_mask.sum(-1), logits[:, -1])
+
+
+@torch.inference_mode()
+def extend(model: nn.Module, prefix: Prefix, rows: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
+    """Continue right-padded ``tokens`` ``[n, pos]`` (mask ``[n, pos]``) after prefix rows ``rows`` ``[n]``.
+
+    Returns ``(logits [n, pos, vocab], cache, full_mask [n, prefix_pos + pos])``; ``logits[:, t]``
+    predicts the token after ``tokens[:, t]``. The prefix itself is left untouched.
+    """
+    cache = _new_cache([(keys[rows], values[rows]) for keys, values in prefix.layers])
+    full_mask = torch.cat([prefix.mask[rows], mask], dim=1)
+    positions = prefix.lengths[rows, None] + torch.arange(tokens.shape[1], device=tokens.device)
+    return _forward(model, tokens, full_mask, positions, cache, keep=0), cache, full_mask
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad: int, device: torch.device, width: int | None = None):
+    """``(tokens [n, width], mask [n, width])`` with each row's tokens first."""
+    width = max((len(r) for r in rows), default=0) if width is None else width
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return tokens.to(device), mask.to(device)
+
+
+# -- greedy decoding with drafts ------------------------------------------------------------------
+def accept(draft: Sequence[int], greedy: Sequence[int], eos: Sequence[int], max_new_tokens: int) -> tuple[list[int], int, bool]:
+    """Greedy output known from one draft check: ``(tokens, n_accepted, complete)``.
+
+    ``greedy[j]`` is the model's argmax after the prompt and ``draft[:j]``. The draft is kept up to its
+    first disagreement; the argmax there follows it, unless an accepted EOS or the length limit
+    already ended the generation (``complete``).
+    """
+    out: list[int] = []
+    for token, best in zip(draft, greedy):
+        if token != best:
+            break
+        out.append(token)
+        if token in eos or len(out) == max_new_tokens:
+            return out, len(out), True
+    n_accepted = len(out)
+    out.append(greedy[n_accepted])
+    return out, n_accepted, out[-1] in eos or len(out) == max_new_tokens
+
+
+@dataclass
+class _Decoding:
+    """Rows still being decoded: their cache, mask over its columns, next position id and last token."""
+
+    rows: list[int]
+    cache: object
+    mask: torch.Tensor  # [n, cache columns]
+    positions: torch.Tensor  # [n] position id of ``last``
+    last: torch.Tensor  # [n] the newest token, not yet in the cache
+
+    def keep(self, keep: list[int]) -> None:
+        """Drop finished rows (``keep`` indexes the current rows)."""
+        if len(keep) < len(self.rows):
+            index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+            self.cache.batch_select_indices(index)
+            self.rows = [self.rows[i] for i in keep]
+            self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
+
+
+def _check_drafts(model: nn.Module, prefix: Prefix, drafts: list[list[int]], pad: int):
+    """One forward over every draft: ``(cache, mask, greedy [n, max draft + 1])``."""
+    n = len(drafts)
+    if not any(drafts):
+        greedy = prefix.next_logits.argmax(-1, keepdim=True)
+        return _new_cache(prefix.layers), prefix.mask, greedy
+    tokens, mask = right_pad(drafts, pad, prefix.mask.device)
+    logits, cache, full_mask = extend(model, prefix, torch.arange(n, device=tokens.device), tokens, mask)
+    greedy = torch.cat([prefix.next_logits.argmax(-1, keepdim=True), logits.argmax(-1)], dim=1)
+    return cache, full_mask, greedy
+
+
+@torch.inference_mode()
+def greedy_from_drafts(
+    model: nn.Module,
+    prefix: Prefix,
+    eos: Sequence[int],
+    max_new_tokens: int,
+    drafts: Sequence[Sequence[int]] | None = None,
+    *,
+    pad: int = 0,
+) -> Generation:
+    """Greedy generation (≤ ``max_new_tokens``, stopping at any ``eos`` id) after every prefix row.
+
+    ``drafts[i]`` (any token list, e.g. the generation of a nearby model) is checked in one forward
+    and kept as far as it is the greedy output; decoding continues from there.
+    """
+    n = len(prefix.lengths)
+    drafts = [list(d)[:max_new_tokens] for d in drafts] if drafts is not None else [[] for _ in range(n)]
+    cache, mask, greedy = _check_drafts(model, prefix, drafts, pad)
+    out, accepted, open_rows = [], [], []
+    for i, (draft, row_greedy) in enumerate(zip(drafts, greedy.tolist())):
+        tokens, n_accepted, complete = accept(draft, row_greedy, eos, max_new_tokens)
+        out.append(tokens)
+        accepted.append(n_accepted)
+        if not complete:
+            open_rows.append(i)
+    draft_width = mask.shape[1] - prefix.mask.shape[1]
+    valid_draft = torch.arange(draft_width, device=mask.device) < torch.tensor(accepted, device=mask.device)[:, None]
+    mask = torch.cat([prefix.mask, valid_draft.long()], dim=1)  # rejected draft columns stay masked
+    state = _Decoding(list(range(n)), cache, mask, prefix.lengths + torch.tensor(accepted, device=mask.device),
+                      torch.tensor([t[-1] for t in out], device=mask.device))
+    state.keep(open_rows)
+    steps = _decode(model, state, out, eos, max_new_tokens)
+    return Generation(out, sum(len(d) for d in drafts), sum(accepted), steps)
+
+
+def _decode(model: nn.Module, state: _Decoding, out: list[list[int]], eos: Sequence[int], max_new_tokens: int) -> int:
+    """KV-cached greedy steps until every row has reached EOS or the limit; appends to ``out``."""
+    steps = 0
+    while state.rows:
+        ones = torch.ones_like(state.mask[:, :1])
+        state.mask = torch.cat([state.mask, ones], dim=1)
+        logits = _forward(model, state.last[:, None], state.mask, state.positions[:, None], state.cache, keep=1)
+        steps += 1
+        nxt = logits[:, -1].argmax(-1)
+        keep = []
+        for j, (row, token) in enumerate(zip(state.rows, nxt.tolist())):
+            out[row].append(token)
+            if token not in eos and len(out[row]) < max_new_tokens:
+                keep.append(j)
+        state.positions, state.last = state.positions + 1, nxt
+        state.keep(keep)
+    return steps

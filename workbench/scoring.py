@@ -1,0 +1,111 @@
+"""Batched scoring and generation: the forward passes behind every evaluation number.
+
+* :func:`score_sequences` — mean answer NLL and one-pass ES of whole sequences, one forward per
+  length bucket (the reference path, and sequences without a shared prompt);
+* :func:`score_continuations` — the same for answers continuing a prompt computed once (a KV-cached
+  :class:`~workbench.generation.Prefix`): the prompt's last logits predict each answer's first token;
+* :func:`greedy_generate` — plain batched greedy decoding, left-padded, stopping at EOS per row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench import metrics as m
+from workbench.data.formatting import Encoded
+from workbench.generation import Prefix, extend
+from workbench.likelihood import model_device
+
+
+@dataclass(frozen=True)
+class Continuations:
+    """Sequences that continue prompts of one prompt batch: their answer tokens, right-padded."""
+
+    seqs: np.ndarray  # [n] indices into Evaluator.sequences
+    rows: torch.Tensor  # [n] row of each sequence's prompt in its prompt batch
+    tokens: torch.Tensor  # [n, pos] answer tokens but the last (the last predicts nothing)
+    mask: torch.Tensor  # [n, pos]
+    targets: torch.Tensor  # [n, pos + 1] answer tokens, −100 on padding
+
+
+def _bucketed(items: list[Encoded], batch_size: int, length, pad: int, collate_fn) -> list[tuple[np.ndarray, dict]]:
+    """Length-sorted batches (longest first: an out-of-memory error shows up at once)."""
+    order = sorted(range(len(items)), key=lambda i: -length(items[i]))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [(np.array(c), collate_fn([items[i] for i in c], pad)) for c in chunks]
+
+
+def score_continuations(model: nn.Module, prefix: Prefix, chunk: Continuations, *, es_floor: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Mean answer NLL and ES of answers continued from their prompts' cache, ``([n], [n])``.
+
+    The prompt's last logits predict each answer's first token; the answer's own positions the rest.
+    """
+    device = prefix.mask.device
+    rows = chunk.rows.to(device)
+    logits, _, _ = extend(model, prefix, rows, chunk.tokens.to(device), chunk.mask.to(device))
+    aligned = torch.cat([prefix.next_logits[rows, None], logits], dim=1)  # [n, pos + 1, vocab], predicts targets
+    targets = chunk.targets.to(device)
+    es = m.extraction_strength_from_predictions(aligned.argmax(-1), targets, floor=es_floor)
+    return m.row_nll(aligned, targets).cpu().numpy(), es.cpu().numpy()
+
+
+@torch.inference_mode()
+def score_sequences(
+    model: nn.Module, batches: list[tuple[np.ndarray, dict]], n: int, *, es_floor: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean answer NLL and ES of every sequence, ``([n], [n])``, one forward per batch.
+
+    The LM head runs from the first answer position of the batch on: prompt logits are never used.
+    """
+    device = model_device(model)
+    nll, es = np.full(n, math.nan), np.full(n, math.nan)
+    for rows, batch in batches:
+        labels = batch["labels"]
+        start = int((labels != m.IGNORE).int().argmax(-1).min()) - 1  # predicts the first answer token
+        width = labels.shape[1]
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            logits_to_keep=width - start,
+            use_cache=False,
+        ).logits
+        window = labels[:, start:].to(device)
+        nll[rows] = m.answer_nll(logits, window).cpu().numpy()
+        es[rows] = m.extraction_strength(logits, window, floor=es_floor).cpu().numpy()
+    return nll, es
+
+
+def eos_ids(model: nn.Module, tokenizer) -> list[int]:
+    """The tokenizer's EOS plus the model's generation EOS ids (chat models stop on end-of-turn)."""
+    ids = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model: nn.Module, batches: list[tuple[np.ndarray, dict]], n: int, eos: list[int], pad: int, max_new_tokens: int
+) -> list[list[int]]:
+    """Greedy continuation of every prompt (left-padded batches, KV cache, per-row stop at EOS)."""
+    from transformers import GenerationConfig
+
+    gen_cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad)
+    device = model_device(model)
+    out: list[list[int]] = [[] for _ in range(n)]
+    for rows, batch in batches:
+        ids = batch["input_ids"].to(device)
+        new = model.generate(input_ids=ids, attention_mask=batch["attention_mask"].to(device), generation_config=gen_cfg)
+        new = new[:, ids.shape[1] :]
+        is_eos = torch.isin(new, torch.tensor(eos, device=device))
+        stops = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), new.shape[1]).tolist()
+        for row, tokens, stop in zip(rows, new.tolist(), stops):
+            out[row] = tokens[:stop]
+    return out
+
+
