@@ -182,11 +182,13 @@ def greedy_from_drafts(
     drafts: Sequence[Sequence[int]] | None = None,
     *,
     pad: int = 0,
+    lookahead: int = 10,
 ) -> Generation:
     """Greedy generation (≤ ``max_new_tokens``, stopping at any ``eos`` id) after every prefix row.
 
     ``drafts[i]`` (any token list, e.g. the generation of a nearby model) is checked in one forward
-    and kept as far as it is the greedy output; decoding continues from there.
+    and kept as far as it is the greedy output; decoding continues from there, each step checking
+    up to ``lookahead`` further tokens guessed from the draft (0: one token per step).
     """
     n = len(prefix.lengths)
     drafts = [list(d)[:max_new_tokens] for d in drafts] if drafts is not None else [[] for _ in range(n)]
@@ -204,24 +206,51 @@ def greedy_from_drafts(
     state = _Decoding(list(range(n)), cache, mask, prefix.lengths + torch.tensor(accepted, device=mask.device),
                       torch.tensor([t[-1] for t in out], device=mask.device))
     state.keep(open_rows)
-    steps = _decode(model, state, out, eos, max_new_tokens)
+    steps = _decode(model, state, out, drafts, eos, max_new_tokens, lookahead, pad)
     return Generation(out, sum(len(d) for d in drafts), sum(accepted), steps)
 
 
-def _decode(model: nn.Module, state: _Decoding, out: list[list[int]], eos: Sequence[int], max_new_tokens: int) -> int:
-    """KV-cached greedy steps until every row has reached EOS or the limit; appends to ``out``."""
+def propose(draft: Sequence[int], out: Sequence[int], k: int, n: int = 2) -> list[int]:
+    """Up to ``k`` tokens likely to follow ``out`` (prompt-lookup speculation; they are checked anyway).
+
+    What followed the last earlier occurrence of ``out``'s final ``n`` tokens, in the draft, else in
+    ``out`` itself (degenerate generations repeat); failing both, the draft's tokens at the same
+    positions (one token substituted, the rest unchanged).
+    """
+    if len(out) >= n:
+        tail = list(out[-n:])
+        for source, end in ((draft, len(draft)), (out, len(out) - 1)):
+            for i in range(end - n, -1, -1):
+                if list(source[i : i + n]) == tail:
+                    return list(source[i + n : i + n + k])
+    return list(draft[len(out) : len(out) + k])
+
+
+def _decode(model: nn.Module, state: _Decoding, out: list[list[int]], drafts: list[list[int]], eos: Sequence[int],
+            max_new_tokens: int, lookahead: int, pad: int) -> int:
+    """KV-cached greedy steps until every row has reached EOS or the limit; appends to ``out``.
+
+    Each step feeds every row its newest token plus up to ``lookahead`` proposed ones (:func:`propose`)
+    and keeps the proposals as far as they are the greedy output, as a draft is kept.
+    """
     steps = 0
     while state.rows:
-        ones = torch.ones_like(state.mask[:, :1])
-        state.mask = torch.cat([state.mask, ones], dim=1)
-        logits = _forward(model, state.last[:, None], state.mask, state.positions[:, None], state.cache, keep=1)
+        room = [max_new_tokens - len(out[r]) - 1 for r in state.rows]  # the step adds one greedy token after them
+        proposals = [propose(drafts[r], out[r], min(lookahead, m)) for r, m in zip(state.rows, room)]
+        tokens, fed = right_pad([[t] + p for t, p in zip(state.last.tolist(), proposals)], pad, state.mask.device)
+        positions = state.positions[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
+        logits = _forward(model, tokens, torch.cat([state.mask, fed], dim=1), positions, state.cache, keep=0)
         steps += 1
-        nxt = logits[:, -1].argmax(-1)
-        keep = []
-        for j, (row, token) in enumerate(zip(state.rows, nxt.tolist())):
-            out[row].append(token)
-            if token not in eos and len(out[row]) < max_new_tokens:
+        keep, kept = [], []
+        for j, (row, proposal, greedy) in enumerate(zip(state.rows, proposals, logits.argmax(-1).tolist())):
+            new, n_accepted, complete = accept(proposal, greedy, eos, max_new_tokens - len(out[row]))
+            out[row].extend(new)
+            kept.append(n_accepted)
+            if not complete:
                 keep.append(j)
-        state.positions, state.last = state.positions + 1, nxt
+        n_kept = torch.tensor(kept, device=tokens.device)
+        state.mask = torch.cat([state.mask, (torch.arange(tokens.shape[1], device=tokens.device) <= n_kept[:, None]).long()], 1)
+        state.positions = state.positions + 1 + n_kept
+        state.last = torch.tensor([out[r][-1] for r in state.rows], device=tokens.device)
         state.keep(keep)
     return steps
