@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
-from workbench.generation import accept, greedy_from_drafts, prefill, propose
+from workbench.generation import accept, draft_groups, greedy_from_drafts, prefill, propose
 from workbench.mixing import ALPHAS, mixing_sweep
 from workbench.regions import random_region
 from workbench.training import TrainConfig, train_region
@@ -41,6 +41,12 @@ def test_propose_guesses_from_the_draft_then_from_repetitions():
     assert propose(draft, [1, 9], 3) == [3, 4, 5]  # a substituted token: the draft at the same positions
     assert propose([], [7, 8, 9, 7, 8], 2) == [9, 7]  # no draft: a degenerate generation repeats itself
     assert propose(draft, [1, 2, 3], 0) == []
+
+
+@pytest.mark.unit
+def test_draft_groups_bound_the_padding():
+    assert draft_groups([10, 0, 1, 10, 9, 1, 0]) == [[0, 3, 4, 2], [5], [1, 6]]
+    assert draft_groups([]) == [] and draft_groups([0, 0]) == [[0, 1]]
 
 
 # -- a trained tiny model's sweep -----------------------------------------------------------------

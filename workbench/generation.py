@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values [batch, kv_heads, pos, head_dim]
@@ -161,16 +162,61 @@ class _Decoding:
             self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
 
 
-def _check_drafts(model: nn.Module, prefix: Prefix, drafts: list[list[int]], pad: int):
-    """One forward over every draft: ``(cache, mask, greedy [n, max draft + 1])``."""
-    n = len(drafts)
-    if not any(drafts):
-        greedy = prefix.next_logits.argmax(-1, keepdim=True)
-        return _new_cache(prefix.layers), prefix.mask, greedy
-    tokens, mask = right_pad(drafts, pad, prefix.mask.device)
-    logits, cache, full_mask = extend(model, prefix, torch.arange(n, device=tokens.device), tokens, mask)
-    greedy = torch.cat([prefix.next_logits.argmax(-1, keepdim=True), logits.argmax(-1)], dim=1)
-    return cache, full_mask, greedy
+def draft_groups(lengths: Sequence[int], slack: float = 1.5) -> list[list[int]]:
+    """Rows in groups of similar draft length, longest first: a group's forward pads every draft to
+    its longest one, so a group's padded length stays within ``slack`` × its drafts' total length."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        group = groups[-1] if groups else []
+        total = sum(lengths[j] for j in group) + lengths[i]
+        if group and (len(group) + 1) * lengths[group[0]] > slack * total:
+            group = []
+        if not group:
+            groups.append(group)
+        group.append(i)
+    return groups
+
+
+def _check_group(model: nn.Module, prefix: Prefix, rows: list[int], drafts: list[list[int]], out: list[list[int]],
+                 eos: Sequence[int], max_new_tokens: int, pad: int) -> tuple[_Decoding, int]:
+    """Check the drafts of prefix ``rows`` in one forward and write what they settle into ``out``.
+
+    Returns the rows left to decode and the number of draft tokens accepted.
+    """
+    index = torch.tensor(rows, dtype=torch.long, device=prefix.mask.device)
+    greedy = prefix.next_logits[index].argmax(-1, keepdim=True)
+    if any(drafts[r] for r in rows):
+        tokens, fed = right_pad([drafts[r] for r in rows], pad, index.device)
+        logits, cache, _ = extend(model, prefix, index, tokens, fed)
+        greedy = torch.cat([greedy, logits.argmax(-1)], dim=1)
+    else:
+        cache = _new_cache([(keys[index], values[index]) for keys, values in prefix.layers])
+    accepted, open_rows = [], []
+    for j, (row, row_greedy) in enumerate(zip(rows, greedy.tolist())):
+        out[row], n_accepted, complete = accept(drafts[row], row_greedy, eos, max_new_tokens)
+        accepted.append(n_accepted)
+        if not complete:
+            open_rows.append(j)
+    n_accepted = torch.tensor(accepted, device=index.device)
+    valid_draft = torch.arange(greedy.shape[1] - 1, device=index.device) < n_accepted[:, None]  # rejected columns stay masked
+    state = _Decoding(list(rows), cache, torch.cat([prefix.mask[index], valid_draft.long()], dim=1),
+                      prefix.lengths[index] + n_accepted, torch.tensor([out[r][-1] for r in rows], device=index.device))
+    state.keep(open_rows)
+    return state, sum(accepted)
+
+
+def _merge(states: list[_Decoding]) -> _Decoding:
+    """One batch from several: caches and masks padded on the right (masked) to the widest."""
+    states = [s for s in states if s.rows] or states[:1]
+    if len(states) == 1:
+        return states[0]
+    width = max(s.mask.shape[1] for s in states)
+    layers = zip(*[_cache_layers(s.cache) for s in states])
+    merged = [tuple(torch.cat([F.pad(t, (0, 0, 0, width - t.shape[-2])) for t in kv], dim=0) for kv in zip(*layer))
+              for layer in layers]
+    mask = torch.cat([F.pad(s.mask, (0, width - s.mask.shape[1])) for s in states], dim=0)
+    return _Decoding([r for s in states for r in s.rows], _new_cache(merged), mask,
+                     torch.cat([s.positions for s in states]), torch.cat([s.last for s in states]))
 
 
 @torch.inference_mode()
@@ -186,28 +232,18 @@ def greedy_from_drafts(
 ) -> Generation:
     """Greedy generation (≤ ``max_new_tokens``, stopping at any ``eos`` id) after every prefix row.
 
-    ``drafts[i]`` (any token list, e.g. the generation of a nearby model) is checked in one forward
-    and kept as far as it is the greedy output; decoding continues from there, each step checking
-    up to ``lookahead`` further tokens guessed from the draft (0: one token per step).
+    ``drafts[i]`` (any token list, e.g. the generation of a nearby model) is checked by a forward
+    (one per group of similar draft length) and kept as far as it is the greedy output; decoding
+    continues from there, each step checking up to ``lookahead`` further tokens guessed from the
+    draft (0: one token per step).
     """
     n = len(prefix.lengths)
     drafts = [list(d)[:max_new_tokens] for d in drafts] if drafts is not None else [[] for _ in range(n)]
-    cache, mask, greedy = _check_drafts(model, prefix, drafts, pad)
-    out, accepted, open_rows = [], [], []
-    for i, (draft, row_greedy) in enumerate(zip(drafts, greedy.tolist())):
-        tokens, n_accepted, complete = accept(draft, row_greedy, eos, max_new_tokens)
-        out.append(tokens)
-        accepted.append(n_accepted)
-        if not complete:
-            open_rows.append(i)
-    draft_width = mask.shape[1] - prefix.mask.shape[1]
-    valid_draft = torch.arange(draft_width, device=mask.device) < torch.tensor(accepted, device=mask.device)[:, None]
-    mask = torch.cat([prefix.mask, valid_draft.long()], dim=1)  # rejected draft columns stay masked
-    state = _Decoding(list(range(n)), cache, mask, prefix.lengths + torch.tensor(accepted, device=mask.device),
-                      torch.tensor([t[-1] for t in out], device=mask.device))
-    state.keep(open_rows)
-    steps = _decode(model, state, out, drafts, eos, max_new_tokens, lookahead, pad)
-    return Generation(out, sum(len(d) for d in drafts), sum(accepted), steps)
+    out: list[list[int]] = [[] for _ in range(n)]
+    checked = [_check_group(model, prefix, rows, drafts, out, eos, max_new_tokens, pad)
+               for rows in draft_groups([len(d) for d in drafts])]
+    steps = _decode(model, _merge([state for state, _ in checked]), out, drafts, eos, max_new_tokens, lookahead, pad)
+    return Generation(out, sum(len(d) for d in drafts), sum(a for _, a in checked), steps)
 
 
 def propose(draft: Sequence[int], out: Sequence[int], k: int, n: int = 2) -> list[int]:
