@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
-from workbench.generation import accept, greedy_from_drafts, prefill
+from workbench.generation import accept, draft_groups, greedy_from_drafts, prefill, propose
 from workbench.mixing import ALPHAS, mixing_sweep
 from workbench.regions import random_region
 from workbench.training import TrainConfig, train_region
@@ -32,6 +32,21 @@ def test_accept_keeps_the_draft_up_to_the_first_disagreement():
     assert accept([5, 6, 7], [5, 6, 7, 8], eos, 3) == ([5, 6, 7], 3, True)  # length limit reached
     assert accept([], [0], eos, 10) == ([0], 0, True)
     assert accept([3], [4, 1], eos, 1) == ([4], 0, True)
+
+
+@pytest.mark.unit
+def test_propose_guesses_from_the_draft_then_from_repetitions():
+    draft = [1, 2, 3, 4, 5, 6]
+    assert propose(draft, [1, 2, 3], 2) == [4, 5]  # the draft goes on after the shared last two tokens
+    assert propose(draft, [1, 9], 3) == [3, 4, 5]  # a substituted token: the draft at the same positions
+    assert propose([], [7, 8, 9, 7, 8], 2) == [9, 7]  # no draft: a degenerate generation repeats itself
+    assert propose(draft, [1, 2, 3], 0) == []
+
+
+@pytest.mark.unit
+def test_draft_groups_bound_the_padding():
+    assert draft_groups([10, 0, 1, 10, 9, 1, 0]) == [[0, 3, 4, 2], [5], [1, 6]]
+    assert draft_groups([]) == [] and draft_groups([0, 0]) == [[0, 1]]
 
 
 # -- a trained tiny model's sweep -----------------------------------------------------------------
@@ -105,14 +120,14 @@ def test_numbers_equal_the_reference_path(sweep):
 
 @pytest.mark.integration
 def test_any_draft_gives_the_greedy_generation(sweep):
-    """Wrong, empty, over-long and foreign drafts change the cost, never the result."""
+    """Wrong, empty, over-long and foreign drafts (and guesses from them) change the cost, never the result."""
     tok, model, delta, new, results, *_ = sweep
     eos = eos_ids(model, tok)
     gen = torch.Generator().manual_seed(0)
     with delta.mixed(0.5):
         for rows, batch in new.prompt_batches:
             prefix = prefill(model, batch["input_ids"], batch["attention_mask"])
-            truth = greedy_from_drafts(model, prefix, eos, MAX_NEW, pad=new.pad)
+            truth = greedy_from_drafts(model, prefix, eos, MAX_NEW, pad=new.pad, lookahead=0)  # one token per step
             n = len(rows)
             drafts = [torch.randint(1, 50, (40,), generator=gen).tolist(),  # noise, longer than the limit
                       [], truth.tokens[0][:3] + [7] + truth.tokens[0][4:], truth.tokens[-1]][:n]

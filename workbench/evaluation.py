@@ -4,11 +4,11 @@ An :class:`Evaluator` is built once per (tokenizer, data) and called on a model;
 calls it 21 times, so everything that does not depend on the weights (tokenisation, deduplication,
 bucketing, padding) is done in the constructor. A call then costs:
 
-* **one forward per distinct prompt** (left-padded batches of prompts of similar length), whose KV
-  cache every answer of that question continues from (:mod:`workbench.generation`): the answer, the
-  paraphrase and the perturbed answers run as right-padded batches of answer tokens only, so a
-  question's prompt (with a chat template often longer than its answers) is computed once, not
-  once per answer. From these forwards come each answer's mean NLL (probability, truth-ratio terms)
+* **one forward per distinct prompt** (left-padded batches of prompts whose answers have similar
+  lengths, so that the answers pad little), whose KV cache every answer of that question continues
+  from (:mod:`workbench.generation`): the answer, the paraphrase and the perturbed answers run as
+  right-padded batches of answer tokens only, so a question's prompt (with a chat template often
+  longer than its answers) is computed once, not once per answer. From these forwards come each answer's mean NLL (probability, truth-ratio terms)
   and its argmax predictions (ES). The answer of real authors / world facts is also their
   truth-ratio "paraphrase": scored once.
 * **greedy generation from the same prompt cache** (each sequence stopping at EOS, ≤ 200 new
@@ -125,7 +125,12 @@ class Evaluator:
         self.refs = {s: [self._add_example(ex) for ex in exs] for s, exs in self.examples.items()}
         self.seq_batches = _bucketed(self.sequences, cfg.batch_size, lambda e: len(e.input_ids), self.pad, collate)
         self.prompt_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: e.prompt_len, self.pad, collate_prompts)
-        self.continuations = [self._plan_continuations(rows) for rows, _ in self.prompt_batches]
+        self.prompt_of = [self._prompt_index[e.prompt_ids] for e in self.sequences]
+        # Prompts whose answers have similar lengths share a batch: their continuations then pad little.
+        answer_len = self._mean_answer_lengths()
+        self.prefix_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: answer_len[self._prompt_index[e.prompt_ids]],
+                                        self.pad, collate_prompts)
+        self.continuations = [self._plan_continuations(rows) for rows, _ in self.prefix_batches]
         self._rouge_cache: dict[tuple[str, str], float] = {}
         self._memo: dict[Hashable, EvalResult] = {}
 
@@ -153,11 +158,17 @@ class Evaluator:
         enc = self.sequences[seq]
         return list(enc.input_ids[enc.prompt_len :])
 
+    def _mean_answer_lengths(self) -> np.ndarray:
+        total, count = np.zeros(len(self.prompts)), np.zeros(len(self.prompts))
+        for s, p in enumerate(self.prompt_of):
+            total[p] += len(self._answer(s))
+            count[p] += 1
+        return total / count
+
     def _plan_continuations(self, prompt_rows: np.ndarray) -> list[Continuations]:
         """Every sequence of the batch's prompts, longest answers first, in batches of ``batch_size``."""
         row_of = {int(p): i for i, p in enumerate(prompt_rows)}
-        prompt_of = [self._prompt_index[e.prompt_ids] for e in self.sequences]
-        members = [(s, row_of[p]) for s, p in enumerate(prompt_of) if p in row_of]
+        members = [(s, row_of[p]) for s, p in enumerate(self.prompt_of) if p in row_of]
         members.sort(key=lambda member: -len(self._answer(member[0])))
         chunks = [members[i : i + self.cfg.batch_size] for i in range(0, len(members), self.cfg.batch_size)]
         return [self._continuations(chunk) for chunk in chunks]
@@ -208,7 +219,7 @@ class Evaluator:
         nll, es = np.full(len(self.sequences), math.nan), np.full(len(self.sequences), math.nan)
         generated = [[] for _ in self.prompts] if self.cfg.generate else None
         offered = accepted = steps = 0
-        for (rows, batch), chunks in zip(self.prompt_batches, self.continuations):
+        for (rows, batch), chunks in zip(self.prefix_batches, self.continuations):
             prefix = prefill(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
             for chunk in chunks:
                 nll[chunk.seqs], es[chunk.seqs] = score_continuations(model, prefix, chunk, es_floor=self.cfg.es_floor)

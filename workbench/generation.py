@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values [batch, kv_heads, pos, head_dim]
@@ -161,16 +162,61 @@ class _Decoding:
             self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
 
 
-def _check_drafts(model: nn.Module, prefix: Prefix, drafts: list[list[int]], pad: int):
-    """One forward over every draft: ``(cache, mask, greedy [n, max draft + 1])``."""
-    n = len(drafts)
-    if not any(drafts):
-        greedy = prefix.next_logits.argmax(-1, keepdim=True)
-        return _new_cache(prefix.layers), prefix.mask, greedy
-    tokens, mask = right_pad(drafts, pad, prefix.mask.device)
-    logits, cache, full_mask = extend(model, prefix, torch.arange(n, device=tokens.device), tokens, mask)
-    greedy = torch.cat([prefix.next_logits.argmax(-1, keepdim=True), logits.argmax(-1)], dim=1)
-    return cache, full_mask, greedy
+def draft_groups(lengths: Sequence[int], slack: float = 1.5) -> list[list[int]]:
+    """Rows in groups of similar draft length, longest first: a group's forward pads every draft to
+    its longest one, so a group's padded length stays within ``slack`` × its drafts' total length."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        group = groups[-1] if groups else []
+        total = sum(lengths[j] for j in group) + lengths[i]
+        if group and (len(group) + 1) * lengths[group[0]] > slack * total:
+            group = []
+        if not group:
+            groups.append(group)
+        group.append(i)
+    return groups
+
+
+def _check_group(model: nn.Module, prefix: Prefix, rows: list[int], drafts: list[list[int]], out: list[list[int]],
+                 eos: Sequence[int], max_new_tokens: int, pad: int) -> tuple[_Decoding, int]:
+    """Check the drafts of prefix ``rows`` in one forward and write what they settle into ``out``.
+
+    Returns the rows left to decode and the number of draft tokens accepted.
+    """
+    index = torch.tensor(rows, dtype=torch.long, device=prefix.mask.device)
+    greedy = prefix.next_logits[index].argmax(-1, keepdim=True)
+    if any(drafts[r] for r in rows):
+        tokens, fed = right_pad([drafts[r] for r in rows], pad, index.device)
+        logits, cache, _ = extend(model, prefix, index, tokens, fed)
+        greedy = torch.cat([greedy, logits.argmax(-1)], dim=1)
+    else:
+        cache = _new_cache([(keys[index], values[index]) for keys, values in prefix.layers])
+    accepted, open_rows = [], []
+    for j, (row, row_greedy) in enumerate(zip(rows, greedy.tolist())):
+        out[row], n_accepted, complete = accept(drafts[row], row_greedy, eos, max_new_tokens)
+        accepted.append(n_accepted)
+        if not complete:
+            open_rows.append(j)
+    n_accepted = torch.tensor(accepted, device=index.device)
+    valid_draft = torch.arange(greedy.shape[1] - 1, device=index.device) < n_accepted[:, None]  # rejected columns stay masked
+    state = _Decoding(list(rows), cache, torch.cat([prefix.mask[index], valid_draft.long()], dim=1),
+                      prefix.lengths[index] + n_accepted, torch.tensor([out[r][-1] for r in rows], device=index.device))
+    state.keep(open_rows)
+    return state, sum(accepted)
+
+
+def _merge(states: list[_Decoding]) -> _Decoding:
+    """One batch from several: caches and masks padded on the right (masked) to the widest."""
+    states = [s for s in states if s.rows] or states[:1]
+    if len(states) == 1:
+        return states[0]
+    width = max(s.mask.shape[1] for s in states)
+    layers = zip(*[_cache_layers(s.cache) for s in states])
+    merged = [tuple(torch.cat([F.pad(t, (0, 0, 0, width - t.shape[-2])) for t in kv], dim=0) for kv in zip(*layer))
+              for layer in layers]
+    mask = torch.cat([F.pad(s.mask, (0, width - s.mask.shape[1])) for s in states], dim=0)
+    return _Decoding([r for s in states for r in s.rows], _new_cache(merged), mask,
+                     torch.cat([s.positions for s in states]), torch.cat([s.last for s in states]))
 
 
 @torch.inference_mode()
@@ -182,46 +228,65 @@ def greedy_from_drafts(
     drafts: Sequence[Sequence[int]] | None = None,
     *,
     pad: int = 0,
+    lookahead: int = 10,
 ) -> Generation:
     """Greedy generation (≤ ``max_new_tokens``, stopping at any ``eos`` id) after every prefix row.
 
-    ``drafts[i]`` (any token list, e.g. the generation of a nearby model) is checked in one forward
-    and kept as far as it is the greedy output; decoding continues from there.
+    ``drafts[i]`` (any token list, e.g. the generation of a nearby model) is checked by a forward
+    (one per group of similar draft length) and kept as far as it is the greedy output; decoding
+    continues from there, each step checking up to ``lookahead`` further tokens guessed from the
+    draft (0: one token per step).
     """
     n = len(prefix.lengths)
     drafts = [list(d)[:max_new_tokens] for d in drafts] if drafts is not None else [[] for _ in range(n)]
-    cache, mask, greedy = _check_drafts(model, prefix, drafts, pad)
-    out, accepted, open_rows = [], [], []
-    for i, (draft, row_greedy) in enumerate(zip(drafts, greedy.tolist())):
-        tokens, n_accepted, complete = accept(draft, row_greedy, eos, max_new_tokens)
-        out.append(tokens)
-        accepted.append(n_accepted)
-        if not complete:
-            open_rows.append(i)
-    draft_width = mask.shape[1] - prefix.mask.shape[1]
-    valid_draft = torch.arange(draft_width, device=mask.device) < torch.tensor(accepted, device=mask.device)[:, None]
-    mask = torch.cat([prefix.mask, valid_draft.long()], dim=1)  # rejected draft columns stay masked
-    state = _Decoding(list(range(n)), cache, mask, prefix.lengths + torch.tensor(accepted, device=mask.device),
-                      torch.tensor([t[-1] for t in out], device=mask.device))
-    state.keep(open_rows)
-    steps = _decode(model, state, out, eos, max_new_tokens)
-    return Generation(out, sum(len(d) for d in drafts), sum(accepted), steps)
+    out: list[list[int]] = [[] for _ in range(n)]
+    checked = [_check_group(model, prefix, rows, drafts, out, eos, max_new_tokens, pad)
+               for rows in draft_groups([len(d) for d in drafts])]
+    steps = _decode(model, _merge([state for state, _ in checked]), out, drafts, eos, max_new_tokens, lookahead, pad)
+    return Generation(out, sum(len(d) for d in drafts), sum(a for _, a in checked), steps)
 
 
-def _decode(model: nn.Module, state: _Decoding, out: list[list[int]], eos: Sequence[int], max_new_tokens: int) -> int:
-    """KV-cached greedy steps until every row has reached EOS or the limit; appends to ``out``."""
+def propose(draft: Sequence[int], out: Sequence[int], k: int, n: int = 2) -> list[int]:
+    """Up to ``k`` tokens likely to follow ``out`` (prompt-lookup speculation; they are checked anyway).
+
+    What followed the last earlier occurrence of ``out``'s final ``n`` tokens, in the draft, else in
+    ``out`` itself (degenerate generations repeat); failing both, the draft's tokens at the same
+    positions (one token substituted, the rest unchanged).
+    """
+    if len(out) >= n:
+        tail = list(out[-n:])
+        for source, end in ((draft, len(draft)), (out, len(out) - 1)):
+            for i in range(end - n, -1, -1):
+                if list(source[i : i + n]) == tail:
+                    return list(source[i + n : i + n + k])
+    return list(draft[len(out) : len(out) + k])
+
+
+def _decode(model: nn.Module, state: _Decoding, out: list[list[int]], drafts: list[list[int]], eos: Sequence[int],
+            max_new_tokens: int, lookahead: int, pad: int) -> int:
+    """KV-cached greedy steps until every row has reached EOS or the limit; appends to ``out``.
+
+    Each step feeds every row its newest token plus up to ``lookahead`` proposed ones (:func:`propose`)
+    and keeps the proposals as far as they are the greedy output, as a draft is kept.
+    """
     steps = 0
     while state.rows:
-        ones = torch.ones_like(state.mask[:, :1])
-        state.mask = torch.cat([state.mask, ones], dim=1)
-        logits = _forward(model, state.last[:, None], state.mask, state.positions[:, None], state.cache, keep=1)
+        room = [max_new_tokens - len(out[r]) - 1 for r in state.rows]  # the step adds one greedy token after them
+        proposals = [propose(drafts[r], out[r], min(lookahead, m)) for r, m in zip(state.rows, room)]
+        tokens, fed = right_pad([[t] + p for t, p in zip(state.last.tolist(), proposals)], pad, state.mask.device)
+        positions = state.positions[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
+        logits = _forward(model, tokens, torch.cat([state.mask, fed], dim=1), positions, state.cache, keep=0)
         steps += 1
-        nxt = logits[:, -1].argmax(-1)
-        keep = []
-        for j, (row, token) in enumerate(zip(state.rows, nxt.tolist())):
-            out[row].append(token)
-            if token not in eos and len(out[row]) < max_new_tokens:
+        keep, kept = [], []
+        for j, (row, proposal, greedy) in enumerate(zip(state.rows, proposals, logits.argmax(-1).tolist())):
+            new, n_accepted, complete = accept(proposal, greedy, eos, max_new_tokens - len(out[row]))
+            out[row].extend(new)
+            kept.append(n_accepted)
+            if not complete:
                 keep.append(j)
-        state.positions, state.last = state.positions + 1, nxt
+        n_kept = torch.tensor(kept, device=tokens.device)
+        state.mask = torch.cat([state.mask, (torch.arange(tokens.shape[1], device=tokens.device) <= n_kept[:, None]).long()], 1)
+        state.positions = state.positions + 1 + n_kept
+        state.last = torch.tensor([out[r][-1] for r in state.rows], device=tokens.device)
         state.keep(keep)
     return steps
