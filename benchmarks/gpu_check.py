@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 from workbench.data.formatting import Encoded, collate
-from workbench.precision import enable_checkpointing
 from workbench.models import GIB, estimate_memory, resolve_device, resolve_dtype
 from workbench.objectives import forward_logits, mean_nll
+from workbench.precision import enable_checkpointing
 from workbench.regions import random_region
 from workbench.training import TrainConfig, train_region
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 
-from workbench.data.synthetic import random_token_examples
 from workbench.experiments import chain, session
 from workbench.models import load_pretrained, resolve_device, save_model_folder
 from workbench.models.tiny import train_bpe_tokenizer

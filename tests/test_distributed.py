@@ -12,10 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from workbench import objectives as obj
-from workbench.data.formatting import collate
+from workbench.data.formatting import PreferencePair, collate
 from workbench.data.synthetic import random_token_examples
 from workbench.delta import RegionDelta
-from workbench.data.formatting import PreferencePair
 from workbench.distributed import (
     ModelView,
     RestrictedModule,

@@ -9,15 +9,20 @@ number to float tolerance.
 
 import pytest
 import torch
+from test_evaluation import _greedy, build_trained
+from test_mixing import _forget
 
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
-from workbench.generation import accept, draft_groups, greedy_from_drafts, prefill, propose
+from workbench.generation import (
+    accept,
+    draft_groups,
+    greedy_from_drafts,
+    prefill,
+    propose,
+)
 from workbench.mixing import ALPHAS, mixing_sweep
 from workbench.regions import random_region
 from workbench.training import TrainConfig, train_region
-
-from test_evaluation import _greedy, build_trained
-from test_mixing import _forget
 
 MAX_NEW = 30
 

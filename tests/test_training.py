@@ -43,7 +43,7 @@ def test_only_region_entries_change(model_type):
             assert torch.equal(value, before[name]), name
     axis = arch.vector_axis(model)
     changed_any = False
-    for layer, name in enumerate(down_names_sorted := arch.down_proj_names(model)):
+    for layer, name in enumerate(arch.down_proj_names(model)):
         mask = torch.zeros_like(after[name], dtype=torch.bool)
         idx = region.layer(layer)
         if axis == 1:

@@ -8,9 +8,9 @@ bucketing, padding) is done in the constructor. A call then costs:
   lengths, so that the answers pad little), whose KV cache every answer of that question continues
   from (:mod:`workbench.generation`): the answer, the paraphrase and the perturbed answers run as
   right-padded batches of answer tokens only, so a question's prompt (with a chat template often
-  longer than its answers) is computed once, not once per answer. From these forwards come each answer's mean NLL (probability, truth-ratio terms)
-  and its argmax predictions (ES). The answer of real authors / world facts is also their
-  truth-ratio "paraphrase": scored once.
+  longer than its answers) is computed once, not once per answer. From these forwards come each
+  answer's mean NLL (probability, truth-ratio terms) and its argmax predictions (ES). A real-author
+  or world-fact answer is also its truth-ratio "paraphrase": scored once.
 * **greedy generation from the same prompt cache** (each sequence stopping at EOS, ≤ 200 new
   tokens), for ROUGE-L recall. Given ``drafts`` (a mixing sweep passes the previous α's
   generations), each draft is checked in one forward and decoding starts only where the model
@@ -45,14 +45,7 @@ from workbench.data.formatting import Encoded, collate, collate_prompts, encode,
 from workbench.data.schema import QA, UnlearningData
 from workbench.generation import greedy_from_drafts, prefill, right_pad
 from workbench.likelihood import model_device
-from workbench.scoring import (  # noqa: F401
-    Continuations,
-    _bucketed,
-    eos_ids,
-    greedy_generate,
-    score_continuations,
-    score_sequences,
-)
+from workbench.scoring import Continuations, _bucketed, eos_ids, greedy_generate, score_continuations, score_sequences
 
 EVAL_SPLITS = ("forget", "retain_eval", "real_authors", "world_facts")
 MU_SPLITS = ("retain_eval", "real_authors", "world_facts")
