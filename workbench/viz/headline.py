@@ -78,7 +78,8 @@ def headline_figure(tests: pd.DataFrame, random_pairs: pd.DataFrame, *, title: s
         fig.add_hline(y=0, line=dict(color="#444", width=1), row=1, col=col)
         fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=[c[0] for c in cats], range=[-0.6, len(cats) - 0.4],
                          row=1, col=col)
-    width = len(metrics) * max(380, 110 * len(cats) + 160)  # wide enough for the labels, never stretched
+    # wide enough for the labels and the title (8 px a character at this size), never stretched
+    width = max(len(metrics) * max(380, 110 * len(cats) + 160), 8 * len(title or "") + 100)
     fig.update_layout(title=title, template="plotly_white", barmode="overlay", height=420, width=min(width, 1300),
                       margin=dict(l=60, r=20, t=80, b=110), legend=dict(orientation="h", x=0, y=-0.15, yanchor="top",
                                                                    font=dict(size=11)))
