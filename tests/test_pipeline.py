@@ -85,3 +85,23 @@ def test_summary_and_paper_table_on_a_known_sweep():
 def test_rmu_layer_beyond_depth_fails_before_training():
     with pytest.raises(config.ConfigError, match="rmu_layer"):
         _cfg(objectives=["rmu"], rmu_layer=5)  # smoke model has 2 layers
+
+
+def test_sweeps_from_one_start_share_its_first_point(tmp_path, monkeypatch):
+    """Every sweep of one θo starts at θo: its α = 0 evaluation runs once, however many sweeps there are."""
+    from workbench.evaluation import Evaluator
+
+    def count(random_per_seed: int, cache) -> int:
+        calls = []
+        original = Evaluator.evaluate
+        monkeypatch.setattr(Evaluator, "evaluate", lambda self, m, drafts=None: calls.append(1) or original(self, m, drafts=drafts))
+        cfg = _cfg(random_per_seed=random_per_seed, region_seeds=[7])
+        session = pipeline.open_session(cfg, cache_root=str(cache), progress=False)
+        result = experiments.controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook,
+                                        random_seeds=cfg.random_seeds_for)
+        assert result.per_alpha.groupby(["scenario", "seed"]).ngroups == 1 + random_per_seed
+        return len(calls)
+
+    one, two = count(1, tmp_path / "a"), count(2, tmp_path / "b")
+    n_alpha = SMOKE["n_alpha"]
+    assert two - one == n_alpha - 1  # the extra sweep evaluated α > 0 only; unshared it would cost n_alpha

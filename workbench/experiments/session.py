@@ -192,13 +192,16 @@ class Session:
 
     # -- evaluation ----------------------------------------------------------------------------------
     def sweep(self, delta: RegionDelta, *, start_key: str, labels: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The 21-point (``n_alpha``) mixing sweep from the current state (α=0) to the unlearned one."""
+        """The 21-point (``n_alpha``) mixing sweep from the current state (α=0) to the unlearned one.
+
+        Sweeps with one ``start_key`` start from the same model: its α = 0 evaluation is computed once."""
         alphas = np.linspace(0.0, 1.0, self.cfg.n_alpha).round(6).tolist()
         inputs = {"start": start_key, "delta": delta_identity(delta), "alphas": alphas,
                   "eval": dataclasses.asdict(self.evaluator.cfg),
                   "reference": None if self.evaluator.reference_forget_tr is None else self.evaluator.reference_forget_tr.tolist()}
         per_alpha, per_example = self.cache.get_or_build(
-            "sweep", inputs, lambda: mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress),
+            "sweep", inputs, lambda: mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress,
+                                                  first=self.evaluator.memoised(self.model, start_key)),
             _save_frames, _load_frames, force=self.force, sources=self.sources(EVAL_SOURCES))
         for frame in (per_alpha, per_example):
             for i, (k, v) in enumerate(labels.items()):
