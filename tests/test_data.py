@@ -103,6 +103,21 @@ def test_tofu_subsampling_keeps_whole_authors(tofu_dir):
     assert again.fingerprint() == data.fingerprint() != other.fingerprint()
 
 
+@pytest.mark.unit
+def test_tofu_general_questions_can_be_subsampled_by_seed(tofu_dir):
+    full = load_tofu(tofu_dir, n_retain_authors=2, n_forget_authors=1, seed=3)
+    a = load_tofu(tofu_dir, n_retain_authors=2, n_forget_authors=1, n_general=10, seed=3)
+    b = load_tofu(tofu_dir, n_retain_authors=2, n_forget_authors=1, n_general=10, seed=4)
+    for split in ("real_authors", "world_facts"):
+        rows, all_rows = getattr(a, split), getattr(full, split)
+        assert len(rows) == 10 and len(all_rows) > 10
+        order = [all_rows.index(ex) for ex in rows]
+        assert order == sorted(order)  # a draw, kept in file order
+        assert getattr(b, split) != rows  # another seed, another draw
+    assert a.forget == full.forget and a.retain_eval == full.retain_eval
+    assert load_tofu(tofu_dir, n_retain_authors=2, n_forget_authors=1, n_general=0, seed=3).real_authors == full.real_authors
+
+
 @pytest.mark.integration
 def test_tofu_retain_eval_has_truth_ratio_answers_for_every_seed(tofu_dir):
     """Review finding 2: at n_retain_authors=8, 38 of 100 seeds used to draw no author that

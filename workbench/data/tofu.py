@@ -186,6 +186,14 @@ def _keep(examples: Sequence[QA], groups: set[str]) -> list[QA]:
     return [ex for ex in examples if ex.group in groups]
 
 
+def _sample(examples: list[QA], n: int | None, seed: int) -> list[QA]:
+    """``n`` of ``examples`` drawn with ``seed``, in their original order (all when ``n`` is None or 0)."""
+    if not n or n >= len(examples):
+        return list(examples)
+    keep = set(random.Random(seed).sample(range(len(examples)), n))
+    return [ex for i, ex in enumerate(examples) if i in keep]
+
+
 # -- the bundle ---------------------------------------------------------------------------------
 def load_tofu(
     source: str | Path,
@@ -193,6 +201,7 @@ def load_tofu(
     forget_split: str = "forget10",
     n_retain_authors: int | None = None,
     n_forget_authors: int | None = None,
+    n_general: int | None = None,
     seed: int = 0,
 ) -> UnlearningData:
     """TOFU as an :class:`UnlearningData` bundle, optionally subsampled by whole authors.
@@ -207,6 +216,8 @@ def load_tofu(
     first (:func:`choose_retain_authors`) and retain_eval keeps their ``retain_perturbed`` questions:
     every retain_eval row has paraphrased and perturbed answers, so truth ratio and Model Utility are
     defined for every seed. Without subsampling nothing changes (all 400 rows are kept).
+    ``n_general`` keeps that many real_authors and world_facts questions each (a draw with ``seed``,
+    in file order; for CPU runs: the paper evaluates them whole).
     """
     if forget_split not in FORGET_TO_RETAIN:
         raise ValueError(f"unknown forget_split {forget_split!r}; choose one of {sorted(FORGET_TO_RETAIN)}")
@@ -226,7 +237,7 @@ def load_tofu(
         forget=forget,
         retain=retain,
         retain_eval=_keep(retain_perturbed, {ex.group for ex in retain}),
-        real_authors=load_tofu_split(source, "real_authors_perturbed"),
-        world_facts=load_tofu_split(source, "world_facts_perturbed"),
+        real_authors=_sample(load_tofu_split(source, "real_authors_perturbed"), n_general, seed),
+        world_facts=_sample(load_tofu_split(source, "world_facts_perturbed"), n_general, seed),
         refusals=load_refusals(source),
     )

@@ -41,6 +41,7 @@ from workbench.runs.params import (
     _looks_like_parameter,
     at_least_two,
     coerce,
+    describe_fields,
     device_name,
     fraction,
     model_problems,
@@ -48,8 +49,8 @@ from workbench.runs.params import (
     non_negative,
     one_of,
     param,
+    parameters_text,
     positive,
-    type_name,
     unit_interval,
     unknown_key_message,
 )
@@ -84,6 +85,7 @@ class Config:
     data_dir: str = param("", "local data folder; '' -> $WORKBENCH_TOFU_DIR / $WORKBENCH_LUME_DIR")
     n_retain_authors: int = param(16, "authors (or people) kept in the retain set", positive)
     n_forget_authors: int = param(2, "authors in the forget set", positive)
+    n_eval_general: int = param(0, "TOFU: real_authors and world_facts questions evaluated, each a seeded draw (0 -> all, as the paper)", non_negative)
     model: str = param("tiny-llama", "'tiny-llama', 'smollm2', a hub id or a local path")
     model_revision: str = param("", "hub revision (branch, tag or commit) of 'model'; '' -> the default branch")
     retain_model: str = param("", "θr trained elsewhere (hub id or local folder), used instead of fine-tuning θp on the retain set here; '' -> fine-tune here")
@@ -324,17 +326,9 @@ def load(notebook: str, namespace: Mapping[str, Any], *, strict: bool = True) ->
 
 def describe(notebook: str) -> list[tuple[str, str, Any, str]]:
     """``(name, type, default, help)`` rows for ``python -m workbench list`` and docs."""
-    cls = config_class(notebook)
-    hints = typing.get_type_hints(cls)
-    rows = []
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        rows.append((f.name, type_name(hints[f.name]), default, f.metadata["help"]))
-    return rows
+    return describe_fields(config_class(notebook))
 
 
 def parameters_cell(notebook: str) -> str:
-    """The notebook's ``parameters`` cell: one ``name = default  # help`` line per built-in parameter
-    (papermill cannot parse a comment that holds ``=``, so the help says "is" instead)."""
-    return "\n".join(f"{name} = {default!r}  # {help_.replace('=', 'is').replace('  ', ' ')}"
-                     for name, _, default, help_ in describe(notebook))
+    """The notebook's ``parameters`` cell: one ``name = default  # help`` line per built-in parameter."""
+    return parameters_text(describe(notebook))

@@ -9,6 +9,7 @@ and what is allowed, so that a typo fails before hours of training rather than b
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import types
@@ -171,3 +172,19 @@ def _looks_like_parameter(name: str, value: Any) -> bool:
         return False
     primitive = (bool, int, float, str, type(None))
     return isinstance(value, primitive) or (isinstance(value, list) and all(isinstance(v, primitive) for v in value))
+
+
+def describe_fields(cls) -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, help)`` of every field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        rows.append((f.name, type_name(hints[f.name]), default, f.metadata["help"]))
+    return rows
+
+
+def parameters_text(rows: list[tuple[str, str, Any, str]]) -> str:
+    """A ``parameters`` cell: one ``name = default  # help`` line per row (papermill cannot parse a
+    comment that holds ``=``, so the help says "is" instead)."""
+    return "\n".join(f"{name} = {default!r}  # {help_.replace('=', 'is').replace('  ', ' ')}" for name, _, default, help_ in rows)
