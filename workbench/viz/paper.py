@@ -1,0 +1,128 @@
+"""Our kept results next to the paper's numbers (``paper-tables.csv``: every number of Tables 1–6).
+
+Absolute AUES and MU95 depend on the model, the data and the learning rates, so a CPU-scale run is
+compared with the paper on what should transfer (paper-tables.md):
+
+* the **sign and size of scenario − Random** (Oracle − Random, or localizer − Random), in units of
+  the spread of Random across its sweeps (``Δ / σ_R``): the paper's |Δ| are a fraction of a seed's
+  spread, so |Δ / σ_R| well above 1 would be a different conclusion;
+* the **p-values**: the paper's per-α permutation p (mean over pairs, as the paper prints it) and our
+  calibrated Random–Random p (:mod:`workbench.stats`);
+* the **ordering of localizers against Random** (Table 1: Random beats every localizer).
+
+Ours: Δ is the mean over start models of (scenario − mean of that model's Random sweeps), σ_R the
+standard deviation of all Random sweeps; MU95 cells count only what the sweeps give (an unreached
+MU95 is FQ at α = 1, and the reached count is shown). The paper's Δ is its Oracle (or localizer)
+mean minus its Random mean, σ_R its Random std.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.viz.markdown import p_value, read_table
+from workbench.viz.plots import style
+
+PAPER_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "paper-tables.csv"
+# Which of the paper's tables each notebook reproduces (Figure 1, the L2 notebook's, has no numbers).
+PAPER_TABLE = {"oracle-vs-random": 2, "revisit-localizers": 1, "lume": 6}
+METRICS = {"AUES": "aues", "MU95": "mu95"}
+
+
+def ours(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (objective, scenario ≠ Random): Δ = mean over start models of (scenario − that model's
+    Random mean), σ_R over every Random sweep of the objective, and the reached count for MU95."""
+    rows = []
+    for objective, runs in summary.groupby("objective"):
+        random = runs[runs.scenario == "random"]
+        sigma = float(random[metric].std(ddof=1)) if len(random) > 1 else math.nan
+        for scenario, sc in runs[runs.scenario != "random"].groupby("scenario"):
+            per_start = [float(g[metric].mean() - random[random.start == start][metric].mean())
+                         for start, g in sc.groupby("start") if (random.start == start).any()]
+            reached = (f"{int(sc.MU95_reached.sum())}/{len(sc)} vs {int(random.MU95_reached.sum())}/{len(random)}"
+                       if metric == "MU95" else "")
+            rows.append({"objective": objective, "scenario": scenario, "value": float(sc[metric].mean()),
+                         "random": float(random[metric].mean()), "delta": float(pd.Series(per_start).mean()),
+                         "sigma": sigma, "reached": reached})
+    return pd.DataFrame(rows)
+
+
+def paper(paper_csv: str | Path, table: int, metric: str) -> pd.DataFrame:
+    """Per (model, objective, region ≠ random): the paper's Δ, σ_R and p."""
+    p = pd.read_csv(paper_csv)
+    p = p[(p.table == table) & (p.metric == METRICS[metric])]
+    rows = []
+    for (model, objective), g in p.groupby(["model", "objective"], sort=False):
+        random = g[g.region == "random"]
+        if random.empty:
+            continue
+        r = random.iloc[0]
+        for _, row in g[~g.region.isin(["random", "original"])].iterrows():
+            rows.append({"model": model, "objective": objective, "scenario": row.region, "value": row["mean"],
+                         "random": r["mean"], "delta": row["mean"] - r["mean"], "sigma": r["std"], "p": row.p_value})
+    return pd.DataFrame(rows)
+
+
+def _ratio(delta: float, sigma: float) -> str:
+    return "–" if not (sigma and math.isfinite(sigma)) else f"{delta / sigma:+.1f}"
+
+
+def _verdict(delta_ours: float, p_ours: float, delta_paper: float, p_paper: float) -> str:
+    """Plain words: does our run reach the paper's conclusion for this row? Where the paper gives a p
+    (Tables 2, 6) the question is whether the region separates from Random; where it gives none
+    (Table 1: one run per localizer) it is the ordering against Random."""
+    if not math.isfinite(p_paper):
+        side = "above" if delta_paper > 0 else "below"
+        return f"{'same' if delta_ours * delta_paper > 0 else 'opposite'} ordering (paper: {side} Random)"
+    ours_differs, paper_differs = p_ours < 0.05, p_paper < 0.05
+    if ours_differs == paper_differs:
+        return "agree: no difference beyond Random–Random" if not ours_differs else "agree: a difference"
+    return "differ: ours separates from Random" if ours_differs else "differ: the paper separates"
+
+
+def comparison(folder: str | Path, notebook: str, metric: str, paper_csv: str | Path = PAPER_CSV) -> list[str]:
+    """Markdown rows: our Δ (Δ/σ_R, p paper-style, p calibrated) next to each of the paper's models."""
+    folder = Path(folder)
+    summary, table = pd.read_csv(folder / "summary.csv"), read_table(folder)
+    mine, theirs = ours(summary, metric), paper(paper_csv, PAPER_TABLE[notebook], metric)
+    if theirs.empty:
+        return []
+    models = list(dict.fromkeys(theirs.model))
+    header = ["objective · region", f"ours: {metric} vs Random", "ours: Δ (Δ/σ_R)", "ours: p paper / p calibrated"]
+    header += [f"{m}: Δ (Δ/σ_R), p" for m in models] + ["conclusion vs the paper (p < 0.05: separates)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for _, r in mine.iterrows():
+        t = table[(table.objective == r.objective) & (table.scenario == r.scenario)]
+        p_paper_style = float(t[f"p {metric} paper (mean)"].iloc[0]) if len(t) else math.nan
+        p_cal = float(t[f"p {metric} R–R"].iloc[0]) if len(t) else math.nan
+        value = f"{r.value:.3f} vs {r.random:.3f}" if metric == "AUES" else f"{r.value:.2f} vs {r.random:.2f} ({r.reached} reached)"
+        cells = [f"{r.objective} · {style(r.scenario)[0]}", value, f"{r.delta:+.3f} ({_ratio(r.delta, r.sigma)})",
+                 f"{p_value(p_paper_style)} / {p_value(p_cal)}"]
+        verdicts = []
+        for m in models:
+            row = theirs[(theirs.model == m) & (theirs.objective == r.objective) & (theirs.scenario == r.scenario)]
+            if row.empty:
+                cells.append("–")
+                continue
+            q = row.iloc[0]
+            cells.append(f"{q.delta:+.3f} ({_ratio(q.delta, q.sigma)}), {p_value(q.p)}")
+            verdicts.append(_verdict(r.delta, p_cal, q.delta, float(q.p)))
+        cells.append("; ".join(dict.fromkeys(verdicts)) or "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def paper_block(folder: str | Path, notebook: str, paper_csv: str | Path = PAPER_CSV) -> str:
+    """The comparison tables of one kept run (AUES, and MU95 where the paper reports it)."""
+    if notebook not in PAPER_TABLE:
+        return ("The paper reports this experiment as curves only (Figure 1), without numbers; compare "
+                "the figures.\n")
+    parts = [f"Paper Table {PAPER_TABLE[notebook]}."]
+    for metric in METRICS:
+        rows = comparison(folder, notebook, metric, paper_csv)
+        if len(rows) > 2:
+            parts.append("\n".join(rows))
+    return "\n\n".join(parts) + "\n"
