@@ -27,15 +27,14 @@ point: pass it as ``first``.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
 import torch
 from torch import nn
 
+from workbench.models.checkpoints import SafetensorsState  # noqa: F401  (θ_after read lazily from a folder)
 from workbench.progress import progress_bar as tqdm
 
 ALPHAS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
@@ -64,41 +63,6 @@ def interpolate_state_dicts(
         else:
             out[name] = b.clone()
     return out
-
-
-class SafetensorsState(Mapping[str, torch.Tensor]):
-    """The tensors of a saved model folder (``model.safetensors`` or its sharded index), read one at
-    a time from the memory-mapped files when asked for: nothing is loaded up front."""
-
-    def __init__(self, folder: str | Path):
-        from safetensors import safe_open
-
-        folder = Path(folder)
-        index = folder / "model.safetensors.index.json"
-        if index.is_file():
-            files = {name: folder / f for name, f in json.loads(index.read_text())["weight_map"].items()}
-        elif (folder / "model.safetensors").is_file():
-            files = dict.fromkeys(self._names(folder / "model.safetensors"), folder / "model.safetensors")
-        else:
-            raise FileNotFoundError(f"{folder}: no model.safetensors (or model.safetensors.index.json) to mix from")
-        self._handles = {f: safe_open(str(f), framework="pt", device="cpu") for f in set(files.values())}
-        self._files = files
-
-    @staticmethod
-    def _names(path: Path) -> list[str]:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return list(f.keys())
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._handles[self._files[name]].get_tensor(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._files)
-
-    def __len__(self) -> int:
-        return len(self._files)
 
 
 class StateMixer:
