@@ -172,7 +172,7 @@ def test_state_mixer_holds_one_model_and_streams_the_other_two(tmp_path):
     host memory on a GPU machine) and three fp32 slices on the device, whatever the model size. The
     former mixer (θ_before cloned, θ_after moved to the device) held 2× the model beside it; the
     ``before=None`` case (θ_before copied once, to ``offload``) shows that the tracker sees copies."""
-    from workbench.mixing import SafetensorsState
+    from workbench.models.checkpoints import SafetensorsState
 
     model = make_tiny("llama", layers=6)
     before = _state(model)

@@ -47,7 +47,14 @@ from workbench.aggregates import (  # noqa: F401
     NORMALISED_PROB_SPLITS,
     mu_components,
 )
-from workbench.data.formatting import Encoded, clean_up_spaces, collate, collate_prompts, encode, pad_id
+from workbench.data.formatting import (
+    Encoded,
+    clean_up_spaces,
+    collate,
+    collate_prompts,
+    encode,
+    pad_id,
+)
 from workbench.data.schema import QA, UnlearningData
 from workbench.generation import greedy_from_drafts, prefill, right_pad
 from workbench.likelihood import model_device

@@ -29,7 +29,7 @@ import pandas as pd
 from torch import nn
 
 from workbench.data.schema import UnlearningData
-from workbench.evaluation import EvalConfig, Evaluator
+from workbench.evaluation import EVAL_SPLITS, EvalConfig, Evaluator
 from workbench.experiments.tables import summarise
 from workbench.mixing import ALPHAS, StateMixer, mixing_sweep
 from workbench.models import load_pretrained
@@ -164,3 +164,45 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
     settings = {"before": str(start), "after": [str(a) if not isinstance(a, nn.Module) else n for a, n in zip(afters, names)],
                 "retain_model": None if retain_model is None else str(retain_model), "eval_config": eval_config.__dict__}
     return PairResult(per_alpha, pd.concat(per_example, ignore_index=True), summary, notes, settings)
+
+
+# -- from a notebook's parameters -------------------------------------------------------------------
+def subsample(data: UnlearningData, rows: int | None, seed: int = 0) -> tuple[UnlearningData, dict[str, list[int]]]:
+    """``rows`` examples of each evaluation split drawn with ``seed`` (all when None or 0), in their
+    original order, and their row indices in the full split."""
+    import random
+
+    index = {}
+    for split in EVAL_SPLITS:
+        n = len(getattr(data, split))
+        index[split] = sorted(random.Random(f"{seed}-{split}").sample(range(n), rows)) if rows and rows < n else list(range(n))
+    return replace(data, **{s: [getattr(data, s)[i] for i in index[s]] for s in EVAL_SPLITS}), index
+
+
+def config_data(cfg) -> UnlearningData:
+    """TOFU (a folder, ``$WORKBENCH_TOFU_DIR`` or the hub) or its synthetic miniature, as ``cfg`` says."""
+    from workbench.data import load_data
+
+    if cfg.data == "tofu":
+        data = load_data("tofu", source=cfg.data_path() or "locuslab/TOFU", forget_split=cfg.forget_split,
+                         n_retain_authors=cfg.n_retain_authors or None, n_forget_authors=cfg.n_forget_authors or None,
+                         seed=cfg.seed)
+    else:
+        forget = cfg.n_forget_authors or 2
+        data = load_data(cfg.data, n_authors=(cfg.n_retain_authors or 8) + forget, n_forget_authors=forget, seed=cfg.seed)
+    return subsample(data, cfg.max_examples, cfg.seed)[0]
+
+
+def evaluate_checkpoints(cfg) -> PairResult:
+    """:func:`evaluate_pair` with a notebook config (:mod:`workbench.runs.evaluate_config`)."""
+    import numpy as np
+
+    if not cfg.before or not cfg.after:
+        raise ValueError("set 'before' (the model before unlearning) and 'after' (a list of unlearned checkpoints), "
+                         "e.g. python -m workbench evaluate --before <folder or hub id> --after <folder or hub id>")
+    eval_config = EvalConfig(batch_size=cfg.eval_batch_size, generate=cfg.eval_generate, max_new_tokens=cfg.eval_max_new_tokens,
+                             es_floor=cfg.es_floor, prompt_format=cfg.prompt_format, use_chat_template=cfg.use_chat_template)
+    alphas = tuple(float(a) for a in np.round(np.linspace(0, 1, cfg.n_alpha), 6))
+    return evaluate_pair(cfg.before, list(cfg.after), config_data(cfg), retain_model=cfg.retain_model or None,
+                         alphas=alphas, eval_config=eval_config, labels=list(cfg.labels) or None, device=cfg.device,
+                         dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)

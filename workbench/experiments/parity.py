@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from workbench import metrics as m
-from workbench.data.schema import UnlearningData
 from workbench.data.tofu import load_tofu
 from workbench.evaluation import EvalConfig, Evaluator
+from workbench.experiments.pair import subsample
 from workbench.models import load_pretrained
 
 OU_CONFIG = EvalConfig(batch_size=32, max_new_tokens=200, es_floor=True, prompt_format="open-unlearning",
@@ -64,21 +63,11 @@ def ou_metric(split: str, column: str) -> str | None:
     return OU_NAMES.get(name, name)
 
 
-def subset(data: UnlearningData, rows: int | None, seed: int = 0) -> tuple[UnlearningData, dict[str, list[int]]]:
-    """``rows`` examples per split drawn with ``seed`` (all when None), and their original row indices."""
-    index = {}
-    for split in PREFIX:
-        n = len(getattr(data, split))
-        index[split] = sorted(random.Random(f"{seed}-{split}").sample(range(n), rows)) if rows and rows < n else list(range(n))
-    picked = {s: [getattr(data, s)[i] for i in index[s]] for s in PREFIX}
-    return replace(data, **picked), index
-
-
 def run(reference: str | Path, tofu: str | Path, *, rows: int | None = None, seed: int = 0) -> Report:
     reference = Path(reference)
     ou = json.loads((reference / "ou_eval.json").read_text())
     as_retain = json.loads((reference / "ou_eval_as_retain.json").read_text())
-    data, index = subset(load_tofu(tofu, forget_split="forget10"), rows, seed)
+    data, index = subsample(load_tofu(tofu, forget_split="forget10"), rows, seed)
     model, tok = load_pretrained(str(reference / "model"), device="cpu", dtype="float32", local_files_only=True)
     ref_tr = _values(as_retain, "forget_truth_ratio", "score", index["forget"])
     start = time.perf_counter()

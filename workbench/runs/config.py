@@ -57,7 +57,6 @@ from workbench.runs.params import (
 __all__ = ["Config", "ConfigError", "absolute_paths", "config_class", "describe", "field_names", "from_params",
            "import_plugins", "load", "method_params", "parameters_cell", "plugin_modules"]
 
-# -- the notebook dataclasses ---------------------------------------------------------------------
 CONFIGS: dict[str, type[Config]] = {}
 
 
@@ -305,7 +304,6 @@ def from_params(notebook: str, params: Mapping[str, Any]) -> Config:
     return cfg
 
 
-# Names IPython puts into a notebook's globals that are not parameters.
 def load(notebook: str, namespace: Mapping[str, Any], *, strict: bool = True) -> Config:
     """Build the config from a notebook's ``globals()`` after its parameters cell.
 
@@ -338,3 +336,5 @@ def parameters_cell(notebook: str) -> str:
     (papermill cannot parse a comment that holds ``=``, so the help says "is" instead)."""
     return "\n".join(f"{name} = {default!r}  # {help_.replace('=', 'is').replace('  ', ' ')}"
                      for name, _, default, help_ in describe(notebook))
+
+from workbench.runs import evaluate_config  # noqa: E402,F401  (registers "evaluate-checkpoints": no training fields)
