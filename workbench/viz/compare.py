@@ -4,7 +4,8 @@ Several unlearned models of one base model are compared on the paper's two plane
 method in one figure: RS against FS (the legend gives each method's AUES, its area shaded) and,
 where Forget Quality is defined (a retain model was given), MU against FQ with each method's MU95
 marked (filled where MU fell to 95% of MU(θ_before), the dashed line; open at α = 1 where it never
-did). Colours are :func:`workbench.viz.plots.style`'s, the same in the curve explorer.
+did). Methods take the Okabe–Ito colours in the order given (distinct for up to eight methods; the
+name-hashed colours of :func:`workbench.viz.plots.style` can coincide for two arbitrary names).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from workbench.runs.rundir import RunDir
 from workbench.viz import plots
 
 WIDTH, HEIGHT = 640, 480
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
@@ -28,15 +30,16 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     return fig
 
 
-def _methods(per_alpha: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    return [(m, g.sort_values("alpha")) for m, g in per_alpha.groupby("scenario", sort=False)]
+def _methods(per_alpha: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """``(method, colour, rows in α order)`` in the order the methods were given."""
+    groups = per_alpha.groupby("scenario", sort=False)
+    return [(m, OKABE_ITO[i % len(OKABE_ITO)], g.sort_values("alpha")) for i, (m, g) in enumerate(groups)]
 
 
 def fs_rs_figure(per_alpha: pd.DataFrame, summary: pd.DataFrame, *, title: str = "RS vs FS, one curve per method") -> go.Figure:
     fig = go.Figure()
     aues = dict(zip(summary["scenario"], summary["AUES"]))
-    for method, g in _methods(per_alpha):
-        _, color = plots.style(method)
+    for method, color, g in _methods(per_alpha):
         x, y = aues_outline(g["FS"], g["RS"])
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(width=0), fill="tozeroy", showlegend=False,
                                  fillcolor=plots.translucent(color), hoverinfo="skip"))
@@ -51,11 +54,10 @@ def mu_fq_figure(per_alpha: pd.DataFrame, summary: pd.DataFrame, *, threshold: f
                  title: str = "MU vs FQ, one curve per method") -> go.Figure:
     fig = go.Figure()
     by_method = summary.set_index("scenario")
-    for method, g in _methods(per_alpha):
-        _, color = plots.style(method)
+    for method, color, g in _methods(per_alpha):
         s = by_method.loc[method]
         reached = bool(s["MU95_reached"])
-        label = f"{method} (MU95 {s['MU95']:.2f}{'' if reached else ', not reached: FQ at α = 1'})"
+        label = f"{method} (MU95 {s['MU95']:.3g}{'' if reached else ', not reached: FQ at α = 1'})"
         fig.add_trace(go.Scatter(x=g["FQ"], y=g["MU"], mode="lines+markers", name=label, line=dict(color=color, width=2.5),
                                  hovertext=plots.hover(g), hoverinfo="text"))
         y = threshold * s["MU_before"] if reached else g["MU"].iloc[-1]
