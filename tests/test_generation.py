@@ -94,9 +94,11 @@ def test_draft_checked_generation_equals_plain_greedy_at_every_alpha(sweep):
     for alpha, result, reference in zip(ALPHAS, results, plain):
         got = [_without_eos(t, eos) for t in result.generated_ids]
         assert got == reference, f"α = {alpha}"
-    # the sweep is not trivial: drafts are rejected somewhere, and generations change along it
+    # the sweep is not trivial: drafts are rejected somewhere, and generations change along it. Since the
+    # tiny tokenizer prepends BOS (as Llama's does) this sweep's lowest acceptance is 0.545 (α = 0.1; it
+    # was 0.20 without BOS), hence 0.6 rather than 0.5: about half the draft tokens are still rejected.
     accepted = per_alpha["draft_accept"].iloc[1:]
-    assert accepted.min() < 0.5 < accepted.max()
+    assert accepted.min() < 0.6 < accepted.max()
     assert len({tuple(map(tuple, r.generated_ids)) for r in results}) > 5
 
 

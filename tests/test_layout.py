@@ -63,7 +63,8 @@ def test_no_module_names_a_method_outside_its_own_file(kind, registry):
 
 @pytest.mark.unit
 def test_science_modules_do_not_import_infrastructure():
-    science = ["regions", "weight_regions", "delta", "likelihood", "precision", "training", "dense_masked", "metrics", "evaluation", "mixing", "curves", "stats"]
+    science = ["regions", "weight_regions", "delta", "likelihood", "precision", "training", "dense_masked", "metrics",
+               "aggregates", "evaluation", "mixing", "curves", "stats"]
     packages = ["objectives", "localizers", "data", "models"]
     paths = [PACKAGE / f"{m}.py" for m in science] + [p for pkg in packages for p in (PACKAGE / pkg).rglob("*.py")]
     bad = []

@@ -106,3 +106,18 @@ def test_bad_arguments_are_named():
         estimate_memory(config, 0.1, 1, 8, mode="lora")
     with pytest.raises(ValueError, match="dtype"):
         estimate_memory(config, 0.1, 1, 8, dtype="int8")
+
+
+@pytest.mark.unit
+def test_evaluating_an_8b_pair_needs_one_model_on_the_device():
+    """A mixing sweep keeps one model on the GPU (θ_after streams from disk): an 8B pair fits 80 GB."""
+    from types import SimpleNamespace
+
+    from workbench.models import GIB, count_parameters, estimate_eval_memory
+
+    llama8b = SimpleNamespace(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                              num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False, model_type="llama")
+    est = estimate_eval_memory(llama8b)
+    assert est["weights_bytes"] == count_parameters(llama8b) * 2  # one bf16 model, not three
+    assert est["mixing_bytes"] == 3 * 2**24 * 4 and est["total_bytes"] < 0.95 * 80e9
+    assert 20 * GIB < est["total_bytes"] < 26 * GIB and "22.8 GiB on the device" in est["summary"]

@@ -139,3 +139,66 @@ def _forget(tok, data):
     from workbench.data.formatting import encode_all
 
     return encode_all(tok, data.forget)
+
+
+class _Allocations(__import__("torch").utils._python_dispatch.TorchDispatchMode):
+    """Bytes of the tensors torch ops create, alive at once (peak): what mixing materialises."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import weakref
+
+        inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                size = t.untyped_storage().nbytes()
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._free, size)
+        return out
+
+    def _free(self, size: int) -> None:
+        self.live -= size
+
+
+def test_state_mixer_holds_one_model_and_streams_the_other_two(tmp_path):
+    """Full-parameter mixing never materialises a copy of the model: with θ_before and θ_after in
+    folders, construction and every α together allocate at most one tensor of each (read from disk:
+    host memory on a GPU machine) and three fp32 slices on the device, whatever the model size. The
+    former mixer (θ_before cloned, θ_after moved to the device) held 2× the model beside it; the
+    ``before=None`` case (θ_before copied once, to ``offload``) shows that the tracker sees copies."""
+    from workbench.models.checkpoints import SafetensorsState
+
+    model = make_tiny("llama", layers=6)
+    before = _state(model)
+    model.save_pretrained(tmp_path / "before")
+    with torch.no_grad():  # full-parameter unlearning: every tensor changes
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    after = _state(model)
+    model.save_pretrained(tmp_path / "after")
+    model.load_state_dict(before)
+    sizes = [p.numel() * p.element_size() for p in model.parameters()]
+    chunk = 256
+    bound = 2 * max(sizes) + 3 * chunk * 4
+    assert bound < sum(sizes) / 3
+    with _Allocations() as seen:
+        mixer = StateMixer(model, SafetensorsState(tmp_path / "after"), before=SafetensorsState(tmp_path / "before"),
+                           chunk_elements=chunk)
+        for alpha in (0.0, 0.5, 1.0):
+            with mixer.mixed(alpha):
+                pass
+    assert 0 < seen.peak <= bound, (seen.peak, bound, sum(sizes))
+    assert _equal(_state(model), before)
+    with mixer.mixed(0.5):
+        torch.testing.assert_close(_state(model), interpolate_state_dicts(before, after, 0.5), rtol=0, atol=1e-7)
+    with mixer.mixed(1.0):
+        assert _equal(_state(model), after)
+    with _Allocations() as copying:
+        StateMixer(model, SafetensorsState(tmp_path / "after"), chunk_elements=chunk)
+    assert copying.peak >= sum(sizes) > bound

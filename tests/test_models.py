@@ -38,7 +38,10 @@ def test_build_tiny_tokenizer_fits_the_data(tiny_and_data):
     assert len(tokenizer) <= 1024 and model.config.vocab_size == len(tokenizer)
     assert tokenizer.eos_token == "</s>" and tokenizer.pad_token_id is not None
     text = data.forget[0].answer
-    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    ids = tokenizer(text)["input_ids"]
+    # Like Llama's, it prepends BOS with special tokens, and round-trips the text without them.
+    assert ids[0] == tokenizer.bos_token_id and tokenizer(text, add_special_tokens=False)["input_ids"] == ids[1:]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text and tokenizer.decode(ids[1:]) == text
     assert arch.n_layers(model) == 2 and arch.d_ff(model) == 256
 
 

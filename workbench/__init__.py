@@ -41,6 +41,7 @@ _API: dict[str, tuple[str, str]] = {
     "EvalConfig": ("workbench.evaluation", "EvalConfig"),
     "Evaluator": ("workbench.evaluation", "Evaluator"),
     "mixing_sweep": ("workbench.mixing", "mixing_sweep"),
+    "evaluate_pair": ("workbench.experiments.pair", "evaluate_pair"),
     "aues": ("workbench.curves", "aues"),
     "mu95": ("workbench.curves", "mu95"),
     "summarise": ("workbench.experiments.tables", "summarise"),

@@ -22,11 +22,10 @@ bucketing, padding) is done in the constructor. A call then costs:
 distinct (prompt, answer) sequence (the LM head only on the batch's answer window) and transformers'
 ``generate`` per prompt batch, without drafts. Both give the same numbers to float tolerance.
 
-Aggregates (:attr:`EvalResult.summary`): FS = 1 − mean ES(forget), RS = mean ES(retain_eval),
-FQ = log10 KS p-value against θr's per-example forget truth ratios (NaN without them; ``n_fq`` and
-``n_fq_reference`` give the sample sizes), MU = harmonic mean of {probability, ROUGE-L recall,
-truth-ratio score} × {retain_eval, real_authors, world_facts}, the probability option-normalised
-on real authors / world facts (NaN when one of these splits is empty, e.g. LUME).
+``EvalConfig(prompt_format="open-unlearning")`` tokenises as open-unlearning does
+(:mod:`workbench.data.formatting`); its scoring sequences do not start with the generation prompt,
+so they are scored one forward per sequence, and generation still runs from shared prompt caches.
+Aggregates (:attr:`EvalResult.summary`) are :func:`workbench.aggregates.summarise`'s.
 """
 
 from __future__ import annotations
@@ -40,16 +39,26 @@ import pandas as pd
 import torch
 from torch import nn
 
+from workbench import aggregates
 from workbench import metrics as m
-from workbench.data.formatting import Encoded, collate, collate_prompts, encode, pad_id
+from workbench.aggregates import (  # noqa: F401
+    EVAL_SPLITS,
+    MU_SPLITS,
+    NORMALISED_PROB_SPLITS,
+    mu_components,
+)
+from workbench.data.formatting import (
+    Encoded,
+    clean_up_spaces,
+    collate,
+    collate_prompts,
+    encode,
+    pad_id,
+)
 from workbench.data.schema import QA, UnlearningData
 from workbench.generation import greedy_from_drafts, prefill, right_pad
 from workbench.likelihood import model_device
 from workbench.scoring import Continuations, _bucketed, eos_ids, greedy_generate, score_continuations, score_sequences
-
-EVAL_SPLITS = ("forget", "retain_eval", "real_authors", "world_facts")
-MU_SPLITS = ("retain_eval", "real_authors", "world_facts")
-NORMALISED_PROB_SPLITS = ("real_authors", "world_facts")  # option-normalised probability in MU
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,9 @@ class EvalConfig:
     skips paraphrased/perturbed answers (TR, FQ, option-normalised probability and MU become NaN).
     ``es_floor=True`` reports ES with open-unlearning's 1/|y| floor. ``reuse=False`` runs the
     reference path (one forward per sequence, ``generate`` per prompt batch, drafts ignored).
+    ``prompt_format``: ``"workbench"`` (**[choice]**, scores every answer token) or
+    ``"open-unlearning"`` (its exact tokenisation, for numbers next to published ones);
+    ``use_chat_template``: None uses the tokenizer's template when it has one.
     """
 
     batch_size: int = 32
@@ -70,6 +82,8 @@ class EvalConfig:
     es_floor: bool = False
     splits: tuple[str, ...] = EVAL_SPLITS
     reuse: bool = True
+    prompt_format: str = "workbench"
+    use_chat_template: bool | None = None
 
 
 @dataclass
@@ -117,13 +131,15 @@ class Evaluator:
         self.examples: dict[str, list[QA]] = {s: getattr(data, s) for s in cfg.splits if getattr(data, s)}
         self.refs = {s: [self._add_example(ex) for ex in exs] for s, exs in self.examples.items()}
         self.seq_batches = _bucketed(self.sequences, cfg.batch_size, lambda e: len(e.input_ids), self.pad, collate)
-        self.prompt_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: e.prompt_len, self.pad, collate_prompts)
-        self.prompt_of = [self._prompt_index[e.prompt_ids] for e in self.sequences]
+        self.prompt_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: len(e.gen_prompt_ids), self.pad, collate_prompts)
+        self.prompt_of = [self._prompt_index[e.gen_prompt_ids] for e in self.sequences]
         # Prompts whose answers have similar lengths share a batch: their continuations then pad little.
         answer_len = self._mean_answer_lengths()
-        self.prefix_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: answer_len[self._prompt_index[e.prompt_ids]],
+        self.prefix_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: answer_len[self._prompt_index[e.gen_prompt_ids]],
                                         self.pad, collate_prompts)
-        self.continuations = [self._plan_continuations(rows) for rows, _ in self.prefix_batches]
+        # Sequences that continue their generation prompt are scored from its cache; others alone.
+        self.shared = all(e.generation_prompt is None for e in self.sequences)
+        self.continuations = [self._plan_continuations(rows) if self.shared else [] for rows, _ in self.prefix_batches]
         self._rouge_cache: dict[tuple[str, str], float] = {}
         self._memo: dict[Hashable, EvalResult] = {}
 
@@ -135,12 +151,13 @@ class Evaluator:
         return index[key]
 
     def _seq(self, question: str, answer: str) -> tuple[int, Encoded]:
-        enc = encode(self.tokenizer, question, answer, max_length=self.cfg.max_length)
+        enc = encode(self.tokenizer, question, answer, max_length=self.cfg.max_length,
+                     use_chat_template=self.cfg.use_chat_template, prompt_format=self.cfg.prompt_format)
         return self._intern(enc, self._seq_index, self.sequences, enc.input_ids), enc
 
     def _add_example(self, ex: QA) -> _Refs:
         answer, enc = self._seq(ex.question, ex.answer)
-        prompt = self._intern(enc, self._prompt_index, self.prompts, enc.prompt_ids)
+        prompt = self._intern(enc, self._prompt_index, self.prompts, enc.gen_prompt_ids)
         para, pert = answer, ()
         if self.cfg.truth_ratio and ex.perturbed_answers:
             para = self._seq(ex.question, ex.paraphrased_answer)[0] if ex.paraphrased_answer else answer
@@ -210,6 +227,8 @@ class Evaluator:
         """Prompt once per batch, then its continuations and generations: ``(nll, es, generated, cost)``."""
         device, eos = model_device(model), eos_ids(model, self.tokenizer)
         nll, es = np.full(len(self.sequences), math.nan), np.full(len(self.sequences), math.nan)
+        if not self.shared:
+            nll, es = score_sequences(model, self.seq_batches, len(self.sequences), es_floor=self.cfg.es_floor)
         generated = [[] for _ in self.prompts] if self.cfg.generate else None
         offered = accepted = steps = 0
         for (rows, batch), chunks in zip(self.prefix_batches, self.continuations):
@@ -229,13 +248,19 @@ class Evaluator:
     def _texts(self, model: nn.Module, generated: list[list[int]]) -> list[str]:
         eos = set(eos_ids(model, self.tokenizer))
         ids = [t[:-1] if t and t[-1] in eos else t for t in generated]
-        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return self._decode(ids)
+
+    def _decode(self, ids: list[list[int]]) -> list[str]:
+        # open-unlearning decodes with clean_up_tokenization_spaces=True (" ." → "."); ours keeps the text as generated.
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        clean = clean_up_spaces if self.cfg.prompt_format == "open-unlearning" else str
+        return [clean(text).strip() for text in texts]
 
     def generate(self, model: nn.Module) -> list[str]:
         """Greedy answer to every distinct prompt, decoded without special tokens."""
         eos = eos_ids(model, self.tokenizer)
         ids = greedy_generate(model, self.prompt_batches, len(self.prompts), eos, self.pad, self.cfg.max_new_tokens)
-        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return self._decode(ids)
 
     def _rouge(self, generation: str, answer: str) -> float:
         key = (generation, answer)
@@ -265,53 +290,7 @@ class Evaluator:
 
     def summarise(self, per_example: pd.DataFrame) -> dict[str, float]:
         """Aggregates of a per-example table (same keys for every data set; NaN where undefined)."""
-        out: dict[str, float] = {}
-        by_split = {s: g for s, g in per_example.groupby("split")} if len(per_example) else {}
-        for s in EVAL_SPLITS:
-            g = by_split.get(s)
-            out[f"n_{s}"] = 0 if g is None else len(g)
-            for col, agg in _SPLIT_AGGREGATES.items():
-                out[f"{s}_{col}"] = math.nan if g is None else agg(g)
-        out["FS"] = 1 - out["forget_es"]
-        out["RS"] = out["retain_eval_es"]
-        components = mu_components(out)
-        out.update(components)
-        out["MU"] = m.model_utility(components)
-        out.update(self._forget_quality(by_split.get("forget")))
-        return out
-
-    def _forget_quality(self, forget: pd.DataFrame | None) -> dict[str, float]:
-        tr = np.array([]) if forget is None else forget["truth_ratio"].to_numpy(dtype=float)
-        tr = tr[np.isfinite(tr)]
-        ref = self.reference_forget_tr
-        n_ref = 0 if ref is None else int(np.isfinite(ref).sum())
-        fq = m.forget_quality(tr, ref[np.isfinite(ref)]) if len(tr) and n_ref else math.nan
-        return {"FQ": fq, "n_fq": len(tr), "n_fq_reference": n_ref}
-
-
-def _nanmean(col: str):
-    return lambda g: float(np.nanmean(g[col])) if g[col].notna().any() else math.nan
-
-
-_SPLIT_AGGREGATES = {
-    "es": _nanmean("es"),
-    "prob": _nanmean("prob"),
-    "prob_norm": _nanmean("prob_norm"),
-    "rougeL": _nanmean("rougeL_recall"),
-    # NaN truth ratios (no perturbed answers) make the split's TR aggregates NaN, not a partial mean.
-    "tr_score": lambda g: m.truth_ratio_score(g["truth_ratio"].to_numpy(dtype=float)),
-    "tr_closeness": lambda g: m.truth_ratio_closeness(g["truth_ratio"].to_numpy(dtype=float)),
-}
-
-
-def mu_components(summary: dict[str, float]) -> dict[str, float]:
-    """The nine MU inputs from a summary's per-split aggregates (``mu_{prob,rougeL,tr}_{split}``)."""
-    out = {}
-    for s in MU_SPLITS:
-        out[f"mu_prob_{s}"] = summary[f"{s}_prob_norm" if s in NORMALISED_PROB_SPLITS else f"{s}_prob"]
-        out[f"mu_rougeL_{s}"] = summary[f"{s}_rougeL"]
-        out[f"mu_tr_{s}"] = summary[f"{s}_tr_score"]
-    return out
+        return aggregates.summarise(per_example, self.reference_forget_tr)
 
 
 def _truth_ratio_terms(refs: list[_Refs], nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

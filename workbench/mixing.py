@@ -9,7 +9,12 @@ With region-restricted unlearning only the region's entries differ between θ_be
 so :func:`mixing_sweep` writes ``θ(α)`` into those entries in place
 (:meth:`workbench.delta.RegionDelta.mixed`): no reload, no copy of the model per α, and θ_before
 is restored bit for bit afterwards, also when an evaluation raises. For unlearning that changed
-every parameter, :class:`StateMixer` does the same with a stored θ_after state dict.
+every parameter, :class:`StateMixer` does the same with θ_after given as a state dict or as a model
+folder read lazily (:class:`SafetensorsState`). It keeps **one** model on the device: θ_before and
+θ_after stay in host memory or on disk, and each α is written tensor by tensor, in slices of at
+most ``chunk_elements`` entries, so the device holds the model plus three such slices (fp32) at
+most, never a second or third copy of the model. An 8B pair thus needs the memory of one 8B model
+(:func:`workbench.models.memory.estimate_eval_memory`).
 
 Neighbouring α give nearly the same model, hence nearly the same greedy answers: when an
 evaluation returns its generations (``generated_ids``), the sweep hands them to the next α as
@@ -29,6 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from workbench.models.checkpoints import SafetensorsState  # noqa: F401  (θ_after read lazily from a folder)
 from workbench.progress import progress_bar as tqdm
 
 ALPHAS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
@@ -60,23 +66,49 @@ def interpolate_state_dicts(
 
 
 class StateMixer:
-    """Mix a whole model with a stored θ_after, in place; keeps θ_before only for tensors that differ."""
+    """Mix a whole model with θ_after in place, one tensor (slice) on the device at a time.
 
-    def __init__(self, model: nn.Module, after: Mapping[str, torch.Tensor]):
-        self.model = model
+    Args:
+        model: the model at θ_before, on its device.
+        after: θ_after's tensors by parameter name: a state dict (on any device) or a
+            :class:`SafetensorsState`. Only tensors that differ from θ_before are ever mixed.
+        before: θ_before's tensors, when they are at hand off the device (e.g. the before model's
+            folder); otherwise the differing parameters are copied to ``offload`` once.
+        offload: where the copy of θ_before lives (host memory by default).
+        chunk_elements: entries mixed per slice; bounds the device memory mixing needs.
+    """
+
+    def __init__(self, model: nn.Module, after: Mapping[str, torch.Tensor], *, before: Mapping[str, torch.Tensor] | None = None,
+                 offload: str | torch.device = "cpu", chunk_elements: int = 2**24):
+        self.model, self.after, self.chunk = model, after, chunk_elements
         params = dict(model.named_parameters())
-        self._pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
-            name: (p.detach().clone(), after[name].to(p.device))
-            for name, p in params.items()
-            if name in after and not torch.equal(p.detach(), after[name].to(p.device))
-        }
+        missing = sorted(set(params) - set(after))
+        if missing:
+            raise ValueError(f"θ_after lacks {len(missing)} of the model's parameters, e.g. {missing[:3]}: not the same architecture?")
+        self.names = [name for name, p in params.items() if not self._same(p, after[name])]
+        self.before = before if before is not None else {n: params[n].detach().to(offload, copy=True) for n in self.names}
+
+    @torch.no_grad()
+    def _same(self, p: torch.Tensor, other: torch.Tensor) -> bool:
+        if p.shape != other.shape:
+            raise ValueError(f"θ_after has shape {tuple(other.shape)} where the model has {tuple(p.shape)}")
+        flat, o = p.detach().reshape(-1), other.reshape(-1)
+        return all(torch.equal(flat[i : i + self.chunk], o[i : i + self.chunk].to(p.device, p.dtype))
+                   for i in range(0, flat.numel(), self.chunk))
 
     @torch.no_grad()
     def _write(self, alpha: float | None) -> None:
         params = dict(self.model.named_parameters())
-        for name, (before, after) in self._pairs.items():
-            value = before if alpha is None else torch.lerp(before.float(), after.float(), alpha)
-            params[name].copy_(value)
+        for name in self.names:
+            p, flat = params[name], params[name].detach().view(-1)
+            before, after = self.before[name].reshape(-1), self.after[name].reshape(-1)
+            for i in range(0, flat.numel(), self.chunk):
+                b = before[i : i + self.chunk]
+                if alpha is None:
+                    flat[i : i + self.chunk].copy_(b)
+                else:
+                    a = after[i : i + self.chunk]
+                    flat[i : i + self.chunk].copy_(torch.lerp(b.to(p.device, torch.float32), a.to(p.device, torch.float32), alpha))
 
     @contextlib.contextmanager
     def mixed(self, alpha: float) -> Iterator[None]:

@@ -7,7 +7,9 @@
 * :mod:`~workbench.experiments.revisit` — §3: localizers vs Random (Tables 1, 3–5);
 * :mod:`~workbench.experiments.tables` — AUES/MU95 summaries, appendix D's tests, the paper's tables;
 * :mod:`~workbench.experiments.baseline` — beyond the paper: Random–Random pairs from one model,
-  the calibrated p and the region-label permutation test.
+  the calibrated p and the region-label permutation test;
+* :mod:`~workbench.experiments.pair` — the paper's evaluation of checkpoints trained anywhere
+  (``evaluate_pair``); :mod:`~workbench.experiments.parity` — parity with open-unlearning.
 """
 
 import sys
@@ -22,7 +24,7 @@ _API = {
     "CheckFailed": "session", "Session": "session", "open_session": "session", "GROUP": "tables",
     "compare": "tables", "compare_each": "tables", "localizer_table": "tables", "paper_table": "tables",
     "summarise": "tables", "result_tables": "tables", "ORACLE": "controlled", "RANDOM": "controlled",
-    "random_pairs": "baseline",
+    "random_pairs": "baseline", "evaluate_pair": "pair", "evaluate_checkpoints": "pair", "PairResult": "pair",
 }
 __all__ = sorted(_API)
 

@@ -73,7 +73,13 @@ def count_value_vectors(model: nn.Module) -> int:
 
 
 from workbench.models.folders import save_model_folder  # noqa: E402,F401
-from workbench.models.memory import GIB, count_parameters, estimate_memory, fits  # noqa: E402,F401
+from workbench.models.memory import (  # noqa: E402,F401
+    GIB,
+    count_parameters,
+    estimate_eval_memory,
+    estimate_memory,
+    fits,
+)
 from workbench.models.tiny import (  # noqa: E402,F401
     SPECIAL_TOKENS,
     TinyLlamaConfig,

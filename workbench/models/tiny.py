@@ -21,8 +21,19 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
-    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers (seconds)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers (seconds).
+
+    Like Llama's, it prepends BOS (``<s>``) when asked for special tokens, so a tiny model sees the
+    sequences a Llama sees (and open-unlearning's joint tokenisation gives the same first token).
+    """
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -35,6 +46,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
         show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
+    bos = ("<s>", tok.token_to_id("<s>"))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[bos])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )

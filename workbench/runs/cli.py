@@ -3,6 +3,7 @@
 ::
 
     python -m workbench run <notebook> -p params/<notebook>/<file>.yaml [-p key=value …] [--run-id X] [--force]
+    python -m workbench evaluate --before <model> --after <unlearned> [--after …] [--retain-model <θr>] [-p key=value …]
     python -m workbench grid <grid.yaml> [--jobs N] [--executor local] [--force]
     python -m workbench demo [--jobs N]
     python -m workbench list
@@ -27,6 +28,7 @@ from workbench.runs import rundir as runs
 from workbench.runs.cache import VERIFY_ENV
 
 DEMO_NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
+EVALUATE_NOTEBOOK = "evaluate-checkpoints"
 EXIT_FAILED, EXIT_INVALID = 1, 2
 
 
@@ -38,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--params", action="append", default=[], metavar="FILE|KEY=VALUE")
     run.add_argument("--run-id", default="", help="run folder name (default: the run_id parameter, else automatic)")
     _common(run)
+    ev = sub.add_parser("evaluate", help="the paper's evaluation of your checkpoints (notebooks/evaluate-checkpoints.ipynb)")
+    ev.add_argument("--before", required=True, help="the model before unlearning: hub id or local folder")
+    ev.add_argument("--after", required=True, action="append", metavar="CHECKPOINT",
+                    help="an unlearned checkpoint (hub id, folder or PEFT adapter folder); repeat for one curve each")
+    ev.add_argument("--label", action="append", default=[], help="a name per --after (its method), in order")
+    ev.add_argument("--retain-model", default="", help="θr, trained without the forget set (Forget Quality's reference)")
+    ev.add_argument("-p", "--params", action="append", default=[], metavar="FILE|KEY=VALUE")
+    ev.add_argument("--run-id", default="", help="run folder name (default: automatic)")
+    _common(ev)
     g = sub.add_parser("grid", help="execute every combination of a grid file's axes")
     g.add_argument("grid_file")
     g.add_argument("--jobs", type=int, default=2)
@@ -59,7 +70,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     name, path = grid.resolve_notebook(args.notebook)
-    params = grid.merge_params(args.params, Path.cwd())
+    return _run(name, path, grid.merge_params(args.params, Path.cwd()), args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    name, path = grid.resolve_notebook(EVALUATE_NOTEBOOK)
+    files = [f"params/{name}/default.yaml"] if not any(_is_file(p) for p in args.params) else []
+    params = grid.merge_params(files, runs.repo_root()) | grid.merge_params(args.params, Path.cwd())
+    params |= {"before": args.before, "after": args.after, **({"labels": args.label} if args.label else {}),
+               **({"retain_model": args.retain_model} if args.retain_model else {})}
+    return _run(name, path, params, args)
+
+
+def _is_file(entry: str) -> bool:  # as merge_params reads it
+    return "=" not in entry or entry.endswith((".yaml", ".yml"))
+
+
+def _run(name: str, path: Path, params: dict, args: argparse.Namespace) -> int:
     resolved = grid.validate(name, path, params)
     run_id = args.run_id or params.get("run_id") or runs.new_run_id()
     declared = grid.notebook_parameters(path)
@@ -130,7 +157,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "grid": cmd_grid, "demo": cmd_demo, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "grid": cmd_grid, "demo": cmd_demo, "list": cmd_list}
 # Errors the user can fix by changing the command line: reported in one message, no traceback.
 USER_ERRORS = (config.ConfigError, runs.RunExistsError, FileNotFoundError, ValueError)
 

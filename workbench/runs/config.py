@@ -307,7 +307,6 @@ def from_params(notebook: str, params: Mapping[str, Any]) -> Config:
     return cfg
 
 
-# Names IPython puts into a notebook's globals that are not parameters.
 def load(notebook: str, namespace: Mapping[str, Any], *, strict: bool = True) -> Config:
     """Build the config from a notebook's ``globals()`` after its parameters cell.
 
@@ -332,3 +331,6 @@ def describe(notebook: str) -> list[tuple[str, str, Any, str]]:
 def parameters_cell(notebook: str) -> str:
     """The notebook's ``parameters`` cell: one ``name = default  # help`` line per built-in parameter."""
     return parameters_text(describe(notebook))
+
+
+from workbench.runs import evaluate_config  # noqa: E402,F401  (registers "evaluate-checkpoints": no training fields)

@@ -122,7 +122,7 @@ def plugin_modules(plugins: list[str]) -> list[str]:
 
 
 PATH_PARAMS = ("data_dir",)  # and the file entries of ``plugins``
-MODEL_PARAMS = ("model", "retain_model", "full_model")  # a hub id, or a folder when one exists there
+MODEL_PARAMS = ("model", "retain_model", "full_model", "before", "after")  # a hub id, or a folder when one exists there
 
 
 def absolute_paths(params: Mapping[str, Any], base: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -135,12 +135,20 @@ def absolute_paths(params: Mapping[str, Any], base: str | os.PathLike | None = N
             out[key] = str((base / out[key]).resolve())
     for key in MODEL_PARAMS:  # "org/name" is a hub id unless such a folder exists here
         value = out.get(key)
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() and (base / value).is_dir():
-            out[key] = str((base / value).resolve())
+        if isinstance(value, list):
+            out[key] = [_local(v, base) for v in value]
+        elif isinstance(value, str):
+            out[key] = _local(value, base)
     if isinstance(out.get("plugins"), list):
         out["plugins"] = [str((base / e).resolve()) if isinstance(e, str) and _is_file_entry(e) and not Path(e).is_absolute()
                           else e for e in out["plugins"]]
     return out
+
+
+def _local(value, base: Path):
+    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() and (base / value).is_dir():
+        return str((base / value).resolve())
+    return value
 
 
 def _is_file_entry(entry: str) -> bool:

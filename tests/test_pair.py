@@ -1,0 +1,127 @@
+"""evaluate_pair: the paper's evaluation for checkpoints trained anywhere (hub id, folder, model, adapter).
+
+Tiny and exact: θ_before is a tiny LLaMA that memorised a few pairs, θ_after that model with
+every tensor moved by seeded noise (what full-parameter unlearning looks like to the mixer), saved
+as folders. The sweep's ends equal plain evaluations of the two models; one θ_after given three ways
+gives one curve three times; a LoRA adapter gives the curve of its merged model; without θr, FQ
+and MU95 are left out with a reason.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_evaluation import build_trained
+
+import workbench as wb
+from workbench.evaluation import EvalConfig, Evaluator
+from workbench.experiments.pair import NO_FQ, evaluate_pair
+from workbench.models import save_model_folder
+
+pytestmark = pytest.mark.integration
+CFG = EvalConfig(batch_size=8, max_new_tokens=12)
+ALPHAS = (0.0, 0.5, 1.0)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tok, model, data = build_trained()
+    root = tmp_path_factory.mktemp("pair")
+    save_model_folder(model, tok, root / "before")
+    unlearned = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in unlearned.parameters():
+            p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=generator))
+    save_model_folder(unlearned, tok, root / "ga")
+    return tok, model, unlearned, data, root
+
+
+def test_ends_are_the_two_models_and_one_after_three_ways_gives_one_curve(pair):
+    tok, model, unlearned, data, root = pair
+    result = evaluate_pair(str(root / "before"), [str(root / "ga"), unlearned, str(root / "ga")], data,
+                           retain_model=str(root / "before"), alphas=ALPHAS, eval_config=CFG,
+                           labels=["folder", "model", "again"], device="cpu", progress=False)
+    forget_tr = Evaluator(tok, data, replace(CFG, generate=False, splits=("forget",))).evaluate(model).per_example["truth_ratio"]
+    evaluator = Evaluator(tok, data, CFG, reference_forget_tr=forget_tr)
+    at_0, at_1 = evaluator.evaluate(model).summary, evaluator.evaluate(unlearned).summary
+    assert at_0["FQ"] == 0.0 and at_1["FS"] != at_0["FS"]  # θr = θ_before: identical truth ratios, KS p = 1
+    for method, g in result.per_alpha.groupby("scenario"):
+        g = g.sort_values("alpha")
+        for key in ("FS", "RS", "MU", "FQ"):
+            assert g[key].iloc[0] == pytest.approx(at_0[key], abs=1e-6), (method, key)
+            assert g[key].iloc[-1] == pytest.approx(at_1[key], abs=1e-5), (method, key)
+    curves = [g.sort_values("alpha")[["FS", "RS", "MU", "FQ"]].to_numpy() for _, g in result.per_alpha.groupby("scenario")]
+    np.testing.assert_allclose(curves[0], curves[1], atol=1e-5)
+    np.testing.assert_allclose(curves[0], curves[2], atol=1e-5)
+    assert set(result.summary["scenario"]) == {"folder", "model", "again"} and result.summary["AUES"].between(0, 1).all()
+    assert set(result.mu95) == {"folder", "model", "again"} and not result.notes
+    ends = result.ends()
+    assert set(ends["model"]) == {"before", "after"} and len(ends) == 6
+    # one figure per plane, one curve (plus its shaded area) per method
+    figs = result.figures()
+    assert len(figs) == 2 and sum(t.mode == "lines+markers" for t in figs[0].data) == 3
+
+
+def test_without_a_retain_model_fq_is_left_out_with_a_reason(pair, tmp_path):
+    tok, model, unlearned, data, root = pair
+    result = evaluate_pair(model, unlearned, data, tokenizer=tok, alphas=ALPHAS,
+                           eval_config=EvalConfig(batch_size=8, generate=False), device="cpu", progress=False)
+    assert result.per_alpha["FQ"].isna().all() and result.summary["MU95"].isna().all()
+    assert result.notes["FQ"] == NO_FQ and "retain_model" in result.notes["MU95"]
+    assert np.isfinite(result.summary["AUES"]).all()
+    assert len(result.figures()) == 1  # FS–RS only
+    run = wb.RunDir.create("evaluate-checkpoints", {"before": "model"}, outputs=tmp_path, run_id="x")
+    paths = result.save(run)
+    assert {"per_alpha", "per_example", "summary", "ends", "notes", "figures"} <= set(paths)
+    assert (run.path / "figures.html").read_text().count("plotly") > 0
+    assert pd.read_csv(run.path / "summary.csv")["scenario"].tolist() == ["LlamaForCausalLM"]
+
+
+def test_bad_inputs_are_refused_with_the_fix(pair):
+    tok, model, unlearned, data, root = pair
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        evaluate_pair(model, unlearned, data, alphas=ALPHAS, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="one distinct name per after checkpoint"):
+        evaluate_pair(model, [unlearned, unlearned], data, tokenizer=tok, labels=["a"], device="cpu", progress=False)
+
+
+def _lora_folder(model, root):
+    peft = pytest.importorskip("peft", reason="peft not installed (pip install 'loc-unlearn-workbench[peft]')")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj", "q_proj"], init_lora_weights=False)
+    adapted = peft.get_peft_model(copy.deepcopy(model), config)
+    adapted.save_pretrained(root / "lora")
+    return root / "lora", adapted.merge_and_unload()
+
+
+def test_a_lora_adapter_folder_is_its_merged_model(pair):
+    tok, model, unlearned, data, root = pair
+    folder, merged = _lora_folder(model, root)
+    cfg = EvalConfig(batch_size=8, generate=False)
+    result = evaluate_pair(str(root / "before"), str(folder), data, alphas=(0.0, 1.0), eval_config=cfg, device="cpu",
+                           progress=False)
+    end = Evaluator(tok, data, cfg).evaluate(merged).summary
+    last = result.per_alpha.sort_values("alpha").iloc[-1]
+    assert result.per_alpha["scenario"].iloc[0] == "lora"
+    assert last["FS"] == pytest.approx(end["FS"], abs=1e-6) and last["RS"] == pytest.approx(end["RS"], abs=1e-6)
+
+
+def test_an_adapter_without_peft_names_the_fix(pair, monkeypatch):
+    import builtins
+
+    from workbench.models.checkpoints import ADAPTER_CONFIG, merged_adapter
+
+    tok, model, unlearned, data, root = pair
+    folder = root / "fake-adapter"
+    folder.mkdir(exist_ok=True)
+    (folder / ADAPTER_CONFIG).write_text("{}")
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__",
+                        lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "peft" else real_import(name, *a, **k))
+    with pytest.raises(ImportError, match=r"adapter folder.*pip install 'loc-unlearn-workbench\[peft\]'"):
+        merged_adapter(folder, model)

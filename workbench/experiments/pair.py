@@ -1,0 +1,208 @@
+"""The paper's evaluation for any unlearned model: two checkpoints in, FS–RS and MU–FQ curves out.
+
+Lee et al. (2025, §3 and appendix B) evaluate unlearning by **model mixing**: the straight line
+``θ(α) = (1−α)·θ_before + α·θ_after`` is evaluated at α = 0, 0.05, …, 1, and the sweep summarised
+by AUES (area under RS over FS) and MU95 (FQ where MU has fallen to 95% of MU(θ_before)). Nothing
+in that needs our pipeline: :func:`evaluate_pair` takes θ_before and one or more θ_after (whatever
+trained them: open-unlearning, one's own trainer, a LoRA adapter) and gives one sweep per θ_after.
+
+* ``before``: a hub id, a local folder or a loaded model (then pass ``tokenizer``); it is the one
+  model on the device. ``after``: one or a list of hub ids, local folders, loaded models or PEFT
+  adapter folders on top of ``before``, streamed from disk or host memory while mixing
+  (:class:`workbench.mixing.StateMixer`).
+* ``retain_model`` (θr, trained without the forget set) gives Forget Quality its reference (its
+  per-example forget truth ratios); without it FQ and MU95 are left out and ``notes`` says why.
+* The α = 0 point is evaluated once and shared by every sweep. ``eval_config`` chooses splits,
+  generation length and ``prompt_format`` (``"open-unlearning"`` to put numbers next to published
+  open-unlearning ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from workbench.data.schema import UnlearningData
+from workbench.evaluation import EVAL_SPLITS, EvalConfig, Evaluator
+from workbench.experiments.tables import summarise
+from workbench.mixing import ALPHAS, StateMixer, mixing_sweep
+from workbench.models import load_pretrained
+from workbench.models.checkpoints import (
+    SafetensorsState,
+    after_tensors,
+    checkpoint_name,
+    is_adapter,
+    local_folder,
+)
+
+NOTEBOOK = "evaluate-checkpoints"
+OBJECTIVE = "external"  # the per-α table's objective column: unlearned elsewhere, by whatever method
+ENDS = ("FS", "RS", "MU", "FQ")
+NO_FQ = "no retain_model (θr) given: Forget Quality compares the forget truth ratios with θr's, so FQ and MU95 are left out"
+
+
+@dataclass
+class PairResult:
+    """Sweeps of one θ_before towards each θ_after.
+
+    ``per_alpha``: one row per (method, α) with every summary number (tidy: the columns of
+    :data:`workbench.runs.rundir.PER_ALPHA_COLUMNS` first; ``scenario`` is the method's label).
+    ``per_example``: one row per (method, α, split, example). ``summary``: one row per method with
+    AUES, MU95 and ``MU95_reached`` (False: MU never fell to 95%, MU95 is FQ at α = 1) and the ends.
+    ``notes``: why a number is missing.
+    """
+
+    per_alpha: pd.DataFrame
+    per_example: pd.DataFrame
+    summary: pd.DataFrame
+    notes: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def aues(self) -> dict[str, float]:
+        return dict(zip(self.summary["scenario"], self.summary["AUES"]))
+
+    @property
+    def mu95(self) -> dict[str, tuple[float, bool]]:
+        """``{method: (MU95, reached)}``."""
+        return {s: (v, bool(r)) for s, v, r in zip(self.summary["scenario"], self.summary["MU95"], self.summary["MU95_reached"])}
+
+    def ends(self) -> pd.DataFrame:
+        """FS, RS, MU and FQ of θ_before (α = 0) and of each θ_after (α = 1)."""
+        rows = []
+        for method, g in self.per_alpha.groupby("scenario", sort=False):
+            g = g.sort_values("alpha")
+            for which, row in (("before", g.iloc[0]), ("after", g.iloc[-1])):
+                rows.append({"method": method, "model": which, "alpha": row["alpha"], **{k: row[k] for k in ENDS}})
+        return pd.DataFrame(rows)
+
+    def figures(self) -> list:
+        """FS–RS (and, with FQ, MU–FQ) with one curve per method (:mod:`workbench.viz.compare`)."""
+        from workbench.viz import (
+            compare,  # figures are drawn on demand; the evaluation needs no plotting
+        )
+
+        return compare.checkpoint_figures(self.per_alpha, self.summary, notes=self.notes)
+
+    def save(self, run) -> dict[str, Path]:
+        """Tables, notes and figures into a :class:`workbench.runs.rundir.RunDir`."""
+        from workbench.viz import compare
+
+        return compare.save_pair(run, self)
+
+
+def _label_all(after: Sequence, labels: Sequence[str] | None) -> list[str]:
+    if labels:
+        if len(labels) != len(after) or len(set(labels)) != len(labels):
+            raise ValueError(f"labels: one distinct name per after checkpoint ({len(after)}), got {list(labels)}")
+        return list(labels)
+    names = [checkpoint_name(a) for a in after]
+    return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
+
+
+def _load(spec, *, device: str, dtype: str, tokenizer=None, trust_remote_code: bool = False):
+    if isinstance(spec, nn.Module):
+        if tokenizer is None:
+            raise ValueError("a loaded model needs its tokenizer: evaluate_pair(..., tokenizer=tok)")
+        return spec, tokenizer
+    if is_adapter(spec):
+        raise ValueError(f"{spec} is an adapter folder: give it as an `after` checkpoint, with its base model as `before`")
+    model, tok = load_pretrained(str(local_folder(spec)), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return model, tokenizer or tok
+
+
+def reference_truth_ratios(retain_model, tokenizer, data: UnlearningData, eval_config: EvalConfig, *, device: str,
+                           dtype: str, trust_remote_code: bool = False) -> list[float]:
+    """θr's per-example forget truth ratios (FQ's reference), in ``eval_config``'s prompt format."""
+    model, _ = _load(retain_model, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    cfg = replace(eval_config, generate=False, splits=("forget",))
+    table = Evaluator(tokenizer, data, cfg).evaluate(model).per_example
+    return table["truth_ratio"].tolist()
+
+
+def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alphas: Sequence[float] = ALPHAS,
+                  eval_config: EvalConfig = EvalConfig(), labels: Sequence[str] | None = None, tokenizer=None,
+                  device: str = "auto", dtype: str = "float32", trust_remote_code: bool = False,
+                  progress: bool = True) -> PairResult:
+    """Mixing sweeps from ``before`` to each ``after``; see the module docstring.
+
+    Returns a :class:`PairResult`; ``result.save(run)`` writes it into a run folder.
+    """
+    afters = list(after) if isinstance(after, (list, tuple)) else [after]
+    if not afters:
+        raise ValueError("after: give at least one unlearned checkpoint")
+    names = _label_all(afters, labels)
+    model, tok = _load(before, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    notes = {}
+    reference = None
+    if retain_model:
+        reference = reference_truth_ratios(retain_model, tok, data, eval_config, device=device, dtype=dtype,
+                                           trust_remote_code=trust_remote_code)
+    else:
+        notes["FQ"] = notes["MU95"] = NO_FQ
+    evaluator = Evaluator(tok, data, eval_config, reference_forget_tr=reference)
+    first = evaluator.evaluate(model)
+    before_state = SafetensorsState(local_folder(before)) if isinstance(before, (str, Path)) else None
+    start = "θ_before" if isinstance(before, nn.Module) else checkpoint_name(before)
+    per_alpha, per_example = [], []
+    for seed, (name, spec) in enumerate(zip(names, afters)):
+        mixer = StateMixer(model, after_tensors(spec, model, before_spec=before), before=before_state)
+        pa, pe = mixing_sweep(model, mixer, evaluator, alphas, progress=progress, first=first)
+        tags = {"notebook": NOTEBOOK, "objective": OBJECTIVE, "start": start, "scenario": name, "seed": seed}
+        per_alpha.append(pd.concat([pd.DataFrame([tags] * len(pa)), pa], axis=1))
+        per_example.append(pe.assign(scenario=name))
+    per_alpha = pd.concat(per_alpha, ignore_index=True)
+    summary = summarise(per_alpha)
+    if reference is None:
+        summary["MU95"] = math.nan
+    settings = {"before": str(start), "after": [str(a) if not isinstance(a, nn.Module) else n for a, n in zip(afters, names)],
+                "retain_model": None if retain_model is None else str(retain_model), "eval_config": eval_config.__dict__}
+    return PairResult(per_alpha, pd.concat(per_example, ignore_index=True), summary, notes, settings)
+
+
+# -- from a notebook's parameters -------------------------------------------------------------------
+def subsample(data: UnlearningData, rows: int | None, seed: int = 0) -> tuple[UnlearningData, dict[str, list[int]]]:
+    """``rows`` examples of each evaluation split drawn with ``seed`` (all when None or 0), in their
+    original order, and their row indices in the full split."""
+    import random
+
+    index = {}
+    for split in EVAL_SPLITS:
+        n = len(getattr(data, split))
+        index[split] = sorted(random.Random(f"{seed}-{split}").sample(range(n), rows)) if rows and rows < n else list(range(n))
+    return replace(data, **{s: [getattr(data, s)[i] for i in index[s]] for s in EVAL_SPLITS}), index
+
+
+def config_data(cfg) -> UnlearningData:
+    """TOFU (a folder, ``$WORKBENCH_TOFU_DIR`` or the hub) or its synthetic miniature, as ``cfg`` says."""
+    from workbench.data import load_data
+
+    if cfg.data == "tofu":
+        data = load_data("tofu", source=cfg.data_path() or "locuslab/TOFU", forget_split=cfg.forget_split,
+                         n_retain_authors=cfg.n_retain_authors or None, n_forget_authors=cfg.n_forget_authors or None,
+                         seed=cfg.seed)
+    else:
+        forget = cfg.n_forget_authors or 2
+        data = load_data(cfg.data, n_authors=(cfg.n_retain_authors or 8) + forget, n_forget_authors=forget, seed=cfg.seed)
+    return subsample(data, cfg.max_examples, cfg.seed)[0]
+
+
+def evaluate_checkpoints(cfg) -> PairResult:
+    """:func:`evaluate_pair` with a notebook config (:mod:`workbench.runs.evaluate_config`)."""
+    import numpy as np
+
+    if not cfg.before or not cfg.after:
+        raise ValueError("set 'before' (the model before unlearning) and 'after' (a list of unlearned checkpoints), "
+                         "e.g. python -m workbench evaluate --before <folder or hub id> --after <folder or hub id>")
+    eval_config = EvalConfig(batch_size=cfg.eval_batch_size, generate=cfg.eval_generate, max_new_tokens=cfg.eval_max_new_tokens,
+                             es_floor=cfg.es_floor, prompt_format=cfg.prompt_format, use_chat_template=cfg.use_chat_template)
+    alphas = tuple(float(a) for a in np.round(np.linspace(0, 1, cfg.n_alpha), 6))
+    return evaluate_pair(cfg.before, list(cfg.after), config_data(cfg), retain_model=cfg.retain_model or None,
+                         alphas=alphas, eval_config=eval_config, labels=list(cfg.labels) or None, device=cfg.device,
+                         dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
