@@ -107,7 +107,7 @@ class Config:
     max_grad_norm: float = param(1.0, "gradient clipping norm (0 disables)", non_negative)
     gradient_checkpointing: bool = param(False, "recompute activations in the backward pass: less memory, about 1/3 more compute, same results")
     unlearn_epochs: int = param(5, "epochs of unlearning", positive)
-    eval_max_new_tokens: int = param(48, "greedy generation length for ROUGE-L", positive)
+    eval_max_new_tokens: int = param(200, "greedy generation length for ROUGE-L (the paper: 200; EOS stops each answer)", positive)
     eval_generate: bool = param(True, "generate answers (ROUGE-L); False skips generation")
     n_alpha: int = param(21, "mixing coefficients α = 0 … 1 (at least 2)", at_least_two)
     n_rounds: int = param(10000, "permutation / bootstrap rounds of the significance tests", positive)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.experiments.controlled import RANDOM
 from workbench.viz.markdown import p_value, read_table
 from workbench.viz.plots import style
 
@@ -37,15 +38,15 @@ def ours(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     Random mean), σ_R over every Random sweep of the objective, and the reached count for MU95."""
     rows = []
     for objective, runs in summary.groupby("objective"):
-        random = runs[runs.scenario == "random"]
+        random = runs[runs.scenario == RANDOM]
         sigma = float(random[metric].std(ddof=1)) if len(random) > 1 else math.nan
-        for scenario, sc in runs[runs.scenario != "random"].groupby("scenario"):
+        for scenario, sc in runs[runs.scenario != RANDOM].groupby("scenario"):
             per_start = [float(g[metric].mean() - random[random.start == start][metric].mean())
                          for start, g in sc.groupby("start") if (random.start == start).any()]
             reached = (f"{int(sc.MU95_reached.sum())}/{len(sc)} vs {int(random.MU95_reached.sum())}/{len(random)}"
                        if metric == "MU95" else "")
             rows.append({"objective": objective, "scenario": scenario, "value": float(sc[metric].mean()),
-                         "random": float(random[metric].mean()), "delta": float(pd.Series(per_start).mean()),
+                         "baseline": float(random[metric].mean()), "delta": float(pd.Series(per_start).mean()),
                          "sigma": sigma, "reached": reached})
     return pd.DataFrame(rows)
 
@@ -56,13 +57,13 @@ def paper(paper_csv: str | Path, table: int, metric: str) -> pd.DataFrame:
     p = p[(p.table == table) & (p.metric == METRICS[metric])]
     rows = []
     for (model, objective), g in p.groupby(["model", "objective"], sort=False):
-        random = g[g.region == "random"]
+        random = g[g.region == RANDOM]
         if random.empty:
             continue
         r = random.iloc[0]
-        for _, row in g[~g.region.isin(["random", "original"])].iterrows():
+        for _, row in g[~g.region.isin([RANDOM, "original"])].iterrows():
             rows.append({"model": model, "objective": objective, "scenario": row.region, "value": row["mean"],
-                         "random": r["mean"], "delta": row["mean"] - r["mean"], "sigma": r["std"], "p": row.p_value})
+                         "baseline": r["mean"], "delta": row["mean"] - r["mean"], "sigma": r["std"], "p": row.p_value})
     return pd.DataFrame(rows)
 
 
@@ -98,7 +99,7 @@ def comparison(folder: str | Path, notebook: str, metric: str, paper_csv: str | 
         t = table[(table.objective == r.objective) & (table.scenario == r.scenario)]
         p_paper_style = float(t[f"p {metric} paper (mean)"].iloc[0]) if len(t) else math.nan
         p_cal = float(t[f"p {metric} R–R"].iloc[0]) if len(t) else math.nan
-        value = f"{r.value:.3f} vs {r.random:.3f}" if metric == "AUES" else f"{r.value:.2f} vs {r.random:.2f} ({r.reached} reached)"
+        value = f"{r.value:.3f} vs {r.baseline:.3f}" if metric == "AUES" else f"{r.value:.2f} vs {r.baseline:.2f} ({r.reached} reached)"
         cells = [f"{r.objective} · {style(r.scenario)[0]}", value, f"{r.delta:+.3f} ({_ratio(r.delta, r.sigma)})",
                  f"{p_value(p_paper_style)} / {p_value(p_cal)}"]
         verdicts = []
