@@ -18,7 +18,9 @@ import pandas as pd
 
 from workbench.viz.plots import style
 
-BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w/-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+# ``<!-- paper:<path> -->`` blocks put a kept run next to the paper's tables (:mod:`workbench.viz.paper`).
+PAPER_BLOCK = re.compile(r"(<!-- paper:(?P<name>[\w/-]+) -->\n)(?P<body>.*?)(<!-- /paper -->)", re.S)
 
 
 def p_value(value: float) -> str:
@@ -115,9 +117,14 @@ def results_block(folder: str | Path) -> str:
 
 
 def render_readme(text: str, reference: str | Path) -> str:
-    """``text`` with every ``results:<notebook>`` block replaced by :func:`results_block` of
-    ``reference/<notebook>``."""
-    return BLOCK.sub(lambda m: m.group(1) + results_block(Path(reference) / m.group("name")) + m.group(4), text)
+    """``text`` with every ``results:<path>`` block replaced by :func:`results_block` of
+    ``reference/<path>``, and every ``paper:<path>`` block by its comparison with the paper's tables
+    (the notebook is the path's last part, e.g. ``tofu-tiny/oracle-vs-random``)."""
+    from workbench.viz.paper import paper_block
+
+    text = BLOCK.sub(lambda m: m.group(1) + results_block(Path(reference) / m.group("name")) + m.group(4), text)
+    return PAPER_BLOCK.sub(lambda m: m.group(1) + paper_block(Path(reference) / m.group("name"),
+                                                              Path(m.group("name")).name) + m.group(4), text)
 
 
 def update_readme(readme: str | Path, reference: str | Path) -> bool:

@@ -27,7 +27,8 @@ from workbench.experiments.controlled import RANDOM
 from workbench.viz.markdown import p_value, read_table
 from workbench.viz.plots import style
 
-PAPER_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "paper-tables.csv"
+# A copy of shared/reference/paper-tables.csv (every number of the paper's Tables 1–6), kept with the results.
+PAPER_CSV = Path(__file__).resolve().parents[2] / "outputs" / "reference" / "paper-tables.csv"
 # Which of the paper's tables each notebook reproduces (Figure 1, the L2 notebook's, has no numbers).
 PAPER_TABLE = {"oracle-vs-random": 2, "revisit-localizers": 1, "lume": 6}
 METRICS = {"AUES": "aues", "MU95": "mu95"}
