@@ -107,9 +107,16 @@ def test_parameters_cell_matches_config_defaults():
             assert eval(info["default"]) == getattr(cfg, name), (nb, name)  # noqa: S307 — literal from our own notebook
 
 
-@pytest.mark.parametrize("path", sorted(__import__("glob").glob("params/*/*.yaml")))
+@pytest.mark.parametrize("path", sorted(p for p in __import__("glob").glob("params/*/*.yaml") if "/campaign/" not in p))
 def test_every_parameter_file_validates(path):
     """Paper-scale and local-data files are not run here, so at least their parameters must be valid."""
     from workbench.runs import config
 
     config.from_params(path.split("/")[1], grid.load_yaml(open(path).read()))
+
+
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob("params/campaign/*.yaml")))
+def test_every_campaign_grid_expands_to_valid_runs(path, tmp_path):
+    """The real-data campaign's grids (issue 16): every run of every grid validates before any work."""
+    specs, _ = grid.expand(grid.Grid.from_file(path), outputs=str(tmp_path), jobs=1)
+    assert specs and all(spec.run_id.startswith("g-") for spec in specs)
