@@ -217,7 +217,10 @@ def load_tofu(
     every retain_eval row has paraphrased and perturbed answers, so truth ratio and Model Utility are
     defined for every seed. Without subsampling nothing changes (all 400 rows are kept).
     ``n_general`` keeps that many real_authors and world_facts questions each (a draw with ``seed``,
-    in file order; for CPU runs: the paper evaluates them whole).
+    in file order; for CPU runs: the paper evaluates them whole). ``pretrain`` is both sets whole: the
+    general knowledge a pretrained model brings to TOFU, which a tiny model must be taught (θp, and
+    replayed into θr) or its ROUGE on them is 0 and Model Utility, a harmonic mean, is 0 (as for the
+    synthetic sets; hub models are never pre-trained here).
     """
     if forget_split not in FORGET_TO_RETAIN:
         raise ValueError(f"unknown forget_split {forget_split!r}; choose one of {sorted(FORGET_TO_RETAIN)}")
@@ -232,12 +235,14 @@ def load_tofu(
     retain_perturbed = split("retain_perturbed")
     covered = set(_groups_in_order(retain_perturbed))
     retain = _keep(retain, choose_retain_authors(_groups_in_order(retain), n_retain_authors, seed, covered))
+    general = {s: load_tofu_split(source, f"{s}_perturbed") for s in ("real_authors", "world_facts")}
     return UnlearningData(
         name="tofu",
         forget=forget,
         retain=retain,
         retain_eval=_keep(retain_perturbed, {ex.group for ex in retain}),
-        real_authors=_sample(load_tofu_split(source, "real_authors_perturbed"), n_general, seed),
-        world_facts=_sample(load_tofu_split(source, "world_facts_perturbed"), n_general, seed),
+        real_authors=_sample(general["real_authors"], n_general, seed),
+        world_facts=_sample(general["world_facts"], n_general, seed),
+        pretrain=general["real_authors"] + general["world_facts"],
         refusals=load_refusals(source),
     )
