@@ -47,13 +47,7 @@ from workbench.training import TrainConfig, finetune, train_region
 SPLITS = ("forget", "retain_eval", "real_authors", "world_facts")
 
 
-def clock(device: str) -> Callable[[], float]:
-    if device.startswith("cuda"):
-        def wall() -> float:
-            torch.cuda.synchronize()
-            return time.perf_counter()
-        return wall
-    return time.process_time
+from evaluation import _clock as clock  # noqa: E402  (benchmarks/evaluation.py, run as a script from benchmarks/)
 
 
 # -- setup ----------------------------------------------------------------------------------------

@@ -7,14 +7,12 @@ into a run folder like the other notebooks'. Asserted on the files it writes.
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pandas as pd
 import pytest
-import torch
 from test_cli import workbench_cli
-from test_evaluation import build_trained
+from test_evaluation import build_trained, perturbed_copy
 
 from workbench.models import save_model_folder
 
@@ -27,11 +25,7 @@ def checkpoints(tmp_path_factory):
     tok, model, _ = build_trained()
     root = tmp_path_factory.mktemp("checkpoints")
     save_model_folder(model, tok, root / "before")
-    after = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in after.parameters():
-            p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=generator))
+    after = perturbed_copy(model, seed=1)
     save_model_folder(after, tok, root / "npo-like")
     return root
 

@@ -44,6 +44,18 @@ def tiny_data() -> UnlearningData:
     )
 
 
+def perturbed_copy(model, seed: int):
+    """A stand-in for an unlearned checkpoint: ``model`` with every weight moved by 5% of its mean size."""
+    import copy
+
+    other = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=generator))
+    return other
+
+
 def build_trained():
     """(tokenizer, model, data): a 2-layer LLaMA that memorised forget + 3 retain examples (seconds)."""
     data = tiny_data()

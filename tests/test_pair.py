@@ -15,8 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from test_evaluation import build_trained
+from test_evaluation import build_trained, perturbed_copy
 
 import workbench as wb
 from workbench.evaluation import EvalConfig, Evaluator
@@ -33,11 +32,7 @@ def pair(tmp_path_factory):
     tok, model, data = build_trained()
     root = tmp_path_factory.mktemp("pair")
     save_model_folder(model, tok, root / "before")
-    unlearned = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in unlearned.parameters():
-            p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=generator))
+    unlearned = perturbed_copy(model, seed=0)
     save_model_folder(unlearned, tok, root / "ga")
     return tok, model, unlearned, data, root
 
