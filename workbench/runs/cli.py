@@ -124,7 +124,10 @@ def _grid_progress():
 
     bar = tqdm(desc="runs", unit="run")
 
-    def update(result: grid.RunResult) -> None:
+    def update(result: grid.RunResult | int) -> None:
+        if isinstance(result, int):
+            bar.reset(total=result)
+            return
         bar.update(1)
         bar.set_postfix_str(f"{result.run_id}: {result.state}")
 

@@ -245,7 +245,8 @@ def expand(grid: Grid, *, outputs: str, jobs: int, force: bool = False) -> tuple
         resolved = validate(name, path, base | combo)
         run_id = grid_run_id(name, resolved, code)
         specs.append(RunSpec(name, str(path), resolved, run_id, outputs, force=force,
-                             threads=threads_per_job(jobs), pass_run_id="run_id" in declared))
+                             threads=threads_per_job(jobs), pass_run_id="run_id" in declared,
+                             progress=jobs == 1))  # one run at a time: its bars and stages stream to the terminal
         axes.append(combo)
     return specs, axes
 
@@ -256,11 +257,15 @@ def _grid_notebook_path(grid: Grid) -> str:
 
 
 def run_grid(grid: Grid, *, outputs: str, jobs: int = 1, executor: str = "local", force: bool = False,
-             progress: Callable[[RunResult], None] | None = None):
-    """Execute the grid's missing runs, then write ``grid_runs.csv`` and ``grid_summary.csv``."""
+             progress: Callable[[RunResult | int], None] | None = None):
+    """Execute the grid's missing runs, then write ``grid_runs.csv`` and ``grid_summary.csv``.
+
+    ``progress`` is called once with the number of runs to execute, then with each run's result."""
     specs, axes = expand(grid, outputs=outputs, jobs=jobs, force=force)
     todo = [s for s in specs if force or not runs.RunDir(s.run_dir).is_complete()]
     results = {s.run_id: RunResult(s.run_id, str(s.run_dir), "skipped") for s in specs if s not in todo}
+    if progress:
+        progress(len(todo))  # how many runs are left to execute
     for result in EXECUTORS[executor](todo, jobs) if todo else ():
         results[result.run_id] = result
         if progress:
