@@ -20,3 +20,7 @@ def test_keep_reference_copies_tables_and_shares_plotly(tmp_path):
     assert "../plotly.min.js" in html and "RS vs FS" in html and "MU vs FQ" in html
     assert (dest.parent / "plotly.min.js").stat().st_size > 1_000_000
     assert len(html) < 1_000_000  # plotly.js is shared, not embedded per run
+    # a kept run one folder deeper (outputs/reference/tofu-tiny/<nb>) shares the same copy
+    deeper = report.keep_reference(run.path, tmp_path / "reference" / "tofu-tiny" / "oracle-vs-random")
+    assert '"../../plotly.min.js"' in (deeper / "figures.html").read_text()
+    assert not (deeper.parent / "plotly.min.js").exists()

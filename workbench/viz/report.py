@@ -82,9 +82,11 @@ def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
     """Copy a run's parameters, summary tables and figures into ``dest`` (e.g. ``outputs/reference/<nb>``).
 
     Models and per-example data stay behind; the per-α table is kept as CSV so the curves can be
-    redrawn. Figures reference one shared ``plotly.min.js`` in ``dest``'s parent, so several kept runs
-    do not each carry 5 MB of plotly.js and still open offline.
+    redrawn. Figures reference one shared ``plotly.min.js`` — the nearest one in ``dest``'s parent
+    or above (``outputs/reference/tofu-tiny/<nb>`` uses ``outputs/reference``'s), else a new one in
+    ``dest``'s parent — so several kept runs do not each carry 5 MB of plotly.js and still open offline.
     """
+    import os
     import shutil
 
     run_dir, dest = Path(run_dir), Path(dest)
@@ -93,11 +95,13 @@ def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
         for path in run_dir.glob(pattern):
             shutil.copy2(path, dest / path.name)
     io.write_csv(dest / "per_alpha.csv", pd.read_parquet(run_dir / "per_alpha.parquet"))
-    titled = {fig.layout.title.text: fig for fig in saved_figures(dest, run_dir.parent.name)}
-    io.write_html(dest / "figures.html", plots.results_report_html(run_dir.parent.name, titled, plotlyjs="../plotly.min.js"))
-    js = dest.parent / "plotly.min.js"
+    js = next((d / "plotly.min.js" for d in dest.resolve().parents[:3] if (d / "plotly.min.js").is_file()),
+              dest.parent / "plotly.min.js")
     if not js.exists():
         from plotly.offline import get_plotlyjs
 
         io.write_text(js, get_plotlyjs())
+    src = Path(os.path.relpath(js, dest.resolve())).as_posix()
+    titled = {fig.layout.title.text: fig for fig in saved_figures(dest, run_dir.parent.name)}
+    io.write_html(dest / "figures.html", plots.results_report_html(run_dir.parent.name, titled, plotlyjs=src))
     return dest
