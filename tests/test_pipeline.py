@@ -64,6 +64,32 @@ def test_retain_damage_is_reported():
         pipeline.check_injection(report, cfg)
 
 
+def test_general_knowledge_damage_is_reported_and_checked_with_inject_general():
+    report = {"forget_es_r": 0.1, "retain_es_r": 0.9, "forget_es_o": 0.95, "retain_es_o": 0.9,
+              "general_es_r": 1.0, "general_es_o": 0.3}
+    pipeline.check_injection(report, _cfg(max_retain_es_drop=0.05))  # SPEC's injection: reported, not checked
+    with pytest.raises(pipeline.CheckFailed, match="general-knowledge set: its ES fell by 0.700.*lambda_retain"):
+        pipeline.check_injection(report, _cfg(max_retain_es_drop=0.05, inject_general=True))
+
+
+def test_inject_general_adds_the_general_set_to_the_retain_term(tmp_path, monkeypatch):
+    from workbench.regions import random_region
+
+    seen = []
+    original = pipeline.train_region
+    monkeypatch.setattr(pipeline, "train_region", lambda *a, **k: seen.append(len(k["retain"])) or original(*a, **k))
+    session = pipeline.open_session(_cfg(inject_general=True), cache_root=str(tmp_path), progress=False)
+    n_retain, n_general = len(session.items["retain"]), len(session.items["general"])
+    assert n_general > 0
+    region = random_region(session.model, session.cfg.region_fraction, 7)
+    _, report = session.inject(region, check=False)
+    assert seen == [n_retain + n_general]
+    assert {"general_es_r", "general_es_o"} <= set(report) and 0 <= report["general_es_o"] <= 1
+    session.cfg = _cfg()  # SPEC's injection: retain only, and its own cache entry (not the θo above)
+    session.inject(region, check=False)
+    assert seen == [n_retain + n_general, n_retain]
+
+
 def test_summary_and_paper_table_on_a_known_sweep():
     alphas = [0.0, 0.5, 1.0]
     rows = []

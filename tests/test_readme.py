@@ -34,3 +34,16 @@ def test_rendering_reports_both_p_values_and_reached_counts():
 
 def test_p_value_format():
     assert [markdown.p_value(v) for v in (0.05123, 2.3e-5, 1.0, float("nan"), 0.0)] == ["0.051", "2.3e-05", "1", "–", "0"]
+
+
+def test_facts_line_reports_the_general_knowledge_es_when_the_checks_carry_it(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    kept = tmp_path / "oracle-vs-random"
+    shutil.copytree(ROOT / "outputs" / "reference" / "oracle-vs-random", kept)
+    assert "general-knowledge ES" not in markdown.results_block(kept)  # older checks: nothing invented
+    checks = pd.read_csv(kept / "checks.csv").assign(general_es_r=[1.0, 0.9], general_es_o=[0.2, 0.5])
+    checks.to_csv(kept / "checks.csv", index=False)
+    assert "general-knowledge ES 0.95 → 0.35 (mean over 2 target seeds)" in markdown.results_block(kept)

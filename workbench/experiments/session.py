@@ -99,27 +99,34 @@ class Session:
     def inject(self, region: Region, *, check: bool = True) -> tuple[RegionDelta, dict]:
         """Train the forget set into ``region`` of θr (NLL + λ_retain·NLL(retain)); returns θo's delta.
 
-        The delta is NOT merged; use :meth:`at` to move the model to θo. With ``check`` the
-        injection must reach ``min_forget_es`` on the forget set without lowering retain ES by more
-        than ``max_retain_es_drop`` (SPEC: otherwise every region looks alike).
+        With ``inject_general`` the retain term also covers θp's general-knowledge set (the one
+        ``replay_pretrain`` mixes into θr). The delta is NOT merged; use :meth:`at` to move the model
+        to θo. With ``check`` the injection must reach ``min_forget_es`` on the forget set without
+        lowering retain ES (and, with ``inject_general``, the general set's ES) by more than
+        ``max_retain_es_drop`` (SPEC: otherwise every region looks alike). The report always
+        carries the general set's ES before and after where the data has one.
         """
         c = self.cfg
         inputs = {"base": self.base_key, "region": region.fingerprint(), "lr": c.inject_lr, "epochs": c.inject_epochs,
                   "lambda_retain": c.lambda_retain, "train": dataclasses.asdict(train_cfg(c, c.inject_lr, c.inject_epochs))}
+        retain = self.items["retain"]
+        if c.inject_general:
+            retain = retain + self.items["general"]
+            inputs["general"] = True  # only when set, so that earlier θo keep their cache keys
 
         def build():
             delta, _ = train_region(self.model, region, self.items["forget"], train_cfg(c, c.inject_lr, c.inject_epochs),
-                                    self.pad, retain=self.items["retain"], lambda_retain=c.lambda_retain,
+                                    self.pad, retain=retain, lambda_retain=c.lambda_retain,
                                     desc=f"inject into {region.size} vectors", progress=self.progress,
                                     gradient_checkpointing=c.gradient_checkpointing)
             return delta
 
         delta = self._cached_delta("theta_o", inputs, build)
         with self.at(delta):
-            stats = self.es_summary()
+            after = self.es_summary()
         before = self.es_summary()
-        report = {"forget_es_r": before["forget"], "retain_es_r": before["retain_eval"],
-                  "forget_es_o": stats["forget"], "retain_es_o": stats["retain_eval"]}
+        report = {f"{split}_es_{m}": stats[key] for m, stats in (("r", before), ("o", after))
+                  for split, key in (("forget", "forget"), ("retain", "retain_eval"), ("general", "general")) if key in stats}
         if check:
             check_injection(report, c)
         return delta, report
@@ -135,9 +142,12 @@ class Session:
 
     @torch.no_grad()
     def es_summary(self) -> dict[str, float]:
-        """Teacher-forced mean ES on the forget and retain evaluation sets (fast, no generation)."""
+        """Teacher-forced mean ES on the forget and retain evaluation sets and, where the data has
+        one, θp's general-knowledge set (fast, no generation)."""
         out = {}
-        for split in ("forget", "retain_eval"):
+        for split in ("forget", "retain_eval", "general"):
+            if not self.items.get(split):
+                continue
             vals = []
             for start in range(0, len(self.items[split]), 32):
                 b = {k: v.to(self.device) for k, v in collate(self.items[split][start:start + 32], self.pad).items()}
@@ -234,6 +244,12 @@ def check_injection(report: dict, cfg) -> None:
             f"injection damaged the retain set: retain ES fell by {drop:.3f} > max_retain_es_drop={cfg.max_retain_es_drop}. "
             f"Raise 'lambda_retain' (now {cfg.lambda_retain}) or lower 'inject_lr' (now {cfg.inject_lr})."
         )
+    general = report.get("general_es_r", 0.0) - report.get("general_es_o", 0.0)
+    if cfg.inject_general and general > cfg.max_retain_es_drop:
+        raise CheckFailed(
+            f"injection damaged the general-knowledge set: its ES fell by {general:.3f} > max_retain_es_drop="
+            f"{cfg.max_retain_es_drop}. Raise 'lambda_retain' (now {cfg.lambda_retain}) or lower 'inject_lr' (now {cfg.inject_lr})."
+        )
 
 
 def check_fs(per_alpha: pd.DataFrame, *, lr_key: str, lr: float, what: str) -> str | None:
@@ -258,6 +274,7 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
     r_key, model, tok = chain_model(cfg, data, cache, device, which="retain", force=force, progress=progress,
                                     check=lambda m: check_model(cfg, m))
     items = {s: encode_all(tok, getattr(data, s)) for s in ("forget", "retain", "retain_eval")}
+    items["general"] = encode_all(tok, data.pretrain) if data.pretrain else []
     eval_cfg = EvalConfig(generate=cfg.eval_generate, max_new_tokens=cfg.eval_max_new_tokens)
     session = Session(cfg, data, model, tok, r_key, cache, Evaluator(tok, data, eval_cfg), items, force=force,
                       progress=progress)

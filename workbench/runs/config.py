@@ -155,6 +155,8 @@ class InjectionConfig(Config):
     inject_lr: float = param(3e-3, "learning rate of forget injection (θr -> θo)", positive)
     inject_epochs: int = param(10, "epochs of forget injection", positive)
     lambda_retain: float = param(2.0, "weight of NLL(retain) during injection", non_negative)
+    inject_general: bool = param(False, "[choice] the injection's retain term also covers θp's general-knowledge set "
+                                 "(a small θo otherwise loses it: MU starts low and rises as it unlearns); its ES is checked too")
     min_forget_es: float = param(0.8, "injection must reach this mean forget ES", unit_interval)
     max_retain_es_drop: float = param(0.05, "injection may lower retain ES by at most this", unit_interval)
     check_fs: bool = param(True, "check that FS at α=1 approaches but does not reach 1")

@@ -93,8 +93,10 @@ def facts(folder: Path, table: pd.DataFrame, summary: pd.DataFrame) -> list[str]
     if (folder / "checks.csv").is_file():
         c = pd.read_csv(folder / "checks.csv")
         seeds = f"{len(c)} target seed{'s' if len(c) > 1 else ''}"
+        general = (f", general-knowledge ES {c.general_es_r.mean():.2f} → {c.general_es_o.mean():.2f}"
+                   if "general_es_o" in c else "")
         lines.append(f"θr → θo: forget ES {c.forget_es_r.mean():.2f} → {c.forget_es_o.mean():.2f}, retain ES "
-                     f"{c.retain_es_r.mean():.2f} → {c.retain_es_o.mean():.2f} (mean over {seeds}).")
+                     f"{c.retain_es_r.mean():.2f} → {c.retain_es_o.mean():.2f}{general} (mean over {seeds}).")
     if (folder / "localization.csv").is_file():
         loc = pd.read_csv(folder / "localization.csv").groupby("localizer")[["precision", "auroc"]].mean()
         found = "; ".join(f"{style(n)[0]} precision {v.precision:.2f}, AUROC {v.auroc:.3f}" for n, v in loc.iterrows())
