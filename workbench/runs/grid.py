@@ -245,8 +245,7 @@ def expand(grid: Grid, *, outputs: str, jobs: int, force: bool = False) -> tuple
         resolved = validate(name, path, base | combo)
         run_id = grid_run_id(name, resolved, code)
         specs.append(RunSpec(name, str(path), resolved, run_id, outputs, force=force,
-                             threads=threads_per_job(jobs), pass_run_id="run_id" in declared,
-                             progress=jobs == 1))  # one run at a time: its bars and stages stream to the terminal
+                             threads=threads_per_job(jobs), pass_run_id="run_id" in declared))
         axes.append(combo)
     return specs, axes
 
@@ -264,6 +263,8 @@ def run_grid(grid: Grid, *, outputs: str, jobs: int = 1, executor: str = "local"
     specs, axes = expand(grid, outputs=outputs, jobs=jobs, force=force)
     todo = [s for s in specs if force or not runs.RunDir(s.run_dir).is_complete()]
     results = {s.run_id: RunResult(s.run_id, str(s.run_dir), "skipped") for s in specs if s not in todo}
+    if min(jobs, len(todo)) == 1:  # one run at a time: its stages and bars stream to the terminal
+        todo = [dataclasses.replace(s, progress=True) for s in todo]
     if progress:
         progress(len(todo))  # how many runs are left to execute
     for result in EXECUTORS[executor](todo, jobs) if todo else ():
