@@ -90,6 +90,7 @@ class Session:
     retain_model: nn.Module | None = None  # a frozen θr, for objectives that compare with it (l2_mlp)
     force: bool = False
     progress: bool = True
+    base_es: dict[str, float] | None = None  # the base model's es_summary, computed once (every θo starts there)
 
     @property
     def pad(self) -> int:
@@ -122,9 +123,11 @@ class Session:
             return delta
 
         delta = self._cached_delta("theta_o", inputs, build)
+        if self.base_es is None:
+            self.base_es = self.es_summary()
         with self.at(delta):
             after = self.es_summary()
-        before = self.es_summary()
+        before = self.base_es
         report = {f"{split}_es_{m}": stats[key] for m, stats in (("r", before), ("o", after))
                   for split, key in (("forget", "forget"), ("retain", "retain_eval"), ("general", "general")) if key in stats}
         if check:
