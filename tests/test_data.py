@@ -13,6 +13,8 @@ from workbench.data import tofu as tofu_mod
 from workbench.data.lume import load_lume
 from workbench.data.synthetic import synthetic_lume, synthetic_tofu
 from workbench.data.tofu import load_tofu, load_tofu_split
+from workbench.experiments.chain import load_config_data
+from workbench.runs.config import from_params
 
 
 def _groups(examples) -> Counter:
@@ -116,6 +118,29 @@ def test_tofu_general_questions_can_be_subsampled_by_seed(tofu_dir):
         assert getattr(b, split) != rows  # another seed, another draw
     assert a.forget == full.forget and a.retain_eval == full.retain_eval
     assert load_tofu(tofu_dir, n_retain_authors=2, n_forget_authors=1, n_general=0, seed=3).real_authors == full.real_authors
+
+
+@pytest.mark.unit
+def test_tofu_retain_eval_can_be_subsampled_per_author_by_seed(tofu_dir):
+    full = load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, seed=3)
+    a = load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=4, seed=3)
+    b = load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=4, seed=4)
+    authors = {ex.group for ex in full.retain_eval}
+    assert len(authors) == 3
+    assert {g: sum(ex.group == g for ex in a.retain_eval) for g in authors} == dict.fromkeys(authors, 4)
+    order = [full.retain_eval.index(ex) for ex in a.retain_eval]
+    assert order == sorted(order)  # a draw, kept in file order
+    positions = [[i for i, ex in enumerate(r for r in full.retain_eval if r.group == g) if ex in a.retain_eval] for g in sorted(authors)]
+    assert len({tuple(p) for p in positions}) > 1  # each author its own draw, not the same question numbers
+    c = load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=4, seed=4)
+    assert c.retain_eval == b.retain_eval and {ex.group for ex in b.retain_eval} == {ex.group for ex in c.retain_eval}
+    # training splits and the other evaluation splits are untouched
+    assert a.forget == full.forget and a.retain == full.retain and a.real_authors == full.real_authors
+    assert load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=0, seed=3).retain_eval == full.retain_eval
+    # and the notebooks' parameter reaches the loader
+    cfg = from_params("oracle-vs-random", {"data": "tofu", "data_dir": str(tofu_dir), "n_retain_authors": 3,
+                                           "n_forget_authors": 1, "n_eval_retain": 4, "seed": 3})
+    assert load_config_data(cfg).retain_eval == a.retain_eval
 
 
 @pytest.mark.integration

@@ -194,6 +194,18 @@ def _sample(examples: list[QA], n: int | None, seed: int) -> list[QA]:
     return [ex for i, ex in enumerate(examples) if i in keep]
 
 
+def _sample_per_group(examples: list[QA], n: int | None, seed: int) -> list[QA]:
+    """``n`` of each group's (author's) ``examples`` drawn with ``seed``, in their original order (all when
+    ``n`` is None or 0): every author keeps the same weight in the split's means."""
+    if not n:
+        return list(examples)
+    rng, keep = random.Random(seed), set()
+    for group in _groups_in_order(examples):
+        rows = [i for i, ex in enumerate(examples) if ex.group == group]
+        keep.update(rng.sample(rows, min(n, len(rows))))
+    return [ex for i, ex in enumerate(examples) if i in keep]
+
+
 # -- the bundle ---------------------------------------------------------------------------------
 def load_tofu(
     source: str | Path,
@@ -202,6 +214,7 @@ def load_tofu(
     n_retain_authors: int | None = None,
     n_forget_authors: int | None = None,
     n_general: int | None = None,
+    n_retain_eval: int | None = None,
     seed: int = 0,
 ) -> UnlearningData:
     """TOFU as an :class:`UnlearningData` bundle, optionally subsampled by whole authors.
@@ -217,7 +230,9 @@ def load_tofu(
     every retain_eval row has paraphrased and perturbed answers, so truth ratio and Model Utility are
     defined for every seed. Without subsampling nothing changes (all 400 rows are kept).
     ``n_general`` keeps that many real_authors and world_facts questions each (a draw with ``seed``,
-    in file order; for CPU runs: the paper evaluates them whole). ``pretrain`` is both sets whole: the
+    in file order; for CPU runs: the paper evaluates them whole); ``n_retain_eval`` keeps that many
+    retain_eval questions of each retain author (a draw with ``seed``; the training splits are untouched).
+    ``pretrain`` is both sets whole: the
     general knowledge a pretrained model brings to TOFU, which a tiny model must be taught (θp, and
     replayed into θr) or its ROUGE on them is 0 and Model Utility, a harmonic mean, is 0 (as for the
     synthetic sets; hub models are never pre-trained here).
@@ -240,7 +255,7 @@ def load_tofu(
         name="tofu",
         forget=forget,
         retain=retain,
-        retain_eval=_keep(retain_perturbed, {ex.group for ex in retain}),
+        retain_eval=_sample_per_group(_keep(retain_perturbed, {ex.group for ex in retain}), n_retain_eval, seed),
         real_authors=_sample(general["real_authors"], n_general, seed),
         world_facts=_sample(general["world_facts"], n_general, seed),
         pretrain=general["real_authors"] + general["world_facts"],

@@ -51,7 +51,7 @@ DATA_ARGS = {
     "synthetic-tofu": lambda c: {"n_authors": c.n_retain_authors + c.n_forget_authors,
                                  "n_forget_authors": c.n_forget_authors, "seed": c.seed},
     "tofu": lambda c: {"source": c.data_path() or "locuslab/TOFU", "n_retain_authors": c.n_retain_authors,
-                       "n_forget_authors": c.n_forget_authors, "n_general": c.n_eval_general, "seed": c.seed},
+                       "n_forget_authors": c.n_forget_authors, "n_general": c.n_eval_general, "n_retain_eval": c.n_eval_retain, "seed": c.seed},
     "synthetic-lume": lambda c: {"n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
     "lume": lambda c: {"folder": c.data_path(), "n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
 }

@@ -86,6 +86,7 @@ class Config:
     n_retain_authors: int = param(16, "authors (or people) kept in the retain set", positive)
     n_forget_authors: int = param(2, "authors in the forget set", positive)
     n_eval_general: int = param(0, "TOFU: real_authors and world_facts questions evaluated, each a seeded draw (0 -> all, as the paper)", non_negative)
+    n_eval_retain: int = param(0, "TOFU: retain_eval questions evaluated per retain author, a seeded draw (0 -> all 20, as the paper)", non_negative)
     model: str = param("tiny-llama", "'tiny-llama', 'smollm2', a hub id or a local path")
     model_revision: str = param("", "hub revision (branch, tag or commit) of 'model'; '' -> the default branch")
     retain_model: str = param("", "θr trained elsewhere (hub id or local folder), used instead of fine-tuning θp on the retain set here; '' -> fine-tune here")
