@@ -161,3 +161,16 @@ def test_executor_registry():
         assert grid.EXECUTORS["inline-test"] is inline
     finally:
         grid.EXECUTORS.pop("inline-test")
+
+
+@pytest.mark.unit
+def test_threads_per_job_is_capped_by_the_callers_omp_num_threads(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [grid.threads_per_job(j) for j in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two grids side by side, one core each
+    assert [grid.threads_per_job(j) for j in (1, 2)] == [1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")  # a cap, not a request for more than the share
+    assert grid.threads_per_job(2) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "not-a-number")
+    assert grid.threads_per_job(1) == 8
