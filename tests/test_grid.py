@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -135,6 +136,30 @@ def test_killed_grid_resumes_with_missing_runs_only(tmp_path):
     assert set(rerun) == set(table["run_id"]) - done_before and len(rerun) == 3 - len(done_before)
     assert set(table.loc[table["state"] == "skipped", "run_id"]) == done_before
     assert all(r.is_complete() for r in grid_runs(outputs)) and len(grid_runs(outputs)) == 3
+
+
+@pytest.mark.notebooks
+def test_killing_the_grid_alone_ends_its_worker_and_kernel(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    grid_file = write_grid(tmp_path, [1], delay=300.0)
+    cmd = [sys.executable, "-m", "workbench", "grid", str(grid_file), "--jobs", "1", "--outputs", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    children = []
+    try:
+        wait_for(lambda: executions(tmp_path), proc, timeout=240)  # the kernel is in the sleeping cell
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("ipykernel" in " ".join(c.cmdline()) for c in children)
+        proc.terminate()  # `kill <grid pid>`: the worker and the kernel (its own session) get no signal
+        proc.wait()
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"left running after the grid was killed: {[c.cmdline()[:3] for c in alive]}"
+    finally:
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def grid_runs(outputs: Path) -> list[runs.RunDir]:

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -177,6 +178,16 @@ def register_executor(name: str) -> Callable[[Executor], Executor]:
 
 def _init_worker(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="grid-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """End this worker once the grid that started it is gone (a ``kill`` of the grid reaches only the
+    grid's own process). Left running, the worker went on executing its run for up to hours beside the
+    resumed grid; its kernel ends with it (ipykernel watches ``JPY_PARENT_PID``)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 @register_executor("local")
