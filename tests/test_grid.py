@@ -139,21 +139,30 @@ def test_killed_grid_resumes_with_missing_runs_only(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_killing_the_grid_alone_ends_its_worker_and_kernel(tmp_path):
+@pytest.mark.parametrize("how", ["kill", "ctrl-c"])
+def test_stopping_a_grid_ends_its_worker_and_kernel(tmp_path, how):
+    """``kill <grid pid>`` reaches only the grid (the worker watches it); Ctrl-C reaches the grid and its
+    worker (one process group), not the kernel (its own session). Neither may leave a run executing."""
     psutil = pytest.importorskip("psutil")
     grid_file = write_grid(tmp_path, [1], delay=300.0)
     cmd = [sys.executable, "-m", "workbench", "grid", str(grid_file), "--jobs", "1", "--outputs", str(tmp_path / "out")]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     children = []
     try:
         wait_for(lambda: executions(tmp_path), proc, timeout=240)  # the kernel is in the sleeping cell
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("ipykernel" in " ".join(c.cmdline()) for c in children)
-        proc.terminate()  # `kill <grid pid>`: the worker and the kernel (its own session) get no signal
-        proc.wait()
+        if how == "kill":
+            proc.terminate()
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
         gone, alive = psutil.wait_procs(children, timeout=30)
-        assert not alive, f"left running after the grid was killed: {[c.cmdline()[:3] for c in alive]}"
+        assert not alive, f"left running after the grid was stopped: {[c.cmdline()[:3] for c in alive]}"
+        if how == "ctrl-c":
+            assert proc.returncode == cli.EXIT_INTERRUPTED and "the same command resumes" in stderr
     finally:
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):

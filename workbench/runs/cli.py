@@ -29,7 +29,7 @@ from workbench.runs.cache import VERIFY_ENV
 
 DEMO_NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
 EVALUATE_NOTEBOOK = "evaluate-checkpoints"
-EXIT_FAILED, EXIT_INVALID = 1, 2
+EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,3 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except KeyboardInterrupt:  # Ctrl-C: the workers and kernels end with the grid; say what is kept
+        print("\ninterrupted: complete runs and every finished cache entry (models, unlearning runs, sweeps) "
+              "are kept; the same command resumes from them", file=sys.stderr)
+        return EXIT_INTERRUPTED
