@@ -163,6 +163,8 @@ def test_stopping_a_grid_ends_its_worker_and_kernel(tmp_path, how):
         assert not alive, f"left running after the grid was stopped: {[c.cmdline()[:3] for c in alive]}"
         if how == "ctrl-c":
             assert proc.returncode == cli.EXIT_INTERRUPTED and "the same command resumes" in stderr
+            (run,) = grid_runs(tmp_path / "out")
+            assert run.status()["state"] == "failed" and "interrupted" in run.status()["error"]
     finally:
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):

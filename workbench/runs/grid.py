@@ -146,6 +146,9 @@ def execute(spec: RunSpec) -> RunResult:
                                 cwd=str(Path(spec.path).parent), store_widget_state=False)
     except Exception as exc:  # noqa: BLE001 — every failure is recorded in status.json and reported
         return _failed(run, spec, exc, time.monotonic() - start)
+    except KeyboardInterrupt:  # Ctrl-C: the folder says so instead of "running" for ever
+        run.fail("interrupted (Ctrl-C)", message="re-run the same command to resume from the cache")
+        raise
     if not run.is_complete():
         run.complete()
     return RunResult(spec.run_id, str(run.path), "complete", seconds=time.monotonic() - start)
