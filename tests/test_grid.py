@@ -118,9 +118,7 @@ def test_grid_skips_complete_runs_and_aggregates(tmp_path):
 def test_killed_grid_resumes_with_missing_runs_only(tmp_path):
     grid_file = write_grid(tmp_path, [1, 2, 3], delay=2.0)
     outputs = tmp_path / "out"
-    cmd = [sys.executable, "-m", "workbench", "grid", str(grid_file), "--jobs", "1", "--outputs", str(outputs)]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = start_grid(grid_file, outputs, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(r.is_complete() for r in grid_runs(outputs)), proc, timeout=240)
     finally:
@@ -145,10 +143,7 @@ def test_stopping_a_grid_ends_its_worker_and_kernel(tmp_path, how):
     worker (one process group), not the kernel (its own session). Neither may leave a run executing."""
     psutil = pytest.importorskip("psutil")
     grid_file = write_grid(tmp_path, [1], delay=300.0)
-    cmd = [sys.executable, "-m", "workbench", "grid", str(grid_file), "--jobs", "1", "--outputs", str(tmp_path / "out")]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    proc = start_grid(grid_file, tmp_path / "out", stderr=subprocess.PIPE, text=True)
     children = []
     try:
         wait_for(lambda: executions(tmp_path), proc, timeout=240)  # the kernel is in the sleeping cell
@@ -171,6 +166,13 @@ def test_stopping_a_grid_ends_its_worker_and_kernel(tmp_path, how):
                 child.kill()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def start_grid(grid_file: Path, outputs: Path, **popen) -> subprocess.Popen:
+    """The CLI grid in its own process group (the test can signal all of it), SIGINT handled as in a terminal."""
+    cmd = [sys.executable, "-m", "workbench", "grid", str(grid_file), "--jobs", "1", "--outputs", str(outputs)]
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
 
 
 def grid_runs(outputs: Path) -> list[runs.RunDir]:
