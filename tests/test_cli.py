@@ -64,3 +64,22 @@ def test_a_grid_run_one_at_a_time_streams_its_progress(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[workbench] controlled setting" in done.stderr and "region seeds" in done.stderr
     assert "runs: 100%" in done.stderr and "1/1" in done.stderr
+
+
+def test_run_without_a_parameter_file_starts_from_params_default_yaml(monkeypatch, capsys):
+    """``workbench run oracle-vs-random`` alone used to run the notebook's smoke-sized parameter cell,
+    which stops at the injection check; with no -p file it now starts from params/<nb>/default.yaml
+    (what `make demo` runs), as `workbench evaluate` did, and says so. A -p file replaces it."""
+    import yaml
+
+    from workbench.runs import cli
+
+    seen: list[dict] = []
+    monkeypatch.setattr(cli, "_run", lambda name, path, params, args: seen.append(params) or 0)
+    folder = ROOT / "params" / "oracle-vs-random"
+    assert cli.main(["run", "oracle-vs-random", "-p", "region_seeds=[7]"]) == 0
+    assert seen[-1] == yaml.safe_load((folder / "default.yaml").read_text()) | {"region_seeds": [7]}
+    assert "parameters: params/oracle-vs-random/default.yaml (no -p file given)" in capsys.readouterr().err
+    assert cli.main(["run", "oracle-vs-random", "-p", str(folder / "smoke.yaml")]) == 0
+    assert seen[-1] == yaml.safe_load((folder / "smoke.yaml").read_text())
+    assert "no -p file given" not in capsys.readouterr().err

@@ -70,13 +70,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     name, path = grid.resolve_notebook(args.notebook)
-    return _run(name, path, grid.merge_params(args.params, Path.cwd()), args)
+    return _run(name, path, _params_or_defaults(name, args.params), args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     name, path = grid.resolve_notebook(EVALUATE_NOTEBOOK)
-    files = [f"params/{name}/default.yaml"] if not any(_is_file(p) for p in args.params) else []
-    params = grid.merge_params(files, runs.repo_root()) | grid.merge_params(args.params, Path.cwd())
+    params = _params_or_defaults(name, args.params)
     params |= {"before": args.before, "after": args.after, **({"labels": args.label} if args.label else {}),
                **({"retain_model": args.retain_model} if args.retain_model else {})}
     return _run(name, path, params, args)
@@ -84,6 +83,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _is_file(entry: str) -> bool:  # as merge_params reads it
     return "=" not in entry or entry.endswith((".yaml", ".yml"))
+
+
+def _params_or_defaults(name: str, entries: Sequence[str]) -> dict:
+    """``-p`` entries merged in order; with no parameter file among them they override
+    ``params/<name>/default.yaml`` (the values ``make demo`` runs), not the notebook's own smoke-sized
+    parameter cell."""
+    default = runs.repo_root() / "params" / name / "default.yaml"
+    if any(_is_file(p) for p in entries) or not default.is_file():
+        return grid.merge_params(entries, Path.cwd())
+    print(f"parameters: {default.relative_to(runs.repo_root())} (no -p file given)", file=sys.stderr)
+    return grid.merge_params([str(default)], runs.repo_root()) | grid.merge_params(entries, Path.cwd())
 
 
 def _run(name: str, path: Path, params: dict, args: argparse.Namespace) -> int:
