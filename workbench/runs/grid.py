@@ -43,6 +43,10 @@ from workbench.runs.paramfiles import (  # noqa: F401  (grid API)
 )
 
 PLOTLY_RENDERER = "plotly_mimetype+notebook"  # renders in JupyterLab *and* in nbconvert HTML
+# The kernel writes its own log straight to the terminal: a TCP-transport warning at every start and,
+# on Ctrl-C, a zmq traceback as papermill closes the sockets it answers on. Cell errors and a dead kernel
+# reach us as papermill exceptions, not through this log.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 GRIDS = "grids"
 
 
@@ -143,7 +147,8 @@ def execute(spec: RunSpec) -> RunResult:
         with kernel_environment(spec):
             pm.execute_notebook(spec.path, str(spec.output_notebook), parameters=params, kernel_name="python3",
                                 language="python", progress_bar=False, log_output=spec.progress,
-                                cwd=str(Path(spec.path).parent), store_widget_state=False)
+                                cwd=str(Path(spec.path).parent), store_widget_state=False,
+                                extra_arguments=KERNEL_ARGUMENTS)
     except Exception as exc:  # noqa: BLE001 — every failure is recorded in status.json and reported
         return _failed(run, spec, exc, time.monotonic() - start)
     except KeyboardInterrupt:  # Ctrl-C: the folder says so instead of "running" for ever
