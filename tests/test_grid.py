@@ -115,6 +115,32 @@ def test_grid_skips_complete_runs_and_aggregates(tmp_path):
 
 
 @pytest.mark.notebooks
+def test_a_run_another_grid_finished_meanwhile_is_skipped(tmp_path):
+    """Two grids over the same runs (a second worker, or the same grid started twice) share run ids: a
+    run planned while missing but complete by the time its turn comes is skipped. It used to raise
+    RunExistsError, which ended the whole grid."""
+    (spec,), _ = grid.expand(grid.Grid.from_file(write_grid(tmp_path, [1])), outputs=str(tmp_path / "out"), jobs=1)
+    assert grid.execute(spec).state == "complete"
+    status = runs.RunDir(spec.run_dir).status()
+    assert grid.execute(spec).state == "skipped"  # the second grid's turn
+    assert len(executions(tmp_path)) == 1 and runs.RunDir(spec.run_dir).status() == status
+
+
+@pytest.mark.notebooks
+def test_a_run_another_process_is_executing_is_skipped_not_wiped(tmp_path):
+    (spec,), _ = grid.expand(grid.Grid.from_file(write_grid(tmp_path, [1])), outputs=str(tmp_path / "out"), jobs=1)
+    marker = Path(spec.run_dir) / "theirs.txt"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("the other grid's run, half done")
+    with grid._claimed(spec.run_dir) as mine:  # as the other grid's worker holds it
+        assert mine
+        result = grid.execute(spec)
+    assert result.state == "skipped" and result.error == "executing in another process"
+    assert marker.is_file() and executions(tmp_path) == []  # neither wiped nor run twice
+    assert grid.execute(spec).state == "complete"  # the claim is gone with its holder
+
+
+@pytest.mark.notebooks
 def test_killed_grid_resumes_with_missing_runs_only(tmp_path):
     grid_file = write_grid(tmp_path, [1, 2, 3], delay=2.0)
     outputs = tmp_path / "out"
