@@ -127,7 +127,7 @@ def test_a_run_another_grid_finished_meanwhile_is_skipped(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_a_run_another_process_is_executing_is_skipped_not_wiped(tmp_path):
+def test_a_run_another_process_is_executing_is_skipped_not_wiped(tmp_path, capsys):
     (spec,), _ = grid.expand(grid.Grid.from_file(write_grid(tmp_path, [1])), outputs=str(tmp_path / "out"), jobs=1)
     marker = Path(spec.run_dir) / "theirs.txt"
     marker.parent.mkdir(parents=True)
@@ -135,6 +135,9 @@ def test_a_run_another_process_is_executing_is_skipped_not_wiped(tmp_path):
     with grid._claimed(spec.run_dir) as mine:  # as the other grid's worker holds it
         assert mine
         result = grid.execute(spec)
+        out = Path(spec.outputs)  # `workbench run` with that run id says so in one line
+        assert cli.main(["run", str(TRIVIAL), "-p", "seed=1", "--run-id", spec.run_id, "--outputs", str(out)]) == cli.EXIT_FAILED
+        assert "executing in another process; wait for it" in capsys.readouterr().err
     assert result.state == "skipped" and result.error == "executing in another process"
     assert marker.is_file() and executions(tmp_path) == []  # neither wiped nor run twice
     assert grid.execute(spec).state == "complete"  # the claim is gone with its holder

@@ -87,8 +87,7 @@ def _is_file(entry: str) -> bool:  # as merge_params reads it
 
 def _params_or_defaults(name: str, entries: Sequence[str]) -> dict:
     """``-p`` entries merged in order; with no parameter file among them they override
-    ``params/<name>/default.yaml`` (the values ``make demo`` runs), not the notebook's own smoke-sized
-    parameter cell."""
+    ``params/<name>/default.yaml`` (the values ``make demo`` runs), not the config's bare defaults."""
     default = runs.repo_root() / "params" / name / "default.yaml"
     if any(_is_file(p) for p in entries) or not default.is_file():
         return grid.merge_params(entries, Path.cwd())
@@ -107,7 +106,10 @@ def _run(name: str, path: Path, params: dict, args: argparse.Namespace) -> int:
         raise runs.RunExistsError(f"{spec.run_dir} holds a complete run; use --force or another --run-id")
     print(f"running {name} → {spec.run_dir}", file=sys.stderr)
     result = grid.execute(spec)
-    if result.state != "complete":
+    if result.state == "skipped" and result.error:  # another process holds the same run
+        print(f"error: {spec.run_dir}: {result.error}; wait for it or pass another --run-id", file=sys.stderr)
+        return EXIT_FAILED
+    if result.state == "failed":
         print(grid.failure_message(spec, result), file=sys.stderr)
         return EXIT_FAILED
     print(spec.run_dir)
