@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workbench.runs import cli, grid
+from workbench.runs import claims, cli, grid
 from workbench.runs import rundir as runs
 
 TRIVIAL = Path(__file__).parent / "fixtures" / "trivial.ipynb"
@@ -132,7 +132,7 @@ def test_a_run_another_process_is_executing_is_skipped_not_wiped(tmp_path, capsy
     marker = Path(spec.run_dir) / "theirs.txt"
     marker.parent.mkdir(parents=True)
     marker.write_text("the other grid's run, half done")
-    with grid._claimed(spec.run_dir) as mine:  # as the other grid's worker holds it
+    with claims.claimed(spec.run_dir) as mine:  # as the other grid's worker holds it
         assert mine
         result = grid.execute(spec)
         out = Path(spec.outputs)  # `workbench run` with that run id says so in one line

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.progress import ENV as PROGRESS_ENV
-from workbench.runs import config, io
+from workbench.runs import claims, config, io
 from workbench.runs import rundir as runs
 from workbench.runs.deps import code_fingerprint, notebook_code_hash, plugin_fingerprint  # noqa: F401
 from workbench.runs.paramfiles import (  # noqa: F401  (grid API)
@@ -137,32 +137,12 @@ def execute(spec: RunSpec) -> RunResult:
     """Execute one run with papermill; a failing cell marks the run failed, never raises. Two grids over
     the same runs (a second worker, or one grid started twice) share run ids: a run that the other is
     executing, or finished after this grid planned it, is skipped, never wiped or run twice."""
-    with _claimed(spec.run_dir) as mine:
+    with claims.claimed(spec.run_dir) as mine:
         if not mine:
             return RunResult(spec.run_id, str(spec.run_dir), "skipped", error="executing in another process")
         if not spec.force and runs.RunDir(spec.run_dir).is_complete():
             return RunResult(spec.run_id, str(spec.run_dir), "skipped")
         return _execute(spec)
-
-
-@contextlib.contextmanager
-def _claimed(run_dir: str | os.PathLike) -> Iterator[bool]:
-    """An exclusive lock on ``.<run>.lock`` beside the run folder while this process executes the run
-    (False: another holds it). The OS drops it when its process dies: a killed grid leaves no claim."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no claims, as before
-        yield True
-        return
-    path = Path(run_dir).with_name(f".{Path(run_dir).name}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
 
 
 def _execute(spec: RunSpec) -> RunResult:
