@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 
 from workbench.runs import config
-from workbench.runs.cli import DEMO_NOTEBOOKS
+from workbench.runs.cli import DEMO_NOTEBOOKS, default_params
 from workbench.runs.paramfiles import load_param_file
 from workbench.runs.params import parameters_text
 
@@ -28,10 +28,10 @@ NOTEBOOKS = ROOT / "notebooks"
 def cell_text(notebook: str) -> str:
     if notebook not in DEMO_NOTEBOOKS:
         return config.parameters_cell(notebook)
-    default = Path("params") / notebook / "default.yaml"
-    values = load_param_file(ROOT / default)
+    default = default_params(notebook)
+    values = load_param_file(default)
     rows = [(name, kind, values.get(name, value), help_) for name, kind, value, help_ in config.describe(notebook)]
-    return f"# the values of {default} where it sets one (what `make demo` runs)\n" + parameters_text(rows)
+    return f"# the values of {default.relative_to(ROOT)} where it sets one (what `make demo` runs)\n" + parameters_text(rows)
 
 
 def sync(path: Path) -> bool:

@@ -85,10 +85,15 @@ def _is_file(entry: str) -> bool:  # as merge_params reads it
     return "=" not in entry or entry.endswith((".yaml", ".yml"))
 
 
+def default_params(name: str) -> Path:
+    """``params/<name>/default.yaml``: what ``make demo``, a bare ``run`` and *Run All* execute."""
+    return runs.repo_root() / "params" / name / "default.yaml"
+
+
 def _params_or_defaults(name: str, entries: Sequence[str]) -> dict:
     """``-p`` entries merged in order; with no parameter file among them they override
     ``params/<name>/default.yaml`` (the values ``make demo`` runs), not the config's bare defaults."""
-    default = runs.repo_root() / "params" / name / "default.yaml"
+    default = default_params(name)
     if any(_is_file(p) for p in entries) or not default.is_file():
         return grid.merge_params(entries, Path.cwd())
     print(f"parameters: {default.relative_to(runs.repo_root())} (no -p file given)", file=sys.stderr)
@@ -159,7 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_spec(notebook: str, outputs: str, args: argparse.Namespace) -> grid.RunSpec:
     name, path = grid.resolve_notebook(notebook)
-    resolved = grid.validate(name, path, grid.merge_params([f"params/{name}/default.yaml"]))
+    resolved = grid.validate(name, path, grid.merge_params([str(default_params(name))]))
     return grid.RunSpec(name, str(path), resolved, runs.new_run_id(), outputs, force=args.force,
                         threads=grid.threads_per_job(args.jobs))
 
