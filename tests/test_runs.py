@@ -172,3 +172,52 @@ def test_load_runs_reads_folders_of_runs(tmp_path):
     assert set(one["seed"]) == {1}
     with pytest.raises(FileNotFoundError):
         runs.load_runs(tmp_path / "nothing")
+
+
+# -- python -m workbench status ------------------------------------------------------------------------
+def _status_run(outputs, run_id: str, objective: str) -> runs.RunDir:
+    return runs.RunDir.create("oracle-vs-random", {"objectives": [objective], "seed": 1}, run_id=run_id,
+                              outputs=outputs)
+
+
+def test_status_tells_a_live_run_from_one_whose_process_ended(tmp_path, capsys):
+    from workbench.runs import claims, cli
+
+    out = tmp_path / "out"
+    done = _status_run(out, "r1-done", "npo")
+    (done.path / "per_alpha.csv").write_text("alpha,fs\n1,0.9\n")
+    done.complete()
+    changed = _status_run(out, "r2-changed", "npo")
+    (changed.path / "per_alpha.csv").write_text("alpha,fs\n1,0.9\n")
+    changed.complete()
+    (changed.path / "per_alpha.csv").write_text("alpha,fs\n1,0.1\n")  # edited after its checksum was kept
+    _status_run(out, "r3-failed", "wga").fail("ValueError: forget ES 0.14 < 0.8", step="controlled setting")
+    live, dead = _status_run(out, "r4-live", "wga"), _status_run(out, "r5-dead", "dpo")
+    holder = subprocess.Popen(  # a process that claims r5 and dies, as a killed grid does
+        [sys.executable, "-c", "import sys, time; from workbench.runs import claims\n"
+         f"with claims.claimed({str(dead.path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held" and claims.held(dead.path)
+    finally:
+        holder.kill()
+        holder.wait()
+    with claims.claimed(live.path) as mine:
+        assert mine
+        assert cli.main(["status", "--outputs", str(out)]) == 0
+    text = capsys.readouterr().out
+    states = {line.split()[0]: line.split()[1] for line in text.splitlines() if line.startswith("  r")}
+    assert states == {"r1-done": "complete", "r2-changed": "changed", "r3-failed": "failed", "r4-live": "running",
+                      "r5-dead": "stopped"}
+    assert "oracle-vs-random: 5 runs" in text and "ValueError: forget ES 0.14 < 0.8" in text
+    assert 'objectives=["wga"]' in text and "seed=" not in text  # only what tells the runs apart
+    assert "no `workbench run` or `grid` process holds it" in text
+    assert not claims.held(live.path) and not claims.held(dead.path)
+    assert not (out / "oracle-vs-random" / ".r1-done.lock").exists()  # reading creates no claims
+
+
+def test_status_of_a_notebook_without_runs_says_how_to_find_the_names(tmp_path, capsys):
+    from workbench.runs import cli
+
+    assert cli.main(["status", "no-such-notebook", "--outputs", str(tmp_path)]) == cli.EXIT_INVALID
+    assert "no run folders at" in capsys.readouterr().err

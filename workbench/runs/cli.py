@@ -7,6 +7,7 @@
     python -m workbench grid <grid.yaml> [--jobs N] [--executor local] [--force]
     python -m workbench demo [--jobs N]
     python -m workbench list
+    python -m workbench status [notebook …]
 
 ``-p`` takes parameter files and ``key=value`` overrides, merged left to right; values are YAML
 scalars or flow lists (``-p objectives=[npo,wga] -p lr_npo=1e-4``). Parameters are validated
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jobs", type=int, default=1)
     _common(demo)
     sub.add_parser("list", help="notebooks and their parameter files")
+    st = sub.add_parser("status", help="the runs under outputs/: state, step, and the parameters that tell them apart")
+    st.add_argument("notebook", nargs="*", help="only these notebooks' runs (default: all)")
+    st.add_argument("--outputs", default=None, help="outputs root (default $WORKBENCH_OUTPUTS or <repo>/outputs)")
     return parser
 
 
@@ -177,7 +181,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "grid": cmd_grid, "demo": cmd_demo, "list": cmd_list}
+def cmd_status(args: argparse.Namespace) -> int:
+    from workbench.runs import listing
+
+    print(listing.describe(listing.run_states(args.outputs, args.notebook or None)))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "grid": cmd_grid, "demo": cmd_demo, "list": cmd_list,
+            "status": cmd_status}
 # Errors the user can fix by changing the command line: reported in one message, no traceback.
 USER_ERRORS = (config.ConfigError, runs.RunExistsError, FileNotFoundError, ValueError)
 
