@@ -181,7 +181,7 @@ def _status_run(outputs, run_id: str, objective: str) -> runs.RunDir:
 
 
 def test_status_tells_a_live_run_from_one_whose_process_ended(tmp_path, capsys):
-    from workbench.runs import claims, cli
+    from workbench.runs import claims, cli, listing
 
     out = tmp_path / "out"
     done = _status_run(out, "r1-done", "npo")
@@ -191,7 +191,12 @@ def test_status_tells_a_live_run_from_one_whose_process_ended(tmp_path, capsys):
     (changed.path / "per_alpha.csv").write_text("alpha,fs\n1,0.9\n")
     changed.complete()
     (changed.path / "per_alpha.csv").write_text("alpha,fs\n1,0.1\n")  # edited after its checksum was kept
-    _status_run(out, "r3-failed", "wga").fail("ValueError: forget ES 0.14 < 0.8", step="controlled setting")
+    failed = _status_run(out, "r3-failed", "wga")
+    failed.fail("ValueError: forget ES 0.14 < 0.8", step="controlled setting")
+    info = json.loads((failed.path / "params.json").read_text()) | {"started": "2026-01-01T00:00:00+00:00"}
+    (failed.path / "params.json").write_text(json.dumps(info))
+    status = failed.status() | {"updated": "2026-01-01T01:30:00+00:00"}
+    (failed.path / "status.json").write_text(json.dumps(status))  # it failed 90 minutes after it started
     live, dead = _status_run(out, "r4-live", "wga"), _status_run(out, "r5-dead", "dpo")
     holder = subprocess.Popen(  # a process that claims r5 and dies, as a killed grid does
         [sys.executable, "-c", "import sys, time; from workbench.runs import claims\n"
@@ -205,11 +210,14 @@ def test_status_tells_a_live_run_from_one_whose_process_ended(tmp_path, capsys):
     with claims.claimed(live.path) as mine:
         assert mine
         assert cli.main(["status", "--outputs", str(out)]) == 0
-    text = capsys.readouterr().out
+        text = capsys.readouterr().out
+        table = listing.run_states(out)
     states = {line.split()[0]: line.split()[1] for line in text.splitlines() if line.startswith("  r")}
     assert states == {"r1-done": "complete", "r2-changed": "changed", "r3-failed": "failed", "r4-live": "running",
-                      "r5-dead": "stopped"}
+                      "r5-dead": "stopped"} == dict(zip(table["run_id"], table["state"]))
     assert "oracle-vs-random: 5 runs" in text and "ValueError: forget ES 0.14 < 0.8" in text
+    minutes = dict(zip(table["run_id"], table["minutes"]))
+    assert minutes["r3-failed"] == 90 and "2026-01-01 00:00   90 min" in text and 0 <= minutes["r4-live"] < 5
     assert 'objectives=["wga"]' in text and "seed=" not in text  # only what tells the runs apart
     assert "no `workbench run` or `grid` process holds it" in text
     assert not claims.held(live.path) and not claims.held(dead.path)

@@ -26,7 +26,8 @@ FIRST = ("model", "data", "objectives", "region_seeds", "localizers")  # what a 
 
 def run_states(outputs: str | os.PathLike | None = None, notebooks: list[str] | None = None):
     """One row per run folder under ``outputs/<notebook>/``: notebook, run_id, state, step,
-    started, updated, error, and ``params`` (the run's parameters, a dict)."""
+    started, updated, minutes (a finished run's wall time; a running one's so far),
+    error, and ``params`` (the run's parameters, a dict)."""
     import pandas as pd
 
     root = runs.outputs_root(outputs)
@@ -50,6 +51,10 @@ def run_states(outputs: str | os.PathLike | None = None, notebooks: list[str] | 
                          "started": info.get("started", ""), "updated": status.get("updated", ""),
                          "error": status.get("error", ""), "params": info.get("params", {})})
     table = pd.DataFrame(rows, columns=["notebook", "run_id", "state", "step", "started", "updated", "error", "params"])
+    until = pd.to_datetime(table["updated"], errors="coerce", utc=True)
+    until[table["state"] == "running"] = pd.Timestamp.now(tz="UTC")  # its status changes only between steps
+    elapsed = until - pd.to_datetime(table["started"], errors="coerce", utc=True)
+    table.insert(6, "minutes", elapsed.dt.total_seconds() / 60)
     return table.sort_values(["notebook", "started"], kind="stable", ignore_index=True)
 
 
@@ -69,8 +74,8 @@ def varying(params: list[dict]) -> list[str]:
 
 
 def describe(table, *, width: int = 70) -> str:
-    """The table as text: per notebook a count of states, then one line per run with the parameters
-    that tell it apart from the notebook's other runs (``key=value``, cut at ``width`` characters)."""
+    """The table as text: per notebook a count of states, then one line per run (state, start, minutes,
+    last step) with the parameters that tell it apart from the notebook's other runs (``key=value``, cut at ``width`` characters)."""
     lines = []
     for notebook, group in table.groupby("notebook", sort=False):
         counts = ", ".join(f"{n} {state}" for state, n in group["state"].value_counts().items())
@@ -79,8 +84,8 @@ def describe(table, *, width: int = 70) -> str:
         for row in group.itertuples():
             shown = " ".join(f"{k}={_short(row.params.get(k))}" for k in keys)
             shown = shown if len(shown) <= width else shown[: width - 1] + "…"
-            where = f"{row.step} @ {row.updated[:16].replace('T', ' ')}" if row.updated else row.step
-            lines.append(f"  {row.run_id:<26} {row.state:<8} {where:<34} {shown}".rstrip())
+            when = f"{row.started[:16].replace('T', ' ')} {row.minutes:4.0f} min" if row.minutes == row.minutes else ""
+            lines.append(f"  {row.run_id:<26} {row.state:<8} {when:<25} {row.step:<20} {shown}".rstrip())
             if row.error:
                 lines.append(f"    {row.error[:200]}")
     if (table["state"] == STOPPED).any():
