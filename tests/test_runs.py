@@ -224,8 +224,11 @@ def test_status_tells_a_live_run_from_one_whose_process_ended(tmp_path, capsys):
     assert not (out / "oracle-vs-random" / ".r1-done.lock").exists()  # reading creates no claims
 
 
-def test_status_of_a_notebook_without_runs_says_how_to_find_the_names(tmp_path, capsys):
+def test_status_without_runs_or_without_an_outputs_folder_says_so(tmp_path, capsys):
     from workbench.runs import cli
 
     assert cli.main(["status", "no-such-notebook", "--outputs", str(tmp_path)]) == cli.EXIT_INVALID
     assert "no run folders at" in capsys.readouterr().err
+    assert cli.main(["status", "--outputs", str(tmp_path / "nowhere")]) == cli.EXIT_INVALID
+    assert "no outputs folder at" in capsys.readouterr().err
+    assert cli.main(["status", "--outputs", str(tmp_path)]) == 0 and capsys.readouterr().out.strip() == "no runs"

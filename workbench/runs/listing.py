@@ -31,6 +31,9 @@ def run_states(outputs: str | os.PathLike | None = None, notebooks: list[str] | 
     import pandas as pd
 
     root = runs.outputs_root(outputs)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no outputs folder at {root}: runs are written under --outputs, $WORKBENCH_OUTPUTS "
+                                "or <repo>/outputs")
     folders = [root / name for name in notebooks] if notebooks else sorted(p for p in root.iterdir() if p.is_dir())
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
