@@ -33,7 +33,7 @@ def claimed(run_dir: str | os.PathLike) -> Iterator[bool]:
     path = _lock_file(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        for attempt in range(TRIES):  # a reader (:func:`held`) holds the lock for microseconds: try again
+        for _ in range(TRIES):  # a reader (:func:`held`) holds the lock for microseconds: try again
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break

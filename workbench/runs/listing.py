@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from workbench.runs import claims
+from workbench.runs import claims, io
 from workbench.runs import rundir as runs
 
 STOPPED = "stopped"
@@ -63,8 +63,8 @@ def run_states(outputs: str | os.PathLike | None = None, notebooks: list[str] | 
 
 def _read(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return io.read_json(path)
+    except (OSError, ValueError):  # a run whose params.json is missing or half-written still gets its line
         return {}
 
 
