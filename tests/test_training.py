@@ -129,6 +129,34 @@ def test_divergence_is_reported_with_step_and_lr():
         finetune(model, random_examples(8), cfg, 0, progress=False)
 
 
+@pytest.mark.parametrize("trainer", [train_region, train_dense_masked])
+def test_restricted_trainers_give_the_model_back_as_they_found_it(trainer, monkeypatch):
+    model = make_tiny("llama")
+    next(model.parameters()).requires_grad_(False)  # a caller's own frozen choice
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    region = random_region(model, 0.2, seed=0)
+    for training in (False, True):
+        model.train(training)
+        trainer(model, region, random_examples(4), CFG, 0, progress=False)
+        assert model.training is training
+        assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+    def diverged(*args, **kwargs):
+        raise DivergedError("loss is nan")
+
+    for module in ("workbench.training", "workbench.dense_masked"):
+        monkeypatch.setattr(f"{module}.run_loop", diverged)
+    with pytest.raises(DivergedError):
+        trainer(model, region, random_examples(8), CFG, 0, progress=False)
+    assert model.training is True  # restored on errors too
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+
+
+def test_training_on_no_examples_names_the_empty_split():
+    model = make_tiny("llama")
+    with pytest.raises(ValueError, match="no training examples"):
+        train_region(model, random_region(model, 0.2, seed=0), [], CFG, 0, progress=False, desc="forget")
+
+
 def test_bf16_mixing_goes_through_fp32_hooks():
     model = make_tiny("llama").to(torch.bfloat16)
     region = random_region(model, 0.2, seed=0)

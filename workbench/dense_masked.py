@@ -19,7 +19,7 @@ from workbench.likelihood import model_device
 from workbench.models import architectures as arch
 from workbench.objectives.nll import NLL
 from workbench.regions import Region, WeightRegion
-from workbench.training import CollateFn, TrainConfig, _objective_loss, run_loop
+from workbench.training import CollateFn, TrainConfig, _objective_loss, frozen_for_training, run_loop
 
 
 def train_dense_masked(
@@ -45,12 +45,6 @@ def train_dense_masked(
     objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
     weights = [arch.down_proj(model, l).weight for l in range(arch.n_layers(model))]
     masks = [_weight_mask(model, region, l) for l in range(arch.n_layers(model))]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    handles = []
-    for w, m in zip(weights, masks):
-        w.requires_grad_(True)
-        handles.append(w.register_hook(lambda g, m=m: g * m.to(g.dtype)))
     masked_cfg = TrainConfig(**{**cfg.as_dict(), "weight_decay": 0.0})
 
     def decay_masked(optimizer: torch.optim.Optimizer) -> None:
@@ -61,18 +55,21 @@ def train_dense_masked(
 
     if ctx is None:
         ctx = obj.ObjectiveContext()
-    model.train()
-    history = run_loop(
-        weights, _objective_loss(model, objective, ctx, lambda_retain), data, masked_cfg, pad_token_id,
-        retain=retain if lambda_retain else None, desc="dense masked",
-        before_step=decay_masked if cfg.weight_decay else None, device=model_device(model), progress=progress,
-        collate_fn=collate_fn,
-    )
-    model.eval()
-    for w, handle in zip(weights, handles):
-        handle.remove()
-        w.requires_grad_(False)
-    return history
+    with frozen_for_training(model):
+        handles = []
+        for w, m in zip(weights, masks):
+            w.requires_grad_(True)
+            handles.append(w.register_hook(lambda g, m=m: g * m.to(g.dtype)))
+        try:
+            return run_loop(
+                weights, _objective_loss(model, objective, ctx, lambda_retain), data, masked_cfg, pad_token_id,
+                retain=retain if lambda_retain else None, desc="dense masked",
+                before_step=decay_masked if cfg.weight_decay else None, device=model_device(model), progress=progress,
+                collate_fn=collate_fn,
+            )
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def _weight_mask(model: nn.Module, region: Region | WeightRegion, layer: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ tests and benchmarks compare it with.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -136,6 +137,8 @@ def run_loop(
     params = list(params)
     if not params:
         raise ValueError(f"{desc}: nothing to train (empty region?)")
+    if not data:
+        raise ValueError(f"{desc}: no training examples (is the split empty, or its subsample size 0?)")
     optimizer = make_optimizer(params, cfg)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
@@ -254,16 +257,11 @@ def train_region(
     objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
     if lambda_retain and not retain:
         raise ValueError("lambda_retain > 0 needs retain examples")
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in frozen:
-        p.requires_grad_(False)
-    delta = RegionDelta(model, region)
-    ctx = ctx or obj.ObjectiveContext()
-    if ctx.reference is None:
-        ctx = dataclasses.replace(ctx, reference=delta.disabled)
-    was_training = model.training
-    model.train()
-    try:
+    with frozen_for_training(model):
+        delta = RegionDelta(model, region)
+        ctx = ctx or obj.ObjectiveContext()
+        if ctx.reference is None:
+            ctx = dataclasses.replace(ctx, reference=delta.disabled)
         with delta.attached(), checkpointing(model, gradient_checkpointing):
             history = run_loop(
                 list(delta.params.values()),
@@ -273,11 +271,27 @@ def train_region(
                 desc=desc or f"{objective.name} on {region.size} entries",
                 device=model_device(model), progress=progress, collate_fn=collate_fn or objective.collate,
             )
+    return delta, history
+
+
+@contextlib.contextmanager
+def frozen_for_training(model: nn.Module):
+    """Every parameter frozen and the model in train mode inside; both restored on exit, errors too.
+
+    The restricted trainers (:func:`train_region`, :func:`~workbench.dense_masked.train_dense_masked`)
+    unfreeze only what they train, and the caller gets its model back as it gave it.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    for p, _ in flags:
+        p.requires_grad_(False)
+    model.train()
+    try:
+        yield model
     finally:
         model.train(was_training)
-        for p, flag in frozen:
+        for p, flag in flags:
             p.requires_grad_(flag)
-    return delta, history
 
 
 def __getattr__(name: str):
