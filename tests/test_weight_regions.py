@@ -47,6 +47,35 @@ def test_json_and_file_forms_round_trip_without_index_lists(tmp_path):
     assert WeightRegion(flipped).fingerprint() != region.fingerprint()
 
 
+@pytest.mark.unit
+def test_random_weight_region_is_a_uniform_subset_drawn_one_layer_at_a_time(monkeypatch):
+    model = make_tiny("llama", d_model=8, d_ff=16, layers=3)  # three layers of 128 entries
+    sizes, drawn = [128] * 3, []
+    real = torch.randperm
+
+    def recording_randperm(n, *args, **kwargs):
+        drawn.append(n)
+        return real(n, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "randperm", recording_randperm)
+    draws = 2000
+    hits = torch.zeros(sum(sizes))
+    first_layer = []
+    for seed in range(draws):
+        region = random_weight_region(model, 0.25, seed)
+        assert region.size == 96
+        hits += torch.cat([m.flatten() for m in region.masks.values()]).float()
+        first_layer.append(int(region.masks[0].sum()))
+    assert max(drawn) == 128  # no permutation over more than one layer's entries
+    # Every entry is chosen with probability k / N (binomial spread over 2000 draws: σ ≈ 0.0097).
+    assert (hits / draws - 0.25).abs().max() < 0.05
+    # A layer's count is hypergeometric: variance n·(K/N)·(1 − K/N)·(N − n)/(N − 1) = 16.04; a fixed
+    # proportional split gives 0 and independent per-layer binomials 24.
+    expected = 128 * 0.25 * 0.75 * (384 - 128) / (384 - 1)
+    assert abs(torch.tensor(first_layer, dtype=torch.float64).var().item() / expected - 1) < 0.15
+    assert random_weight_region(model, 0.25, 5) == random_weight_region(model, 0.25, 5)
+
+
 @pytest.mark.integration
 def test_weight_level_delta_saves_bits_and_loads_back(tmp_path):
     model = make_tiny("llama")

@@ -146,17 +146,24 @@ def weight_shapes(model: nn.Module) -> dict[int, torch.Size]:
 
 
 def random_weight_region(model: nn.Module, fraction: float, seed: int) -> WeightRegion:
-    """Draw ``fraction`` of all down-projection entries uniformly over the model (seeded, on the CPU)."""
+    """Draw ``fraction`` of all down-projection entries uniformly over the model (seeded, on the CPU).
+
+    A uniform k-subset of all entries, drawn one layer at a time: first how many fall in each layer
+    (multivariate hypergeometric, the counts a uniform subset has), then which, by a permutation of
+    that layer alone. Permuting all entries at once would take 8 bytes per entry (15 GB at 8B).
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"region fraction must be in (0, 1), got {fraction}")
     shapes = weight_shapes(model)
     sizes = [s.numel() for s in shapes.values()]
-    total = sum(sizes)
+    counts = np.random.default_rng(int(seed)).multivariate_hypergeometric(sizes, round(fraction * sum(sizes)))
     gen = torch.Generator().manual_seed(int(seed))
-    chosen = torch.randperm(total, generator=gen)[: round(fraction * total)]
-    flat = torch.zeros(total, dtype=torch.bool)
-    flat[chosen] = True
-    return WeightRegion({l: m.view(s) for (l, s), m in zip(shapes.items(), flat.split(sizes))})
+    masks = {}
+    for (layer, shape), size, count in zip(shapes.items(), sizes, counts.tolist()):
+        mask = torch.zeros(size, dtype=torch.bool)
+        mask[torch.randperm(size, generator=gen)[:count]] = True
+        masks[layer] = mask.view(shape)
+    return WeightRegion(masks)
 
 
 # -- top-k by threshold --------------------------------------------------------------------------------
