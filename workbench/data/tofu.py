@@ -190,8 +190,7 @@ def _sample(examples: list[QA], n: int | None, seed: int) -> list[QA]:
     """``n`` of ``examples`` drawn with ``seed``, in their original order (all when ``n`` is None or 0)."""
     if not n or n >= len(examples):
         return list(examples)
-    keep = set(random.Random(seed).sample(range(len(examples)), n))
-    return [ex for i, ex in enumerate(examples) if i in keep]
+    return _in_file_order(examples, random.Random(seed).sample(range(len(examples)), n))
 
 
 def _sample_per_group(examples: list[QA], n: int | None, seed: int) -> list[QA]:
@@ -203,7 +202,13 @@ def _sample_per_group(examples: list[QA], n: int | None, seed: int) -> list[QA]:
     for group in _groups_in_order(examples):
         rows = [i for i, ex in enumerate(examples) if ex.group == group]
         keep.update(rng.sample(rows, min(n, len(rows))))
-    return [ex for i, ex in enumerate(examples) if i in keep]
+    return _in_file_order(examples, keep)
+
+
+def _in_file_order(examples: Sequence[QA], chosen) -> list[QA]:
+    """The ``examples`` at the ``chosen`` indices, in the file's order (not the draw's)."""
+    chosen = set(chosen)
+    return [ex for i, ex in enumerate(examples) if i in chosen]
 
 
 # -- the bundle ---------------------------------------------------------------------------------
