@@ -181,6 +181,7 @@ def _status_run(outputs, run_id: str, objective: str) -> runs.RunDir:
 
 
 def test_status_tells_a_live_run_from_one_whose_process_ended(tmp_path, capsys):
+    import workbench as wb
     from workbench.runs import claims, cli, listing
 
     out = tmp_path / "out"
@@ -211,7 +212,8 @@ def test_status_tells_a_live_run_from_one_whose_process_ended(tmp_path, capsys):
         assert mine
         assert cli.main(["status", "--outputs", str(out)]) == 0
         text = capsys.readouterr().out
-        table = listing.run_states(out)
+        table = wb.run_states(out)  # what `workbench status` prints, as a table for a notebook
+    assert wb.run_states is listing.run_states
     states = {line.split()[0]: line.split()[1] for line in text.splitlines() if line.startswith("  r")}
     assert states == {"r1-done": "complete", "r2-changed": "changed", "r3-failed": "failed", "r4-live": "running",
                       "r5-dead": "stopped"} == dict(zip(table["run_id"], table["state"]))

@@ -50,6 +50,7 @@ _API: dict[str, tuple[str, str]] = {
     "load_config": ("workbench.runs.config", "load"),
     "RunDir": ("workbench.runs.rundir", "RunDir"),
     "load_runs": ("workbench.runs.rundir", "load_runs"),
+    "run_states": ("workbench.runs.listing", "run_states"),
     "open_session": ("workbench.experiments.session", "open_session"),
     # figures
     "fs_rs_figure": ("workbench.viz.plots", "fs_rs_figure"),
