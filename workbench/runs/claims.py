@@ -15,6 +15,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no claims (every run is executed, as before claims existed)
+    fcntl = None
+
 TRIES, RETRY_S = 5, 0.02
 
 
@@ -25,9 +30,7 @@ def _lock_file(run_dir: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def claimed(run_dir: str | os.PathLike) -> Iterator[bool]:
     """Hold the claim on ``run_dir`` for the block (True), or learn that another process holds it (False)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no claims, as before
+    if fcntl is None:
         yield True
         return
     path = _lock_file(run_dir)
@@ -47,9 +50,7 @@ def claimed(run_dir: str | os.PathLike) -> Iterator[bool]:
 
 def held(run_dir: str | os.PathLike) -> bool:
     """Whether a process holds the claim on ``run_dir`` now (read only: no lock file is created)."""
-    try:
-        import fcntl
-    except ImportError:
+    if fcntl is None:
         return False
     try:
         handle = open(_lock_file(run_dir))

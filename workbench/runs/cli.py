@@ -61,13 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="notebooks and their parameter files")
     st = sub.add_parser("status", help="the runs under outputs/: state, step, and the parameters that tell them apart")
     st.add_argument("notebook", nargs="*", help="only these notebooks' runs (default: all)")
-    st.add_argument("--outputs", default=None, help="outputs root (default $WORKBENCH_OUTPUTS or <repo>/outputs)")
+    _outputs_arg(st)
     return parser
+
+
+def _outputs_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--outputs", default=None, help="outputs root (default $WORKBENCH_OUTPUTS or <repo>/outputs)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace complete runs with the same id")
-    parser.add_argument("--outputs", default=None, help="outputs root (default $WORKBENCH_OUTPUTS or <repo>/outputs)")
+    _outputs_arg(parser)
     parser.add_argument("--verify", action="store_true",
                         help="hash every file of every cache hit (default: size and mtime; full hashes at build time)")
 
