@@ -86,6 +86,8 @@ def test_canonical_digest_ignores_key_order():
 # -- run folders ---------------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_params_json_contents(tmp_path):
+    import torch
+
     run = runs.RunDir.create("oracle-vs-random", {"seed": 3, "device": "cpu"}, run_id="r1", outputs=tmp_path)
     assert run.path == tmp_path / "oracle-vs-random" / "r1"
     info = json.loads((run.path / "params.json").read_text())
@@ -96,7 +98,17 @@ def test_params_json_contents(tmp_path):
     assert info["versions"]["workbench"] == "0.1.0"
     assert len(info["git"]["commit"]) == 40 and isinstance(info["git"]["dirty"], bool)
     assert info["started"] and info["python"]
+    assert info["threads"] == torch.get_num_threads()  # float reductions, so trained weights, depend on it
     assert run.status()["state"] == "running"
+
+
+@pytest.mark.unit
+def test_threads_before_torch_is_imported_are_the_kernels_setting(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runs.compute_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert runs.compute_threads() == (os.cpu_count() or 1)
 
 
 @pytest.mark.integration
