@@ -227,8 +227,7 @@ def threads_per_job(jobs: int) -> int:
     side by side with ``OMP_NUM_THREADS=1`` must not each run two threads on a 2-core machine (that
     over-subscription made every step 2-5x slower)."""
     share = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return min(share, int(asked)) if asked.isdigit() and int(asked) > 0 else share
+    return min(share, runs.asked_threads() or share)
 
 
 # -- grids ------------------------------------------------------------------------------------------

@@ -121,8 +121,13 @@ def compute_threads() -> int:
     torch = sys.modules.get("torch")  # imported only when a run starts; until then the kernel's setting
     if torch is not None:
         return torch.get_num_threads()
+    return asked_threads() or os.cpu_count() or 1
+
+
+def asked_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when set to a positive whole number, else None."""
     asked = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(asked) if asked.isdigit() and int(asked) > 0 else (os.cpu_count() or 1)
+    return int(asked) if asked.isdigit() and int(asked) > 0 else None
 
 
 def run_info(notebook: str, params: Any, *, run_id: str, device: str | None = None) -> dict[str, Any]:
