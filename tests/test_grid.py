@@ -61,13 +61,15 @@ def test_cli_validates_against_config_dataclass(tmp_path, capsys):
 
 # -- executing ------------------------------------------------------------------------------------
 @pytest.mark.notebooks
-def test_cli_run_then_refuse_overwrite_then_force(tmp_path, capsys):
+def test_cli_run_then_refuse_overwrite_then_force(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the kernel's threads, not this process's torch setting
     args = ["run", str(TRIVIAL), "-p", "seed=5", "--run-id", "r1", "--outputs", str(tmp_path)]
     assert cli.main(args) == 0
     run = runs.RunDir(tmp_path / "trivial" / "r1")
     assert run.is_complete() and (run.path / "trivial.ipynb").is_file()
     assert pd.read_csv(run.path / "summary.csv")["seed"].tolist() == [5]
     assert runs.io.read_json(run.path / "params.json")["params"]["seed"] == 5
+    assert runs.io.read_json(run.path / "params.json")["threads"] == 3
     assert cli.main(args) == cli.EXIT_INVALID
     assert "complete run" in capsys.readouterr().err
     assert cli.main(args[:-2] + ["--outputs", str(tmp_path), "--force", "-p", "seed=6"]) == 0

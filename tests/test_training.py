@@ -140,6 +140,7 @@ def test_restricted_trainers_give_the_model_back_as_they_found_it(trainer, monke
         trainer(model, region, random_examples(4), CFG, 0, progress=False)
         assert model.training is training
         assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+
     def diverged(*args, **kwargs):
         raise DivergedError("loss is nan")
 

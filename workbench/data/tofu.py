@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from workbench.data.schema import QA, REFUSALS, DataError, UnlearningData
@@ -205,7 +205,7 @@ def _sample_per_group(examples: list[QA], n: int | None, seed: int) -> list[QA]:
     return _in_file_order(examples, keep)
 
 
-def _in_file_order(examples: Sequence[QA], chosen) -> list[QA]:
+def _in_file_order(examples: Sequence[QA], chosen: Iterable[int]) -> list[QA]:
     """The ``examples`` at the ``chosen`` indices, in the file's order (not the draw's)."""
     chosen = set(chosen)
     return [ex for i, ex in enumerate(examples) if i in chosen]

@@ -152,7 +152,8 @@ def _execute(spec: RunSpec) -> RunResult:
     run = runs.RunDir.prepare(spec.run_dir, force=spec.force)
     params = dict(spec.params) | ({"run_id": spec.run_id} if spec.pass_run_id else {})
     io.write_json(run.path / runs.PARAMS, runs.run_info(spec.notebook, params, run_id=spec.run_id,
-                                                        device=None if "device" in params else "n/a"))
+                                                        device=None if "device" in params else "n/a",
+                                                        threads=spec.threads))
     run.set_status("running", step="papermill")
     try:
         with kernel_environment(spec):

@@ -130,8 +130,10 @@ def asked_threads() -> int | None:
     return int(asked) if asked.isdigit() and int(asked) > 0 else None
 
 
-def run_info(notebook: str, params: Any, *, run_id: str, device: str | None = None) -> dict[str, Any]:
-    """The content of ``params.json``: the one place where provenance is assembled."""
+def run_info(notebook: str, params: Any, *, run_id: str, device: str | None = None,
+             threads: int | None = None) -> dict[str, Any]:
+    """The content of ``params.json``: the one place where provenance is assembled. ``threads``: those
+    the run's kernel is given, when the caller (the CLI, a grid) writes it before the kernel starts."""
     values = params.to_dict() if hasattr(params, "to_dict") else dict(params)
     values["run_id"] = run_id
     return {
@@ -141,7 +143,7 @@ def run_info(notebook: str, params: Any, *, run_id: str, device: str | None = No
         "versions": package_versions(),
         "git": git_state(),
         "device": device or resolved_device(values.get("device", "auto")),
-        "threads": compute_threads(),
+        "threads": threads or compute_threads(),
         "python": sys.executable,
         "platform": platform.platform(),
         "started": now_iso(),
