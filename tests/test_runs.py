@@ -99,6 +99,10 @@ def test_params_json_contents(tmp_path):
     assert len(info["git"]["commit"]) == 40 and isinstance(info["git"]["dirty"], bool)
     assert info["started"] and info["python"]
     assert info["threads"] == torch.get_num_threads()  # float reductions, so trained weights, depend on it
+    # ... and so do the CPU model and the kernels torch picks for it (an AMD EPYC moved AUES by 0.21 from a Xeon's)
+    assert info["cpu_model"] and info["cpu_model"] != "unknown"
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["blas"] in torch.__config__.show()
     assert run.status()["state"] == "running"
 
 

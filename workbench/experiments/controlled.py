@@ -137,10 +137,11 @@ def oracle_vs_random(session: Session) -> Results:
 
 
 def l2_supervision(session: Session) -> Results:
-    """Paper Figure 1: from θo of ``oracle_seed``, the Oracle region vs Random regions A, B, C, each
-    supervised towards θr's MLP outputs with the retain term weighted by ``retain_l2_weight``."""
+    """Paper Figure 1: from the θo of each of ``oracle_seeds`` (the paper: one), the Oracle region vs
+    Random regions A, B, C drawn outside it, each supervised towards θr's MLP outputs with the retain
+    term weighted by ``retain_l2_weight``. Several θo give the calibrated and label-permutation p."""
     cfg = session.cfg
-    return controlled(session, [cfg.oracle_seed], cfg.objectives, cfg.notebook,
+    return controlled(session, cfg.oracle_seeds, cfg.objectives, cfg.notebook,
                       random_seeds=lambda seed: cfg.random_seeds, lambda_retain=cfg.retain_l2_weight)
 
 

@@ -216,8 +216,9 @@ class OracleVsRandomConfig(ControlledConfig):
 class L2MlpConfig(InjectionConfig):
     objectives: list[str] = param(used_in("objective", "figure1"), "supervision objectives (paper: the L2 MLP loss)",
                                   non_empty, one_of("objective", _names("objective")))
-    oracle_seed: int = param(7, "seed of the Oracle region V_tgt")
-    random_seeds: list[int] = param([7, 11, 49], "seeds of the Random regions (A, B, C)", non_empty)
+    oracle_seeds: list[int] = param([7], "seeds of the Oracle region V_tgt, one θo each (the paper: one)", non_empty)
+    random_seeds: list[int] = param([7, 11, 49], "seeds of the Random regions (A, B, C), drawn outside each V_tgt",
+                                    non_empty)
     retain_l2_weight: float = param(2.0, "weight of the objective's retain term (paper's α = 2)", non_negative)
 
 
