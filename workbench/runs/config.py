@@ -337,4 +337,4 @@ def parameters_cell(notebook: str) -> str:
     return parameters_text(describe(notebook))
 
 
-from workbench.runs import evaluate_config  # noqa: E402,F401  (registers "evaluate-checkpoints": no training fields)
+from workbench.runs import evaluate_config, recovery_config  # noqa: E402,F401  (register the notebooks with no unlearning)
