@@ -154,12 +154,32 @@ def asked_threads() -> int | None:
     return int(asked) if asked.isdigit() and int(asked) > 0 else None
 
 
+OUTSIDE = "<outside the repository>"
+
+
+def portable_path(path: str) -> str:
+    """``path`` as a kept result records it, free of the machine it ran on: relative to the repository
+    when inside it or in a folder beside it (``.venv/bin/python``, ``../shared/data/tofu``), else the
+    named placeholder ``<outside the repository>/<its name>``; ``""`` and relative paths as given."""
+    if not path or not os.path.isabs(path):
+        return path
+    relative = Path(os.path.relpath(path, repo_root()))
+    ups = sum(1 for part in relative.parts if part == "..")
+    if ups <= 1 and (len(relative.parts) > ups or relative == Path(".")):
+        return relative.as_posix()
+    return f"{OUTSIDE}/{Path(path).name}"
+
+
 def run_info(notebook: str, params: Any, *, run_id: str, device: str | None = None,
              threads: int | None = None) -> dict[str, Any]:
     """The content of ``params.json``: the one place where provenance is assembled. ``threads``: those
-    the run's kernel is given, when the caller (the CLI, a grid) writes it before the kernel starts."""
+    the run's kernel is given, when the caller (the CLI, a grid) writes it before the kernel starts.
+    ``data_dir`` and the interpreter are recorded by :func:`portable_path` (kept results name no
+    folder of the machine that made them)."""
     values = params.to_dict() if hasattr(params, "to_dict") else dict(params)
     values["run_id"] = run_id
+    if values.get("data_dir"):
+        values["data_dir"] = portable_path(str(values["data_dir"]))
     return {
         "notebook": notebook,
         "run_id": run_id,
@@ -169,7 +189,7 @@ def run_info(notebook: str, params: Any, *, run_id: str, device: str | None = No
         "device": device or resolved_device(values.get("device", "auto")),
         "threads": threads or compute_threads(),
         **cpu_info(),
-        "python": sys.executable,
+        "python": portable_path(sys.executable),
         "platform": platform.platform(),
         "started": now_iso(),
     }
