@@ -3,6 +3,8 @@ message naming the stage, the estimate, the device's memory and the fix; one tha
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import transformers as tf
 import yaml
@@ -17,6 +19,7 @@ SMOKE = yaml.safe_load(open("params/oracle-vs-random/smoke.yaml"))
 PAPER = yaml.safe_load(open("params/oracle-vs-random/paper-llama.yaml"))
 LLAMA_8B = tf.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                           num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False)
+GPU_80GB = 80 * 10**9  # an A100 / H100 80 GB: 74.5 GiB
 H200 = 139 * GIB
 
 
@@ -41,6 +44,30 @@ def test_paper_llama_fine_tuning_of_theta_r_is_refused_on_one_h200_and_the_rest_
     brought = preflight.memory_stages(_paper(retain_model="/ckpt/theta_r"), LLAMA_8B, 256)
     assert "θr" not in brought
     memory.require_fits([(name, *v) for name, v in brought.items()], "cuda")  # θr brought: everything fits
+
+
+OLMO2_7B = tf.Olmo2Config(vocab_size=100352, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                          num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("path", sorted(Path("params").glob("*/paper-*.yaml")), ids=str)
+def test_each_paper_file_says_what_to_bring_and_fits_one_80gb_gpu_once_it_is_brought(path, monkeypatch):
+    _fake_device(monkeypatch, GPU_80GB)
+    notebook, params = path.parent.name, yaml.safe_load(path.read_text())
+    brought = ["retain"] + (["full"] if notebook == "revisit-localizers" else [])
+    assert all(params.get(f"{w}_model") == "" for w in brought)  # the key is there, with its instructions
+    assert all(f"--stage {w}" in path.read_text() for w in brought)
+    model = LLAMA_8B if "llama" in path.name else OLMO2_7B
+    base = "full" if "full" in brought else "retain"
+    stages = preflight.memory_stages(config.from_params(notebook, params), model, 256, base=base)
+    with pytest.raises(DoesNotFit) as refused:
+        memory.require_fits([(name, *v) for name, v in stages.items()], "cuda")
+    assert [line.split(" needs")[0].strip() for line in str(refused.value).splitlines()[1:]] == [
+        {"retain": "θr", "full": "θ_full"}[w] for w in brought]
+    ready = config.from_params(notebook, {**params, **{f"{w}_model": f"outputs/theta_{w}" for w in brought}})
+    stages = preflight.memory_stages(ready, model, 256, base=base)
+    memory.require_fits([(name, *v) for name, v in stages.items()], "cuda")
 
 
 @pytest.mark.unit

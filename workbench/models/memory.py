@@ -183,7 +183,7 @@ def estimate_localization_memory(config, batch: int, seq_len: int, *, dtype: str
     s = _dims(config)
     est["delta_bytes"] = s["L"] * s["ff"] * s["d"] * (_BYTES[dtype] + 2 * 4)
     est["mode"] = "localize"
-    est["total_bytes"] = sum(v for k, v in est.items() if k.endswith("_bytes"))
+    est["total_bytes"] = sum(v for k, v in est.items() if k.endswith("_bytes") and k != "total_bytes")
     est["summary"] = _memory_summary(est, dtype, batch, seq_len, gradient_checkpointing, 1)
     return est
 
