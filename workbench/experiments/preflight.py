@@ -21,7 +21,14 @@ from torch import nn
 from workbench import objectives as obj
 from workbench.evaluation import EvalConfig
 from workbench.experiments.chain import THETA, finetune_stage, max_length
-from workbench.models import check_single_device, estimate_eval_memory, estimate_memory, require_fits, resolve_device
+from workbench.models import (
+    check_single_device,
+    estimate_eval_memory,
+    estimate_memory,
+    require_fits,
+    resolve_device,
+    use_deterministic,
+)
 from workbench.models.checkpoints import is_adapter
 from workbench.models.memory import GIB, estimate_localization_memory
 from workbench.runs.config import method_params
@@ -92,22 +99,26 @@ def stage_fits(cfg, model, seq_len: int, stage: str) -> None:
 
 def evaluate_fits(before, data, eval_config: Any, *, device: str = "auto", dtype: str = "float32",
                   trust_remote_code: bool = False) -> None:
-    """``evaluate_pair``'s pre-flight, before any model is loaded: a loaded ``before`` sits on one device,
-    and a sweep of a model of ``before``'s config (its ``config.json`` only is read) fits ``device``.
+    """``evaluate_pair``'s pre-flight, before any model is loaded: deterministic kernels on CUDA
+    (:func:`workbench.models.use_deterministic`), a loaded ``before`` on one device, and a sweep of a
+    model of ``before``'s config (its ``config.json`` only is read) fits ``device``.
     Examples are taken at one token per 3 characters plus 32 for a chat template **[choice]**: no
     tokenizer is loaded yet, and English BPE averages about 4."""
-    if isinstance(before, nn.Module):
-        config, dtype, where = before.config, str(next(before.parameters()).dtype).removeprefix("torch."), check_single_device(before)
-    elif is_adapter(before):
+    if is_adapter(before):
         return  # refused with its own message when loaded
+    if isinstance(before, nn.Module):
+        where, config = check_single_device(before), before.config
+        dtype = str(next(before.parameters()).dtype).removeprefix("torch.")
     else:
         from transformers import AutoConfig
 
-        config, where = AutoConfig.from_pretrained(str(before), trust_remote_code=trust_remote_code), resolve_device(device)
+        where, config = resolve_device(device), AutoConfig.from_pretrained(str(before), trust_remote_code=trust_remote_code)
+    use_deterministic(where)
     longest = max((len(q.question) + len(q.answer) for q in data.forget + data.retain_eval), default=1)
     seq_len = min(eval_config.max_length, longest // 3 + 32)
     new = eval_config.max_new_tokens if eval_config.generate else 0
     est = estimate_eval_memory(config, batch=eval_config.batch_size, prompt_len=seq_len, answer_len=seq_len,
                                new_tokens=new, dtype=dtype)
-    require_fits([("evaluate (mixing sweeps)", est, f"lower the evaluation batch size (now {eval_config.batch_size}) "
-                   f"or max_new_tokens (now {eval_config.max_new_tokens}), or evaluate in bfloat16")], where)
+    fix = (f"lower the evaluation batch size (now {eval_config.batch_size}) or max_new_tokens (now "
+           f"{eval_config.max_new_tokens})" + (", or evaluate in bfloat16" if dtype == "float32" else ""))
+    require_fits([("evaluate (mixing sweeps)", est, fix)], where)

@@ -219,11 +219,14 @@ class Session:
         inputs = {"start": start_key, "delta": delta_identity(delta), "alphas": alphas,
                   "eval": dataclasses.asdict(self.evaluator.cfg),
                   "reference": None if self.evaluator.reference_forget_tr is None else self.evaluator.reference_forget_tr.tolist()}
+
+        def build():
+            self.fits("sweeps")
+            return mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress,
+                                first=self.evaluator.memoised(self.model, start_key))
+
         per_alpha, per_example = self.cache.get_or_build(
-            "sweep", inputs, lambda: self.fits("sweeps") or mixing_sweep(
-                self.model, delta, self.evaluator, alphas, progress=self.progress,
-                first=self.evaluator.memoised(self.model, start_key)),
-            _save_frames, _load_frames, force=self.force, sources=self.sources(EVAL_SOURCES))
+            "sweep", inputs, build, _save_frames, _load_frames, force=self.force, sources=self.sources(EVAL_SOURCES))
         for frame in (per_alpha, per_example):
             for i, (k, v) in enumerate(labels.items()):
                 frame.insert(i, k, v)
@@ -277,7 +280,9 @@ def check_fs(per_alpha: pd.DataFrame, *, lr_key: str, lr: float, what: str) -> s
 def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, force: bool = False,
                  progress: bool = True) -> Session:
     """Load data, get θr — fine-tuned here from θp, or brought with ``retain_model`` — or, with
-    ``base="full"``, θ_full (``full_model``), and build the evaluator (θr's truth ratios are FQ's reference)."""
+    ``base="full"``, θ_full (``full_model``), and build the evaluator (θr's truth ratios are FQ's reference).
+    Every stage's memory is checked against the device once the first model is loaded, before any
+    training (:mod:`workbench.experiments.preflight`); on CUDA, torch's deterministic kernels are asked for."""
     torch.manual_seed(cfg.seed)
     data = load_config_data(cfg)
     device = resolve_device(cfg.device)

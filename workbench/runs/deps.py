@@ -189,7 +189,7 @@ def environment() -> dict[str, str | None]:
 
 def machine(device: str | None = None) -> dict[str, Any]:
     """What of this machine moves a result's numbers, for its cache key: the CPU threads torch computes
-    with, the CPU model and torch's CPU kernels and BLAS (:func:`workbench.runs.rundir.cpu_info`: the
+    with, the CPU model and torch's CPU kernels and BLAS (:func:`workbench.runs.provenance.cpu_info`: the
     order of float reductions, which tiny-model training amplifies; AUES moved by up to 0.07 between 1
     and 2 threads, 0.21 between two CPU models), the compute device (``device``: its type, and the GPU's
     name on CUDA; None: ``"auto"``'s choice) and torch's determinism flags
@@ -197,7 +197,7 @@ def machine(device: str | None = None) -> dict[str, Any]:
     import torch
 
     from workbench.models import resolve_device
-    from workbench.runs.rundir import compute_threads
+    from workbench.runs.provenance import compute_threads
 
     device = resolve_device(device or "auto")
     found = {"threads": compute_threads(), **_cpu(), "device": device.type,
@@ -211,7 +211,7 @@ def machine(device: str | None = None) -> dict[str, Any]:
 
 @cache
 def _cpu() -> dict[str, str]:
-    from workbench.runs.rundir import cpu_info
+    from workbench.runs.provenance import cpu_info
 
     return cpu_info()
 
