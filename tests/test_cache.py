@@ -111,3 +111,83 @@ def test_tied_weights_saved_without_pickle(tmp_path):
                          cache.save_tensors, cache.load_tensors)
     assert torch.equal(out["embed"], out["lm_head"])
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.pkl"))
+
+
+def test_an_entry_built_at_two_threads_is_served_to_two_threads_only(tmp_path):
+    c, build = cache.Cache(tmp_path), Builds()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        get(c, build, INPUTS)
+        torch.set_num_threads(1)
+        get(c, build, INPUTS)  # other float reductions: built again, not served
+        assert build.calls == 2
+        torch.set_num_threads(2)
+        get(c, build, INPUTS)
+        assert build.calls == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_key_names_the_device_cpu_and_determinism(monkeypatch):
+    from workbench.runs import deps
+
+    key = cache.cache_key("theta_p", INPUTS, device="cpu")
+    assert key == cache.Cache(device="cpu").key("theta_p", INPUTS)
+    assert key != cache.cache_key("theta_p", INPUTS, device="meta")
+    machine = deps.machine("cpu")
+    assert {"threads", "cpu_model", "cpu_capability", "blas", "device", "deterministic"} <= set(machine)
+    monkeypatch.setattr(deps, "_cpu", lambda: {**machine, "cpu_model": "another CPU"})
+    assert key != cache.cache_key("theta_p", INPUTS, device="cpu")
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    assert key != cache.cache_key("theta_p", INPUTS, device="cpu")
+
+
+BUILDER = """
+import sys, time
+from pathlib import Path
+from workbench.runs import cache
+ready = Path(sys.argv[2] + ".ready")
+with open(ready, "a") as f:
+    f.write("x")
+while len(ready.read_text()) < 2:  # both processes miss the entry at the same moment
+    time.sleep(0.01)
+def build():
+    with open(sys.argv[2], "a") as log:
+        log.write("built\\n")
+    time.sleep(1.0)
+    return {"aues": 0.5}
+print(cache.Cache(sys.argv[1]).get_or_build("results", {"x": 1}, build, cache.save_json, cache.load_json))
+"""
+
+
+def test_two_processes_that_miss_one_entry_build_it_once(tmp_path):
+    import subprocess
+
+    script, builds = tmp_path / "builder.py", tmp_path / "builds.txt"
+    script.write_text(BUILDER)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "c"), str(builds)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert builds.read_text().count("built") == 1
+    assert [o.strip().splitlines()[-1] for o, _ in outs] == ["{'aues': 0.5}"] * 2
+    assert not list((tmp_path / "c" / "results").glob(".*.lock"))  # the builder removed its lock file
+
+
+def test_a_lock_left_by_a_killed_process_blocks_nobody(tmp_path):
+    import subprocess
+
+    c = cache.Cache(tmp_path)
+    lock = c.entry_path("results", c.key("results", {"x": 1})).with_name(f".{c.key('results', {'x': 1})}.lock")
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 1@elsewhere'); f.flush(); "
+                               "print('locked', flush=True); time.sleep(60)", str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait()
+    assert lock.exists()  # killed while building: its lock file stays behind
+    assert c.get_or_build("results", {"x": 1}, lambda: {"aues": 0.5}, cache.save_json, cache.load_json) == {"aues": 0.5}

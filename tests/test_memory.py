@@ -121,3 +121,16 @@ def test_evaluating_an_8b_pair_needs_one_model_on_the_device():
     assert est["weights_bytes"] == count_parameters(llama8b) * 2  # one bf16 model, not three
     assert est["mixing_bytes"] == 3 * 2**24 * 4 and est["total_bytes"] < 0.95 * 80e9
     assert 20 * GIB < est["total_bytes"] < 26 * GIB and "22.8 GiB on the device" in est["summary"]
+
+
+def test_localization_needs_weights_down_projection_gradients_and_two_fp32_means():
+    from workbench.models.memory import estimate_localization_memory
+
+    config = tf.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=80, num_hidden_layers=3,
+                            num_attention_heads=4, num_key_value_heads=2)
+    est = estimate_localization_memory(config, 8, 16, dtype="bfloat16", overhead_bytes=0)
+    assert est["delta_bytes"] == 3 * 80 * 32 * (2 + 4 + 4)
+    assert est["weights_bytes"] == count_parameters(config) * 2
+    parts = ("weights_bytes", "delta_bytes", "train_state_bytes", "activation_bytes", "logits_bytes", "overhead_bytes")
+    assert est["total_bytes"] == sum(est[k] for k in parts)
+    assert est["summary"].startswith(f"{est['total_bytes'] / 2**30:.1f} GiB") and "localize" in est["summary"]

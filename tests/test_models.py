@@ -126,3 +126,42 @@ def test_smollm2_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
     ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)
+
+
+@pytest.mark.unit
+def test_a_model_over_several_devices_is_refused_with_what_to_do(tmp_path, monkeypatch):
+    from conftest import make_tiny
+
+    from workbench.models import check_single_device, use_deterministic
+    from workbench.runs import config
+
+    with pytest.raises(ValueError, match="several devices.*train_distributed.sh full"):
+        load_pretrained(str(tmp_path / "nothing here"), device_map="auto")  # refused before anything is read
+    model = make_tiny()
+    assert check_single_device(model) == torch.device("cpu")
+    model.hf_device_map = {"model.layers.0": 0, "model.layers.1": 1}  # what accelerate's dispatch leaves
+    with pytest.raises(ValueError, match="several devices"):
+        check_single_device(model)
+    for value in ("balanced", "cuda:0,cuda:1", "device_map=auto"):
+        with pytest.raises(config.ConfigError, match="several devices is not supported"):
+            config.from_params("oracle-vs-random", {"device": value})
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    use_deterministic("cpu")  # the CPU is left as it is (deterministic at a fixed thread count)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.unit
+def test_cuda_runs_ask_torch_for_deterministic_kernels(monkeypatch):
+    from workbench.models import use_deterministic
+
+    asked = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda on, warn_only=False: asked.append((on, warn_only)))
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # registers the variable for restoring after the test
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    use_deterministic("cuda:0")
+    assert asked == [(True, True)] and torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    import os
+
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

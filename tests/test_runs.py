@@ -106,6 +106,37 @@ def test_params_json_contents(tmp_path):
     assert run.status()["state"] == "running"
 
 
+MACHINE_PATHS = ("/work", "/root", "/home", "/tmp", "/Users", "C:\\", "C:/")
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.integration
+def test_params_json_records_no_folder_of_the_machine(tmp_path, monkeypatch):
+    beside = runs.repo_root().parent / "shared" / "data" / "tofu"
+    monkeypatch.setattr(sys, "executable", str(runs.repo_root() / ".venv" / "bin" / "python"))
+    info = runs.run_info("oracle-vs-random", {"data_dir": str(beside), "device": "cpu"}, run_id="r1")
+    assert info["python"] == ".venv/bin/python" and info["params"]["data_dir"] == "../shared/data/tofu"
+    info = runs.run_info("oracle-vs-random", {"data_dir": str(tmp_path / "tofu"), "device": "cpu"}, run_id="r1")
+    assert info["params"]["data_dir"] == "<outside the repository>/tofu"
+    assert runs.run_info("oracle-vs-random", {"data_dir": "", "device": "cpu"}, run_id="r1")["params"]["data_dir"] == ""
+
+
+@pytest.mark.unit
+def test_kept_references_name_no_folder_of_the_machine_they_ran_on():
+    kept = sorted((runs.repo_root() / "outputs" / "reference").rglob("params.json"))
+    assert kept
+    for path in kept:
+        found = [s for s in _strings(json.loads(path.read_text())) if any(m in s for m in MACHINE_PATHS)]
+        assert not found, f"{path.relative_to(runs.repo_root())} records machine paths {found}"
+
+
 @pytest.mark.unit
 def test_threads_before_torch_is_imported_are_the_kernels_setting(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch", raising=False)

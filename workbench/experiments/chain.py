@@ -15,6 +15,9 @@ of its files, or the hub commit), never by its name. :func:`training_job` is the
 what θr / θ_full are trained on (data, formatting, replay, optimiser settings); the in-process
 fine-tuning and ``python -m workbench.distributed --params …`` both use it, so a checkpoint
 trained on several GPUs is the one the notebook would have trained.
+
+Fine-tuning θr / θ_full checks its memory estimate against the device before it starts
+(:func:`finetune_stage`); the whole run's pre-flight is :mod:`workbench.experiments.preflight`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from workbench.data.schema import UnlearningData
 from workbench.models import (
     TinyLlamaConfig,
     build_tiny,
+    estimate_memory,
     load_pretrained,
+    require_fits,
     save_model_folder,
 )
 from workbench.runs import cache as cache_mod
@@ -114,7 +119,7 @@ def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool, d
 
     model, tok = cache.get_or_build("theta_p", inputs, build, _save_model, _loader(device, dtype or cfg.dtype),
                                     force=force, sources=TRAINING_SOURCES)
-    return model, tok, cache_mod.cache_key("theta_p", inputs, TRAINING_SOURCES)
+    return model, tok, cache.key("theta_p", inputs, TRAINING_SOURCES)
 
 
 def load_named_model(cfg, device: torch.device, dtype: str | None = None):
@@ -167,11 +172,13 @@ def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, wh
     inputs = job.inputs(cfg, data)
 
     def build():
+        require_fits([(THETA[which], *finetune_stage(cfg, model.config, max_length(job.examples), which))],
+                     next(model.parameters()).device)
         finetune(model, job.examples, job.train, pad_id(tok), desc=f"fine-tune θ_{which}", progress=progress,
                  gradient_checkpointing=cfg.gradient_checkpointing)
         return model, tok
 
-    key = cache_mod.cache_key(f"theta_{which}", inputs, TRAINING_SOURCES)
+    key = cache.key(f"theta_{which}", inputs, TRAINING_SOURCES)
     model, tok = cache.get_or_build(f"theta_{which}", inputs, build, _save_model, _loader(device, cfg.dtype),
                                     force=force, sources=TRAINING_SOURCES)
     return key, model, tok
@@ -188,18 +195,37 @@ def external_model(cfg, cache, device, *, which: str):
 
 
 def chain_model(cfg, data, cache, device, *, which: str, force: bool, progress: bool,
-                check: Callable[[Any], None] | None = None):
+                check: Callable[[Any, Any], None] | None = None):
     """θr or θ_full, whichever way the config says: brought (``<which>_model``) or fine-tuned here.
 
-    ``check(model)`` runs on the first model loaded (θp before any fine-tuning, or the brought one),
-    so a parameter that does not fit the model fails before hours of training.
+    ``check(model, tokenizer)`` runs on the first model loaded (θp before any fine-tuning, or the
+    brought one), so a parameter or a memory need that does not fit the model fails before hours of training.
     """
     if getattr(cfg, f"{which}_model", ""):
         key, model, tok = external_model(cfg, cache, device, which=which)
         if check:
-            check(model)
+            check(model, tok)
         return key, model, tok
     theta_p, tok, p_key = pretrained_model(cfg, data, cache, device, force=force, progress=progress)
     if check:
-        check(theta_p)
+        check(theta_p, tok)
     return finetuned_model(cfg, data, cache, device, theta_p, tok, p_key, which=which, force=force, progress=progress)
+
+
+# -- memory of fine-tuning (the whole run's pre-flight: workbench.experiments.preflight) ----------------------
+def max_length(items) -> int:
+    """Tokens of the longest encoded example (training pads each batch to its longest)."""
+    return max((len(e.input_ids) for e in items), default=1)
+
+
+THETA = {"retain": "θr", "full": "θ_full"}
+
+
+def finetune_stage(cfg, config, seq_len: int, which: str) -> tuple[dict, str]:
+    """Memory estimate of fine-tuning θr (``which="retain"``) or θ_full with all parameters on a model
+    with HF ``config``, and what to do when it does not fit."""
+    est = estimate_memory(config, 0.0, cfg.batch_size, seq_len, mode="full", dtype=cfg.dtype,
+                          gradient_checkpointing=cfg.gradient_checkpointing)
+    return est, (f"{THETA[which]} full fine-tuning of {cfg.model} does not fit here: train it with `scripts/train_distributed.sh "
+                 f"full --notebook {getattr(cfg, 'notebook', '<notebook>')} --params <this file> --stage {which} --out <folder>` (FSDP over "
+                 f"several GPUs) and pass {which}_model=<folder>")

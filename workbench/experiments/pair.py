@@ -30,6 +30,7 @@ from torch import nn
 
 from workbench.data.schema import UnlearningData
 from workbench.evaluation import EVAL_SPLITS, EvalConfig, Evaluator
+from workbench.experiments.preflight import evaluate_fits
 from workbench.experiments.tables import summarise
 from workbench.mixing import ALPHAS, StateMixer, mixing_sweep
 from workbench.models import load_pretrained
@@ -134,6 +135,7 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
 
     Returns a :class:`PairResult`; ``result.save(run)`` writes it into a run folder.
     """
+    evaluate_fits(before, data, eval_config, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     afters = list(after) if isinstance(after, (list, tuple)) else [after]
     if not afters:
         raise ValueError("after: give at least one unlearned checkpoint")

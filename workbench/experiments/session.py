@@ -48,7 +48,8 @@ from workbench.experiments.chain import (
 from workbench.metrics import extraction_strength
 from workbench.mixing import mixing_sweep
 from workbench.models import architectures as arch
-from workbench.models import resolve_device
+from workbench.experiments.preflight import preflight, stage_fits
+from workbench.models import resolve_device, use_deterministic
 from workbench.regions import Region, WeightRegion
 from workbench.runs import cache as cache_mod
 from workbench.runs.config import ConfigError, method_params, plugin_modules
@@ -116,6 +117,7 @@ class Session:
             inputs["general"] = True  # only when set, so that earlier θo keep their cache keys
 
         def build():
+            self.fits("injection")
             delta, _ = train_region(self.model, region, self.items["forget"], train_cfg(c, c.inject_lr, c.inject_epochs),
                                     self.pad, retain=retain, lambda_retain=c.lambda_retain,
                                     desc=f"inject into {region.size} vectors", progress=self.progress,
@@ -163,6 +165,10 @@ class Session:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def fits(self, stage: str) -> None:
+        """Refuse ``stage`` before its work when its memory estimate exceeds the device's memory now."""
+        stage_fits(self.cfg, self.model, max(len(e.input_ids) for items in self.items.values() for e in items), stage)
+
     # -- unlearning --------------------------------------------------------------------------------
     def unlearn(self, region: Region | WeightRegion, objective: str, lr: float, *, start_key: str,
                 lambda_retain: float = 0.0) -> RegionDelta:
@@ -179,6 +185,7 @@ class Session:
                   "train": dataclasses.asdict(tc), "lambda_retain": lambda_retain}
 
         def build():
+            self.fits(f"unlearning with {objective}")
             objective_fn = obj.make(objective, **params)
             items = objective_fn.train_items(self.tokenizer, self.data, self.items["forget"], seed=c.seed)
             ctx = obj.ObjectiveContext(reference_model=self.retain_model if objective_fn.needs_reference_model else None)
@@ -196,7 +203,7 @@ class Session:
         delta = self.cache.get_or_build(kind, inputs, build, _save_delta,
                                         lambda f: RegionDelta.load(self.model, f / "delta.safetensors"),
                                         force=self.force, sources=sources)
-        delta.cache_key = cache_mod.cache_key(kind, inputs, sources)
+        delta.cache_key = self.cache.key(kind, inputs, sources)
         return delta
 
     def sources(self, base: list[str]) -> list[str]:
@@ -212,10 +219,14 @@ class Session:
         inputs = {"start": start_key, "delta": delta_identity(delta), "alphas": alphas,
                   "eval": dataclasses.asdict(self.evaluator.cfg),
                   "reference": None if self.evaluator.reference_forget_tr is None else self.evaluator.reference_forget_tr.tolist()}
+
+        def build():
+            self.fits("sweeps")
+            return mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress,
+                                first=self.evaluator.memoised(self.model, start_key))
+
         per_alpha, per_example = self.cache.get_or_build(
-            "sweep", inputs, lambda: mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress,
-                                                  first=self.evaluator.memoised(self.model, start_key)),
-            _save_frames, _load_frames, force=self.force, sources=self.sources(EVAL_SOURCES))
+            "sweep", inputs, build, _save_frames, _load_frames, force=self.force, sources=self.sources(EVAL_SOURCES))
         for frame in (per_alpha, per_example):
             for i, (k, v) in enumerate(labels.items()):
                 frame.insert(i, k, v)
@@ -269,13 +280,16 @@ def check_fs(per_alpha: pd.DataFrame, *, lr_key: str, lr: float, what: str) -> s
 def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, force: bool = False,
                  progress: bool = True) -> Session:
     """Load data, get θr — fine-tuned here from θp, or brought with ``retain_model`` — or, with
-    ``base="full"``, θ_full (``full_model``), and build the evaluator (θr's truth ratios are FQ's reference)."""
+    ``base="full"``, θ_full (``full_model``), and build the evaluator (θr's truth ratios are FQ's reference).
+    Every stage's memory is checked against the device once the first model is loaded, before any
+    training (:mod:`workbench.experiments.preflight`); on CUDA, torch's deterministic kernels are asked for."""
     torch.manual_seed(cfg.seed)
     data = load_config_data(cfg)
-    cache = cache_mod.Cache(cache_root)
     device = resolve_device(cfg.device)
+    use_deterministic(device)
+    cache = cache_mod.Cache(cache_root, device=device)
     r_key, model, tok = chain_model(cfg, data, cache, device, which="retain", force=force, progress=progress,
-                                    check=lambda m: check_model(cfg, m))
+                                    check=lambda m, t: (check_model(cfg, m), preflight(cfg, data, m, t, base=base)))
     items = {s: encode_all(tok, getattr(data, s)) for s in ("forget", "retain", "retain_eval")}
     items["general"] = encode_all(tok, data.pretrain) if data.pretrain else []
     eval_cfg = EvalConfig(generate=cfg.eval_generate, max_new_tokens=cfg.eval_max_new_tokens)

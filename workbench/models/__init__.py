@@ -30,6 +30,45 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to pick deterministic kernels (CUDA ≥ 10.2)
+
+
+def use_deterministic(device: torch.device | str) -> None:
+    """On CUDA, make torch choose deterministic kernels where it has them: ``CUBLAS_WORKSPACE_CONFIG``
+    (unless already set; it only takes effect before cuBLAS is first used in the process),
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` and cuDNN's deterministic mode.
+
+    What remains non-deterministic: ops torch has no deterministic CUDA kernel for (``warn_only``: a
+    warning names each one when it runs instead of an error), results across GPU models, driver, CUDA
+    and library versions (the cache keys name the GPU and the versions), and bf16 greedy generation's
+    dependence on the decoding path (drafts, batching), which is deterministic run to run but not equal
+    to plain greedy decoding. On the CPU nothing is changed: torch's CPU kernels are deterministic at a
+    fixed thread count, which cache keys carry."""
+    if torch.device(device).type != "cuda":
+        return
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+SHARDED = ("a model spread over several devices (device_map={what}) is not supported: mixing, the region "
+           "deltas and the KV-cache edits of generation index every layer on one device. Use one device "
+           "with enough memory (the memory pre-flight says how much each stage needs; a sweep in bf16 of "
+           "an 8B model needs about 30 GiB), and train θr / θ_full on several GPUs with "
+           "`scripts/train_distributed.sh full … --stage retain|full`, then pass retain_model= / full_model=.")
+
+
+def check_single_device(model: nn.Module) -> torch.device:
+    """The one device ``model`` is on; a model dispatched over several (``device_map``) is refused."""
+    devices = {str(d) for d in getattr(model, "hf_device_map", {}).values()} | {str(p.device) for p in model.parameters()}
+    if len(devices) > 1:
+        raise ValueError(SHARDED.format(what=", ".join(sorted(devices))))
+    return next(model.parameters()).device
+
+
 def resolve_dtype(dtype: str = "float32") -> torch.dtype:
     try:
         return DTYPES[dtype]
@@ -46,14 +85,19 @@ def load_pretrained(
     trust_remote_code: bool = False,
     local_files_only: bool = False,
     revision: str = "",
+    device_map=None,
 ):
     """Load a causal LM and its tokenizer by hub id or local path; checks the architecture first.
 
     ``revision`` (a branch, tag or commit of a hub id; ``""`` = the default branch) pins what is
     downloaded; the commit actually loaded is ``model.config._commit_hash``. A tokenizer without a
-    pad token gets its EOS token as pad (generation pads on the left).
+    pad token gets its EOS token as pad (generation pads on the left). The model goes to ONE device:
+    ``device_map`` (sharding over several) is refused before anything is read, with what to do instead.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if device_map is not None:
+        raise ValueError(SHARDED.format(what=repr(device_map)))
 
     hub = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only, "revision": revision or None}
     config = AutoConfig.from_pretrained(name_or_path, **hub)
@@ -76,9 +120,12 @@ from workbench.models.folders import save_model_folder  # noqa: E402,F401
 from workbench.models.memory import (  # noqa: E402,F401
     GIB,
     count_parameters,
+    DoesNotFit,
+    device_memory,
     estimate_eval_memory,
     estimate_memory,
     fits,
+    require_fits,
 )
 from workbench.models.tiny import (  # noqa: E402,F401
     SPECIAL_TOKENS,

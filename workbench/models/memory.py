@@ -167,3 +167,82 @@ def estimate_eval_memory(config, *, batch: int = 32, prompt_len: int = 128, answ
     est["summary"] = (f"{est['total_bytes'] / GIB:.1f} GiB on the device (evaluate, {n_params / 1e9:.2f}B params in {dtype}, "
                       f"batch {batch}): {parts} GiB; host copy of θ_before {est['host_bytes'] / GIB:.1f} GiB unless read from a folder")
     return est
+
+
+def estimate_localization_memory(config, batch: int, seq_len: int, *, dtype: str = "bfloat16",
+                                 gradient_checkpointing: bool = False, overhead_bytes: int = GIB) -> dict:
+    """Peak memory of scoring value vectors by gradients (MemFlex, WAGLE; Activations needs less).
+
+    Exact: the weights, the down-projection gradients in ``dtype`` and two fp32 accumulators of them
+    (the forget and the retain mean gradient). Rough **[choice]**: activations as in restricted
+    training of every value vector (:func:`estimate_memory` with ``region_fraction=1``), the logits,
+    ``overhead_bytes``. Same keys as :func:`estimate_memory`.
+    """
+    est = estimate_memory(config, 1.0, batch, seq_len, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
+                          overhead_bytes=overhead_bytes)
+    s = _dims(config)
+    est["delta_bytes"] = s["L"] * s["ff"] * s["d"] * (_BYTES[dtype] + 2 * 4)
+    est["mode"] = "localize"
+    est["total_bytes"] = sum(v for k, v in est.items() if k.endswith("_bytes") and k != "total_bytes")
+    est["summary"] = _memory_summary(est, dtype, batch, seq_len, gradient_checkpointing, 1)
+    return est
+
+
+# -- checking a stage against the device ------------------------------------------------------------
+class DoesNotFit(MemoryError):
+    """A stage's memory estimate exceeds what its device has; the message names stage, need, memory and fix."""
+
+
+def device_memory(device) -> tuple[int, str]:
+    """Bytes this process can use on ``device``, and how that was measured.
+
+    CUDA: free memory (``torch.cuda.mem_get_info``) plus what this process's allocator already holds
+    (``memory_reserved``: a loaded model counts in the estimates, so it must count here too). CPU
+    **[choice]**: the RAM the OS reports available (``MemAvailable``) plus this process's resident
+    memory, the most this process could hold without swapping. Elsewhere (MPS) torch's recommended
+    maximum, else the CPU rule.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device), f"{torch.cuda.get_device_name(device)}: free + held by this process"
+    if device.type == "mps" and hasattr(torch.mps, "recommended_max_memory"):
+        return torch.mps.recommended_max_memory(), "MPS recommended maximum"
+    return _available_ram() + _resident_bytes(), "CPU RAM: available + held by this process"
+
+
+def _available_ram() -> int:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _resident_bytes() -> int:
+    import os
+
+    try:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def require_fits(stages: list[tuple[str, dict, str]], device, *, headroom: float = 0.95) -> None:
+    """Raise :class:`DoesNotFit` naming every ``(stage, estimate, fix)`` whose estimate exceeds
+    ``headroom`` × :func:`device_memory` of ``device``; return quietly when all fit."""
+    if not stages:
+        return
+    available, how = device_memory(device)
+    over = [(name, est, fix) for name, est, fix in stages if not fits(est, available, headroom=headroom)]
+    if over:
+        lines = [f"{name} needs {est['summary']}. {fix}"
+                 for name, est, fix in over]
+        raise DoesNotFit(f"does not fit {device} ({available / GIB:.1f} GiB, {how}; {headroom:.0%} usable), "
+                         "stopped before any work:\n  " + "\n  ".join(lines))

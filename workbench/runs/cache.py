@@ -16,7 +16,10 @@ safetensors only (no pickle, nothing executable is ever loaded).
 Keys include the source of the modules that build an artefact *and of everything they import*,
 found from the import graph (:mod:`workbench.runs.deps`), and the versions of torch, transformers,
 tokenizers, numpy, scipy and rouge-score. A hit checks sizes and modification times against the
-manifest (full hashes are taken at build time, and on every hit with ``verify``).
+manifest (full hashes are taken at build time, and on every hit with ``verify``). Keys also hold what
+of the machine moves the numbers (:func:`workbench.runs.deps.machine`): an entry built at 2 CPU threads,
+on another CPU model or on another device is not served to a run that would have computed other bits.
+Two processes that miss the same entry build it once: the second waits on a lock beside the entry.
 
 The root is ``$WORKBENCH_CACHE`` or ``<repo>/.cache``, read when a cache is created.
 """
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from workbench.runs import deps, io
+from workbench.runs import claims, deps, io
 
 T = TypeVar("T")
 ENTRY = "entry.json"
@@ -90,14 +93,16 @@ def fingerprint(obj: Any) -> str:
     return io.digest(to_plain(obj))
 
 
-def cache_key(kind: str, inputs: Mapping[str, Any], sources: Iterable[str] = ()) -> str:
+def cache_key(kind: str, inputs: Mapping[str, Any], sources: Iterable[str] = (), device: Any = None) -> str:
     """Key of an artefact: kind, inputs, workbench version, the source of ``sources`` and everything
-    they import (:func:`source_fingerprint`) and the versions of the libraries that decide the
-    numbers (:func:`workbench.runs.deps.environment`)."""
+    they import (:func:`source_fingerprint`), the versions of the libraries that decide the numbers
+    (:func:`workbench.runs.deps.environment`) and what of the machine does
+    (:func:`workbench.runs.deps.machine`: threads, CPU model and kernels, ``device``, determinism)."""
     from workbench import __version__
 
     return io.digest({"kind": kind, "inputs": to_plain(inputs), "workbench": __version__,
-                      "sources": source_fingerprint(sources), "environment": deps.environment()})
+                      "sources": source_fingerprint(sources), "environment": deps.environment(),
+                      "machine": deps.machine(device)})
 
 
 # -- the cache ---------------------------------------------------------------------------------------
@@ -112,16 +117,21 @@ class Cache:
     which ``python -m workbench run/grid --verify`` sets) hashes every file of every hit.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None, *, verify: bool | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, *, verify: bool | None = None, device: Any = None):
         self.root = cache_root(root)
         self.verify = os.environ.get(VERIFY_ENV, "") not in ("", "0") if verify is None else verify
+        self.device = device  # where this cache's artefacts are computed (None: "auto"), part of every key
+
+    def key(self, kind: str, inputs: Mapping[str, Any], sources: Iterable[str] = ()) -> str:
+        """:func:`cache_key` on this cache's device: the key :meth:`get_or_build` stores ``inputs`` under."""
+        return cache_key(kind, inputs, sources, self.device)
 
     def entry_path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
     def lookup(self, kind: str, inputs: Mapping[str, Any], sources: Iterable[str] = ()) -> Path | None:
         """The entry folder when a valid entry exists, else ``None``."""
-        path = self.entry_path(kind, cache_key(kind, inputs, sources))
+        path = self.entry_path(kind, self.key(kind, inputs, sources))
         return path if io.verify_manifest(path, full=self.verify) else None
 
     def get_or_build(self, kind: str, inputs: Mapping[str, Any], build: Callable[[], T],
@@ -134,16 +144,23 @@ class Cache:
         artefact (e.g. ``["workbench.training"]``); their source hashes are part of the key.
         ``force`` rebuilds and replaces the entry. The object returned after a build is the one
         loaded back from disk, so a hit and a miss give the same thing.
+
+        A build runs under an exclusive lock beside the entry (:func:`workbench.runs.claims.exclusive`):
+        a second process that needs the same entry meanwhile waits, then serves what the first built.
         """
-        key = cache_key(kind, inputs, sources)
+        key = self.key(kind, inputs, sources)
         path = self.entry_path(kind, key)
         if not force and io.verify_manifest(path, full=self.verify):
             log.info("cache hit %s/%s", kind, key[:12])
             return load(path)
-        if path.exists() and not force:
-            log.warning("cache entry %s/%s fails its checksums; rebuilding", kind, key[:12])
-        self._store(path, build(), save, {"kind": kind, "key": key, "inputs": to_plain(inputs),
-                                          "sources": sorted(set(sources))})
+        with claims.exclusive(path.with_name(f".{key}.lock"), f"cache entry {kind}/{key[:12]}"):
+            if not force and io.verify_manifest(path, full=self.verify):  # built by the process we waited for
+                log.info("cache hit %s/%s (built meanwhile by another process)", kind, key[:12])
+                return load(path)
+            if path.exists() and not force:
+                log.warning("cache entry %s/%s fails its checksums; rebuilding", kind, key[:12])
+            self._store(path, build(), save, {"kind": kind, "key": key, "inputs": to_plain(inputs),
+                                              "sources": sorted(set(sources))})
         return load(path)
 
     def folder_fingerprint(self, folder: str | os.PathLike) -> str:

@@ -12,7 +12,8 @@ the key of every result that the metric touched and of nothing else.
 
 :func:`environment` gives the other half: the versions of the libraries whose behaviour decides the
 numbers (torch kernels, transformers' model code, tokenizers, numpy/scipy statistics, rouge-score),
-read from package metadata without importing them.
+read from package metadata without importing them, and :func:`machine`: what of the machine moves
+the numbers (CPU threads, CPU model and kernels, the compute device, torch's determinism flags).
 """
 
 from __future__ import annotations
@@ -184,6 +185,35 @@ def environment() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
     return versions
+
+
+def machine(device: str | None = None) -> dict[str, Any]:
+    """What of this machine moves a result's numbers, for its cache key: the CPU threads torch computes
+    with, the CPU model and torch's CPU kernels and BLAS (:func:`workbench.runs.provenance.cpu_info`: the
+    order of float reductions, which tiny-model training amplifies; AUES moved by up to 0.07 between 1
+    and 2 threads, 0.21 between two CPU models), the compute device (``device``: its type, and the GPU's
+    name on CUDA; None: ``"auto"``'s choice) and torch's determinism flags
+    (:func:`workbench.models.use_deterministic`). The model dtype is part of each artefact's inputs."""
+    import torch
+
+    from workbench.models import resolve_device
+    from workbench.runs.provenance import compute_threads
+
+    device = resolve_device(device or "auto")
+    found = {"threads": compute_threads(), **_cpu(), "device": device.type,
+             "deterministic": torch.are_deterministic_algorithms_enabled()}
+    if device.type == "cuda":
+        found |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
+                  "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
+                  "cudnn_deterministic": torch.backends.cudnn.deterministic}
+    return found
+
+
+@cache
+def _cpu() -> dict[str, str]:
+    from workbench.runs.provenance import cpu_info
+
+    return cpu_info()
 
 
 # -- notebooks ------------------------------------------------------------------------------------------

@@ -79,9 +79,17 @@ def one_of(kind: str, names: Callable[[], list[str]]) -> Check:
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
+DEVICE_MAPS = re.compile(r"balanced|balanced_low_0|sequential|.*device_map.*|.*,.*")
+
+
 def device_name(key: str, value: str) -> str | None:
+    """One device; a device map (a model over several devices) is refused with what to do instead."""
+    if DEVICE_MAPS.fullmatch(value.strip()):
+        return (f"{key!r} = {value!r}: a model over several devices is not supported (mixing, region deltas and "
+                "generation run on one device). Name one device; train θr / θ_full over several GPUs with "
+                "scripts/train_distributed.sh full and pass retain_model= / full_model=")
     ok = DEVICE_PATTERN.fullmatch(value)
-    return None if ok else f"{key!r} must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N', got {value!r}"
+    return None if ok else f"{key!r} must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N' (one device), got {value!r}"
 
 
 def param(default: Any, help: str, *checks: Check) -> Any:

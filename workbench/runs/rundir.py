@@ -3,7 +3,8 @@
 Each execution of a notebook writes into ``outputs/<notebook>/<run-id>/``:
 
 * ``params.json`` — the resolved parameters, package versions, git commit (+ dirty flag), device,
-  Python and start time, all built by :func:`run_info` so that no notebook assembles its own;
+  CPU and threads, Python and start time, all built by :func:`workbench.runs.provenance.run_info`
+  so that no notebook assembles its own;
 * ``status.json`` — ``running``, ``complete`` or ``failed`` (with error, step and message), rewritten
   atomically at every change so that a crash leaves the last true state;
 * tables (``<name>.parquet``, plus ``<name>.csv`` for summaries), figures (standalone HTML with
@@ -25,20 +26,29 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib.metadata
 import os
-import platform
-import re
 import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from workbench.progress import announce
 from workbench.runs import io
+from workbench.runs.provenance import (  # noqa: F401  (provenance is read here by its old names too)
+    OUTSIDE,
+    VERSIONED_PACKAGES,
+    asked_threads,
+    compute_threads,
+    cpu_info,
+    git_state,
+    now_iso,
+    package_versions,
+    portable_path,
+    repo_root,
+    resolved_device,
+    run_info,
+)
 
 PARAMS = "params.json"
 STATUS = "status.json"
@@ -52,18 +62,10 @@ SUMMARY_COLUMNS = [*GROUP, "AUES", "MU95", "MU95_reached"]
 # The status changes after the manifest is written; the executed notebook is saved by papermill
 # after the last cell has run, so neither can be checksummed from inside the run.
 NOT_IN_MANIFEST = (STATUS, "*.ipynb")
-VERSIONED_PACKAGES = {"torch": "torch", "transformers": "transformers", "tokenizers": "tokenizers", "numpy": "numpy",
-                      "scipy": "scipy", "rouge-score": "rouge-score", "safetensors": "safetensors",
-                      "accelerate": "accelerate", "papermill": "papermill", "plotly": "plotly",
-                      "workbench": "loc-unlearn-workbench"}
 
 
 class RunExistsError(FileExistsError):
     """A complete run already holds this run id."""
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 def outputs_root(root: str | os.PathLike | None = None) -> Path:
@@ -74,105 +76,6 @@ def outputs_root(root: str | os.PathLike | None = None) -> Path:
 def new_run_id() -> str:
     """Time-ordered and unique: ``YYYYmmdd-HHMMSS-<4 random bytes>``."""
     return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# -- provenance ----------------------------------------------------------------------------------------
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for key, dist in VERSIONED_PACKAGES.items():
-        try:
-            versions[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[key] = None
-    return versions
-
-
-def git_state(repo: Path | None = None) -> dict[str, Any]:
-    """Commit of the checkout and whether tracked files differ from it (untracked files do not count)."""
-    repo = repo or repo_root()
-    try:
-        commit = _git(repo, "rev-parse", "HEAD")
-        dirty = bool(_git(repo, "status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
-
-
-def _git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30)
-    return out.stdout.strip()
-
-
-def resolved_device(device: str) -> str:
-    from workbench.models import (
-        resolve_device,  # torch is imported only when a run starts
-    )
-
-    return str(resolve_device(device))
-
-
-def compute_threads() -> int:
-    """The CPU threads torch computes with. The order of float reductions, hence the last bits of every
-    trained weight, depends on it: tiny-model AUES moved by up to 0.07 between 1 and 2 threads (the slow
-    regression test re-runs a kept reference with the threads its params.json records)."""
-    torch = sys.modules.get("torch")  # imported only when a run starts; until then the kernel's setting
-    if torch is not None:
-        return torch.get_num_threads()
-    return asked_threads() or os.cpu_count() or 1
-
-
-def cpu_info() -> dict[str, str]:
-    """The CPU model (``/proc/cpuinfo``'s model name, else ``platform.processor()``) and the kernels torch
-    dispatches to on it (``cpu_capability``: e.g. AVX2, AVX512) with its BLAS. Like the thread count, they set
-    the order of float reductions: the same tiny-model sweep moved AUES by up to 0.21 between an Intel Xeon
-    and an AMD EPYC, so a kept result is compared exactly only with runs on the same CPU model."""
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    info = {"cpu_model": model or platform.processor() or platform.machine()}
-    torch = sys.modules.get("torch")
-    if torch is None:
-        with contextlib.suppress(ImportError):
-            import torch
-    if torch is not None:
-        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-        blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
-        info["blas"] = blas.group(1) if blas else "unknown"
-    return info
-
-
-def asked_threads() -> int | None:
-    """``OMP_NUM_THREADS`` when set to a positive whole number, else None."""
-    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(asked) if asked.isdigit() and int(asked) > 0 else None
-
-
-def run_info(notebook: str, params: Any, *, run_id: str, device: str | None = None,
-             threads: int | None = None) -> dict[str, Any]:
-    """The content of ``params.json``: the one place where provenance is assembled. ``threads``: those
-    the run's kernel is given, when the caller (the CLI, a grid) writes it before the kernel starts."""
-    values = params.to_dict() if hasattr(params, "to_dict") else dict(params)
-    values["run_id"] = run_id
-    return {
-        "notebook": notebook,
-        "run_id": run_id,
-        "params": values,
-        "versions": package_versions(),
-        "git": git_state(),
-        "device": device or resolved_device(values.get("device", "auto")),
-        "threads": threads or compute_threads(),
-        **cpu_info(),
-        "python": sys.executable,
-        "platform": platform.platform(),
-        "started": now_iso(),
-    }
 
 
 # -- the run folder -----------------------------------------------------------------------------------
