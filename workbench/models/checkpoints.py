@@ -56,14 +56,27 @@ def is_adapter(spec) -> bool:
     return isinstance(spec, (str, Path)) and (Path(spec).expanduser() / ADAPTER_CONFIG).is_file()
 
 
+# What transformers reads from a model repository besides the weights: configs and tokenizer.json
+# (*.json), the chat template (transformers >= 5 saves it as chat_template.jinja, not in
+# tokenizer_config.json), SentencePiece models (tokenizer.model), vocabularies and merges (*.txt,
+# *.tiktoken) and custom code (*.py, run only with trust_remote_code). Not: other weight formats
+# (*.bin, *.pth, *.gguf, Llama's original/consolidated.*.pth), unless a repository has no safetensors.
+HUB_FILES = ["*.safetensors", "*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
+HUB_BIN_WEIGHTS = ["pytorch_model*.bin", "*.json"]
+
+
 def local_folder(spec: str | Path, *, revision: str = "") -> Path:
-    """A local folder as is; a hub id downloaded (weights as safetensors, configs) into the hub cache."""
+    """A local folder as is; a hub id downloaded into the hub cache with what its model and tokenizer
+    need (:data:`HUB_FILES`; ``pytorch_model*.bin`` only when the repository has no safetensors)."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(spec), revision=revision or None, allow_patterns=["*.safetensors", "*.json"]))
+    folder = Path(snapshot_download(str(spec), revision=revision or None, allow_patterns=HUB_FILES))
+    if not any(folder.glob("*.safetensors")):
+        folder = Path(snapshot_download(str(spec), revision=revision or None, allow_patterns=HUB_BIN_WEIGHTS))
+    return folder
 
 
 def checkpoint_name(spec) -> str:
