@@ -66,7 +66,8 @@ class EvaluateCheckpointsConfig:
     eval_max_new_tokens: int = param(200, "greedy generation length for ROUGE-L", positive)
     eval_generate: bool = param(True, "generate answers (ROUGE-L, MU); False skips generation")
     device: str = param("auto", "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'", device_name)
-    dtype: str = param("float32", "model dtype", one_of("dtype", _names("dtype")))
+    dtype: str = param("float32", "dtype of the evaluation (float32: in bf16 greedy generation depends on the decoding path)",
+                       one_of("dtype", _names("dtype")))
     trust_remote_code: bool = param(False, "allow hub models with custom code")
     run_id: str = param("", "run folder name under outputs/<notebook>/; '' -> automatic")
 
