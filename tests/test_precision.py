@@ -134,3 +134,19 @@ def _saved(delta, root) -> str:
     path = f"{root}/delta.safetensors"
     delta.save(path)
     return path
+
+
+def test_eval_dtype_is_checked_and_the_paper_files_sweep_in_float32():
+    import yaml
+
+    from workbench.runs import config
+
+    with pytest.raises(config.ConfigError, match="'eval_dtype': unknown dtype 'fp32'"):
+        config.from_params("lume", {"eval_dtype": "fp32"})
+    root = Path(__file__).resolve().parents[1] / "params"
+    papers = sorted(root.glob("*/paper-*.yaml"))
+    assert len(papers) == 8
+    for path in papers:
+        params = yaml.safe_load(path.read_text())
+        assert (params["dtype"], params["eval_dtype"]) == ("bfloat16", "float32"), path
+        config.from_params(path.parent.name, params)

@@ -198,7 +198,8 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
     if reference is None:
         summary["MU95"] = math.nan
     settings = {"before": str(start), "after": [str(a) if not isinstance(a, nn.Module) else n for a, n in zip(afters, names)],
-                "retain_model": None if retain_model is None else str(retain_model), "eval_config": eval_config.__dict__}
+                "retain_model": None if retain_model is None else str(retain_model), "dtype": str(next(model.parameters()).dtype),
+                "eval_config": eval_config.__dict__}
     return PairResult(per_alpha, pd.concat(per_example, ignore_index=True), summary, notes, settings)
 
 
