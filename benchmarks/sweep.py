@@ -17,6 +17,8 @@ every mode, and prints:
    differ from today's (plain greedy decoding; target 0 on the tiny model in fp32).
 5. ``--bf16``: the same comparison of generations with the model in bfloat16 (generation only:
    plain batched ``generate`` vs draft-checked decoding at every α), counting near-tie flips.
+6. ``--eval-dtype float32`` (the default): the same count for the paper configuration, bf16
+   weights swept in float32 (``eval_dtype`` in ``params/*/paper-*.yaml``); ``--eval-dtype ''`` skips it.
 
 ``--skip-today`` runs only the new sweep (for evaluation sets too large to sweep today's way).
 Run: ``OMP_NUM_THREADS=1 python benchmarks/sweep.py --model smollm2``. On CPU, times are process
@@ -40,7 +42,7 @@ from workbench.data.formatting import encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
 from workbench.generation import greedy_from_drafts, prefill
-from workbench.mixing import ALPHAS, mixing_sweep
+from workbench.mixing import ALPHAS, evaluated_in, mixing_sweep
 from workbench.regions import random_region
 from workbench.training import TrainConfig, finetune, train_region
 
@@ -172,6 +174,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=None, help="repeats of the single evaluations (default: tiny 3, smollm2 1)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="count near-tie flips in bfloat16")
+    parser.add_argument("--eval-dtype", default="float32", help="count flips of bf16 weights swept in this dtype ('' skips)")
     parser.add_argument("--skip-today", action="store_true", help="time only the new sweep")
     return parser.parse_args()
 
@@ -227,6 +230,13 @@ def run(args, model, tok, data, delta, repeats: int, tick) -> None:
         flips = generation_flips(model, delta, new, eos)
         print(f"5. bf16: {sum(flips)} draft-checked generations differ from plain greedy over 21 α x {len(new.prompts)} prompts "
               f"(per α: {flips}); {tick() - start:.0f}s")
+    if args.eval_dtype:  # the paper configuration: bf16 weights, sweeps evaluated in eval_dtype
+        model.to(torch.bfloat16)
+        start = tick()
+        with evaluated_in(model, args.eval_dtype):
+            flips = generation_flips(model, delta, new, eos)
+        print(f"6. bf16 weights swept in {args.eval_dtype} (eval_dtype): {sum(flips)} draft-checked generations differ "
+              f"from plain greedy over 21 α x {len(new.prompts)} prompts (per α: {flips}); {tick() - start:.0f}s")
 
 
 def report_sweeps(table: pd.DataFrame, t_new: float, today_times, floors: dict[str, float]) -> None:

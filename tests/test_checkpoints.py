@@ -128,3 +128,81 @@ def test_two_ranks_train_theta_r_that_the_notebook_takes_without_retraining(tmp_
     assert result.state == "complete", result.error
     assert not (cache / "theta_retain").exists()  # θr was taken, not retrained
     assert json.loads((Path(result.run_dir) / "params.json").read_text())["params"]["retain_model"] == str(out)
+
+
+TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
+
+
+def _fake_hub(monkeypatch, repo: Path, cache: Path) -> list[dict]:
+    """``huggingface_hub.snapshot_download`` over a local folder laid out as a hub repository: the
+    files the patterns select (the hub's own filter) are copied into a snapshot folder."""
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    calls = []
+
+    def snapshot_download(repo_id, *, revision=None, allow_patterns=None, ignore_patterns=None, **_):
+        calls.append({"repo_id": repo_id, "allow_patterns": allow_patterns})
+        files = [str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file()]
+        snapshot = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "0123abc"
+        for name in filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(repo / name, snapshot / name)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+@pytest.mark.integration
+def test_a_hub_checkpoint_keeps_its_chat_template_and_sentencepiece_model(tmp_path, monkeypatch):
+    """transformers >= 5 saves a chat template as chat_template.jinja; SentencePiece tokenizers live in
+    tokenizer.model. Both used to be left behind by the download (safetensors and json only), and the
+    model was then evaluated with the plain prompt without a word. Other weight formats stay behind."""
+    from transformers import AutoTokenizer
+
+    from workbench.models.checkpoints import local_folder
+
+    tok = train_bpe_tokenizer(["hello world " * 10, "the quick brown fox"], vocab_size=300)
+    tok.chat_template = TEMPLATE
+    repo = tmp_path / "repo"
+    import transformers as tf
+
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                               num_hidden_layers=1, num_attention_heads=2))
+    save_model_folder(model, tok, repo)
+    assert (repo / "chat_template.jinja").is_file()  # where transformers 5 keeps it
+    (repo / "tokenizer.model").write_bytes(b"sentencepiece model")
+    (repo / "original").mkdir()
+    (repo / "original" / "consolidated.00.pth").write_bytes(b"\0" * 64)
+    _fake_hub(monkeypatch, repo, tmp_path / "hub")
+    folder = local_folder("org/model")
+    names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert {"chat_template.jinja", "tokenizer.model", "model.safetensors", "config.json"} <= names
+    assert "original/consolidated.00.pth" not in names
+    assert AutoTokenizer.from_pretrained(folder).chat_template == TEMPLATE
+
+
+@pytest.mark.integration
+def test_a_hub_checkpoint_with_only_pytorch_bin_weights_gets_them(tmp_path, monkeypatch):
+    from workbench.models.checkpoints import local_folder
+
+    tok = train_bpe_tokenizer(["hello world " * 10], vocab_size=300)
+    import transformers as tf
+
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                               num_hidden_layers=1, num_attention_heads=2))
+    save_model_folder(model, tok, tmp_path / "repo")
+    _to_pytorch_bin(tmp_path / "repo", model)
+    calls = _fake_hub(monkeypatch, tmp_path / "repo", tmp_path / "hub")
+    folder = local_folder("org/bin-only")
+    assert (folder / "pytorch_model.bin").is_file() and len(calls) == 2
+    again, _ = load_pretrained(str(folder), device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+
+
+def _to_pytorch_bin(folder: Path, model) -> None:
+    """The folder as older transformers saved it: weights in pytorch_model.bin, no safetensors (5.x writes none)."""
+    (folder / "model.safetensors").unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")

@@ -83,3 +83,57 @@ def test_run_without_a_parameter_file_starts_from_params_default_yaml(monkeypatc
     assert cli.main(["run", "oracle-vs-random", "-p", str(folder / "smoke.yaml")]) == 0
     assert seen[-1] == yaml.safe_load((folder / "smoke.yaml").read_text())
     assert "no -p file given" not in capsys.readouterr().err
+
+
+def _fake_checkpoint(folder: Path, files: dict[str, str]) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return str(folder)
+
+
+def _evaluate(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:
+    """``python -m workbench evaluate`` through the CLI's main function, outputs under ``tmp_path/out``."""
+    from workbench.runs import cli
+
+    before = _fake_checkpoint(tmp_path / "before", {"config.json": "{}", "model.safetensors": ""})
+    after = _fake_checkpoint(tmp_path / "after", {"config.json": "{}", "model.safetensors": ""})
+    argv = ["evaluate", "--before", before, "--after", after, "--outputs", str(tmp_path / "out"), *args]
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+def _fake_tofu(folder: Path, without: str = "") -> Path:
+    """A folder with TOFU's file names (empty: the validation checks that they exist, the loader reads them)."""
+    folder.mkdir()
+    for split in ("full", "forget10_perturbed", "retain90", "retain_perturbed", "real_authors_perturbed",
+                  "world_facts_perturbed", "idontknow"):
+        if split != without:
+            (folder / f"{split}.jsonl").write_text("")
+    return folder
+
+
+def test_evaluate_refuses_a_wrong_tofu_folder_before_the_kernel_starts(tmp_path, capsys):
+    """A wrong data_dir used to reach the notebook and fail there (25 s later, with a half-made run
+    folder); it is refused by the validation, naming the folder and the fix, and nothing is written."""
+    missing = tmp_path / "no-such-tofu"
+    code, err = _evaluate(tmp_path, capsys, "-p", f"data_dir={missing}")
+    assert code == 2 and f"'data_dir' = '{missing}': no such folder" in err and "-p data_dir=<folder>" in err, err
+    assert not (tmp_path / "out").exists()
+    partial = _fake_tofu(tmp_path / "partial-tofu", without="retain_perturbed")
+    code, err = _evaluate(tmp_path, capsys, "-p", f"data_dir={partial}")
+    assert code == 2 and f"'data_dir' = '{partial}' lacks retain_perturbed.jsonl" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_checkpoint_folders_without_weights_and_foreign_adapters(tmp_path, capsys):
+    tofu = f"data_dir={_fake_tofu(tmp_path / 'tofu')}"
+    empty = _fake_checkpoint(tmp_path / "empty", {"config.json": "{}"})
+    code, err = _evaluate(tmp_path, capsys, "--after", empty, "-p", tofu)
+    assert code == 2 and f"'after' = '{empty}': the folder holds no model weights" in err, err
+    adapter = _fake_checkpoint(tmp_path / "lora", {"adapter_config.json": json.dumps({"base_model_name_or_path": "org/base"})})
+    code, err = _evaluate(tmp_path, capsys, "--after", adapter, "-p", tofu)
+    assert code == 2 and "PEFT adapter of 'org/base'" in err and "--before org/base" in err, err
+    code, err = _evaluate(tmp_path, capsys, "--retain-model", adapter, "-p", tofu)
+    assert code == 2 and f"'retain_model' = '{adapter}' is a PEFT adapter folder" in err, err
+    assert not (tmp_path / "out").exists()

@@ -202,3 +202,69 @@ def test_state_mixer_holds_one_model_and_streams_the_other_two(tmp_path):
     with _Allocations() as copying:
         StateMixer(model, SafetensorsState(tmp_path / "after"), chunk_elements=chunk)
     assert copying.peak >= sum(sizes) > bound
+
+
+class _CountingState(dict):
+    """A state dict that counts how often each tensor is read (what a :class:`SafetensorsState` would read from disk)."""
+
+    def __init__(self, tensors):
+        super().__init__(tensors)
+        self.reads = 0
+
+    def __getitem__(self, name):
+        self.reads += 1
+        return super().__getitem__(name)
+
+
+def _bf16_pair(update: float):
+    """A bf16 tiny LLaMA (θ_before) and θ_after in fp32 = θ_before + a small seeded update on every tensor,
+    the size of a full fine-tuning step at the paper's learning rates (std ``update``)."""
+    model = make_tiny("llama").to(torch.bfloat16)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    gen = torch.Generator().manual_seed(0)
+    after = {k: v.float() + update * torch.randn(v.shape, generator=gen) for k, v in before.items()}
+    return model, before, after
+
+
+def test_state_mixer_on_a_bf16_model_is_exact_to_fp32_precision():
+    """θ(0.1) of a bf16 model with an update of std 1e-4: the mixed parameters equal the fp32 line
+    ``lerp(before, after, 0.1)`` exactly. Written back into bf16 (the former mixer) they moved in whole
+    ulps (~4e-3 relative), so only a fraction of the intended step survived; the modules that own them
+    compute in fp32 and hand bf16 on, and θ_before comes back bit for bit."""
+    model, before, after = _bf16_pair(1e-4)
+    mixer = StateMixer(model, after)
+    exact = {k: torch.lerp(before[k].float(), after[k], 0.1) for k in before}
+    ids = torch.tensor([[1, 5, 9, 12, 3]])
+    with mixer.mixed(0.1):
+        params = dict(model.named_parameters())
+        for name, value in exact.items():
+            step, got = (value - before[name].float()).abs().sum(), (params[name].float() - before[name].float()).abs().sum()
+            assert torch.equal(params[name].detach().float(), value), f"{name}: {float(got / step):.0%} of the step realised"
+        logits = _logits(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+        layer = model.model.layers[0].mlp.down_proj
+        x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+        out = layer(x)
+        assert out.dtype == torch.bfloat16
+        assert torch.equal(out, torch.nn.functional.linear(x.float(), exact["model.layers.0.mlp.down_proj.weight"]).to(torch.bfloat16))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    assert set(mixer.names) == set(before)  # every update counts, though most round away in bf16
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert _equal({k: v.detach() for k, v in model.named_parameters()}, before)
+
+
+def test_state_mixer_reads_each_checkpoint_tensor_once_per_alpha():
+    """A sweep reads each changed tensor of θ_after once per α and of θ_before once per α plus once to
+    restore at the end (the former mixer read both twice per α: the restore after every α read them again)."""
+    model = make_tiny("llama")
+    before = _CountingState(_state(model))
+    after = _CountingState({k: v + 0.01 for k, v in before.items()})
+    mixer = StateMixer(model, after, before=before)
+    changed = len(mixer.names)
+    assert changed == len(list(model.parameters()))
+    before.reads = after.reads = 0
+    alphas = (0.0, 0.25, 0.5, 0.75, 1.0)
+    mixing_sweep(model, mixer, lambda m: SimpleNamespace(summary={}, per_example=pd.DataFrame({"x": [0]})), alphas,
+                 progress=False)
+    assert after.reads == len(alphas) * changed
+    assert before.reads == (len(alphas) + 1) * changed
+    assert _equal(_state(model), dict(before))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_evaluation import build_trained, perturbed_copy
 
 import workbench as wb
@@ -120,3 +122,92 @@ def test_an_adapter_without_peft_names_the_fix(pair, monkeypatch):
                         lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "peft" else real_import(name, *a, **k))
     with pytest.raises(ImportError, match=r"adapter folder.*pip install 'loc-unlearn-workbench\[peft\]'"):
         merged_adapter(folder, model)
+
+
+def _recording_loader(monkeypatch):
+    """Wrap the loader evaluate_pair uses: for each load, how many models loaded earlier are still alive
+    (on the device) at that moment."""
+    import weakref
+
+    from workbench.experiments import pair as pair_mod
+
+    real, alive, seen = pair_mod.load_pretrained, [], []
+
+    def load(*args, **kwargs):
+        seen.append(sum(ref() is not None for ref in alive))
+        model, tok = real(*args, **kwargs)
+        alive.append(weakref.ref(model))
+        return model, tok
+
+    monkeypatch.setattr(pair_mod, "load_pretrained", load)
+    return seen
+
+
+def test_theta_r_leaves_the_device_before_theta_before_arrives(pair, monkeypatch):
+    """θr's reference truth ratios are computed and θr released before θ_before is loaded (it used to be
+    loaded beside θ_before); the numbers are those of θr = θ_before (FQ = 0 at α = 0)."""
+    tok, model, unlearned, data, root = pair
+    seen = _recording_loader(monkeypatch)
+    result = evaluate_pair(str(root / "before"), str(root / "ga"), data, retain_model=str(root / "before"), alphas=(0.0, 1.0),
+                           eval_config=EvalConfig(batch_size=8, generate=False), device="cpu", progress=False)
+    assert seen == [0, 0]  # two loads (θr, then θ_before), each with no other model alive
+    assert result.per_alpha.sort_values("alpha")["FQ"].iloc[0] == 0.0
+
+
+def test_an_adapter_of_another_base_is_refused_by_name_before_loading(pair, monkeypatch):
+    import json
+
+    from workbench.experiments import pair as pair_mod
+
+    tok, model, unlearned, data, root = pair
+    folder = root / "foreign-lora"
+    folder.mkdir(exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/other-model", "peft_type": "LORA"}))
+    monkeypatch.setattr(pair_mod, "load_pretrained", lambda *a, **k: pytest.fail("loaded a model before refusing"))
+    with pytest.raises(ValueError, match=r"PEFT adapter of 'org/other-model'.*'before' is .*before'.*--before org/other-model"):
+        evaluate_pair(str(root / "before"), str(folder), data, alphas=ALPHAS, device="cpu", progress=False)
+    # the same base under its own name, or recorded as the before folder, is accepted
+    from workbench.models.checkpoints import adapter_base_problem
+
+    assert adapter_base_problem(str(folder), "org/other-model") is None
+    assert adapter_base_problem(str(folder), "/models/hub/models--org--other-model/snapshots/abc123") is None
+
+
+def test_an_adapter_is_merged_on_the_host_without_a_copy_of_the_model_where_it_is(pair, monkeypatch):
+    """With a loaded θ_before (on the device), the adapter's base is a host copy made tensor by tensor
+    (``host_copy``), in fp32; the former code deep-copied the whole model where it was, then moved it.
+    Every tensor deep-copied in place is recorded; the merge equals θ + BA computed in fp32."""
+    from torch import nn
+
+    from workbench.models.checkpoints import merged_adapter
+
+    tok, model, unlearned, data, root = pair
+    folder, _ = _lora_folder(model, root)
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    reference = merged_adapter(folder, copy.deepcopy(bf16).float())
+    copied = []
+    for cls in (torch.Tensor, nn.Parameter):
+        def record(self, memo, _original=cls.__deepcopy__):
+            copied.append(self.numel() * self.element_size())
+            return _original(self, memo)
+        monkeypatch.setattr(cls, "__deepcopy__", record)
+    merged = merged_adapter(folder, bf16)
+    model_bytes = sum(p.numel() * p.element_size() for p in bf16.parameters())
+    assert sum(copied) < model_bytes / 10, (sum(copied), model_bytes)
+    assert all(v.dtype == torch.float32 and v.device.type == "cpu" and torch.equal(v, reference[k]) for k, v in merged.items())
+
+
+def test_a_before_folder_with_only_pytorch_model_bin_is_read_like_an_after_folder(pair, tmp_path):
+    import shutil
+
+    from test_checkpoints import _to_pytorch_bin
+
+    tok, model, unlearned, data, root = pair
+    before_bin = Path(shutil.copytree(root / "before", tmp_path / "before-bin"))
+    _to_pytorch_bin(before_bin, model)
+    cfg = EvalConfig(batch_size=8, generate=False)
+    kwargs = dict(alphas=ALPHAS, eval_config=cfg, device="cpu", progress=False)
+    from_bin = evaluate_pair(str(before_bin), str(root / "ga"), data, **kwargs).per_alpha
+    from_safetensors = evaluate_pair(str(root / "before"), str(root / "ga"), data, **kwargs).per_alpha
+    columns = ["alpha", "FS", "RS", "MU"]
+    pd.testing.assert_frame_equal(from_bin[columns], from_safetensors[columns])

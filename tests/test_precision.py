@@ -2,6 +2,7 @@
 rounds them away; gradient checkpointing changes memory, not results."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +86,67 @@ def test_gradient_checkpointing_does_not_change_fine_tuning():
     assert not _is_checkpointing(b)  # switched off again afterwards
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_bf16_session_sweeps_in_eval_dtype_as_an_fp32_copy_would():
+    """``eval_dtype = float32`` (the paper files): a bf16 model's sweep is the sweep of the same bf16
+    numbers held in fp32, with θ(α) merged exactly, number for number; the model is bf16 again after,
+    bit for bit, and the cache keeps bf16 and fp32 sweeps apart. Without it the sweep runs in bf16."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from test_evaluation import build_trained
+
+    from workbench.delta import RegionDelta
+    from workbench.evaluation import EvalConfig, Evaluator
+    from workbench.experiments.session import Session
+    from workbench.mixing import mixing_sweep
+    from workbench.regions import random_region
+    from workbench.runs.cache import Cache
+
+    tok, model, data = build_trained()
+    model = model.to(torch.bfloat16)
+    delta = RegionDelta(model, random_region(model, 0.3, seed=0))
+    with torch.no_grad():
+        for p in delta.params.values():
+            p.add_(2e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    evaluator = Evaluator(tok, data, EvalConfig(batch_size=8, max_new_tokens=8), reference_forget_tr=[0.5, 1.0, 2.0])
+    cfg = SimpleNamespace(n_alpha=3, dtype="bfloat16", eval_dtype="float32", plugins=[])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root:
+        session = Session(cfg, data, model, tok, "base", Cache(root), evaluator, progress=False)
+        swept, _ = session.sweep(delta, start_key="θo", labels={})
+        assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+        reference = copy.deepcopy(model).float()
+        ref_delta = RegionDelta.load(reference, _saved(delta, root))
+        expected, _ = mixing_sweep(reference, ref_delta, Evaluator(tok, data, evaluator.cfg, reference_forget_tr=[0.5, 1.0, 2.0]),
+                                   (0.0, 0.5, 1.0), progress=False)
+        pd.testing.assert_frame_equal(swept, expected)
+        in_bf16, _ = Session(SimpleNamespace(**{**vars(cfg), "eval_dtype": ""}), data, model, tok, "base", Cache(root),
+                             Evaluator(tok, data, evaluator.cfg, reference_forget_tr=[0.5, 1.0, 2.0]),
+                             progress=False).sweep(delta, start_key="θo", labels={})
+        assert len(list(Path(root).glob("sweep/*"))) == 2 and not in_bf16.equals(swept)
+
+
+def _saved(delta, root) -> str:
+    path = f"{root}/delta.safetensors"
+    delta.save(path)
+    return path
+
+
+def test_eval_dtype_is_checked_and_the_paper_files_sweep_in_float32():
+    import yaml
+
+    from workbench.runs import config
+
+    with pytest.raises(config.ConfigError, match="'eval_dtype': unknown dtype 'fp32'"):
+        config.from_params("lume", {"eval_dtype": "fp32"})
+    root = Path(__file__).resolve().parents[1] / "params"
+    papers = sorted(root.glob("*/paper-*.yaml"))
+    assert len(papers) == 8
+    for path in papers:
+        params = yaml.safe_load(path.read_text())
+        assert (params["dtype"], params["eval_dtype"]) == ("bfloat16", "float32"), path
+        config.from_params(path.parent.name, params)

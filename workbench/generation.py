@@ -1,8 +1,8 @@
 """Greedy decoding that reuses work: one pass over each prompt, and drafts verified in one forward.
 
 An evaluation scores several answers to one question and generates one answer to it, and a mixing
-sweep repeats that at 21 neighbouring models θ(α). Two facts let it skip most of that work without
-changing a single result:
+sweep repeats that at 21 neighbouring models θ(α). Two facts let it skip most of that work (in fp32
+without changing a result; in bf16, see *Exactness*):
 
 * **A prompt is a shared prefix.** The keys and values that a causal LM computes for the prompt (its
   KV cache) do not depend on what follows. :func:`prefill` runs a batch of prompts once, and
@@ -24,7 +24,11 @@ is recomputed, and rows that reached EOS leave the batch.
 Exactness: the result is plain greedy decoding as long as a forward over a draft and one-token
 decoding steps pick the same argmax. They do the same arithmetic with different matmul shapes, so
 their logits may differ in the last bits, and only a near-tie between the two best tokens can then
-flip a choice; ``benchmarks/sweep.py`` counts such flips.
+flip a choice. In fp32 we measured none (every α equal to transformers' ``generate`` on tiny models
+and SmolLM2). In bf16 the last bits are coarse and near ties common: 27% of SmolLM2's bf16
+generations differed from plain greedy, and which ones depends on the drafts and the batch, so two
+bf16 sweeps of one model can disagree. Sweeps meant to be compared are evaluated in fp32 (the
+``eval_dtype`` parameter; the paper parameter files set it); ``benchmarks/sweep.py`` counts flips.
 """
 
 from __future__ import annotations

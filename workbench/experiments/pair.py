@@ -8,10 +8,16 @@ trained them: open-unlearning, one's own trainer, a LoRA adapter) and gives one 
 
 * ``before``: a hub id, a local folder or a loaded model (then pass ``tokenizer``); it is the one
   model on the device. ``after``: one or a list of hub ids, local folders, loaded models or PEFT
-  adapter folders on top of ``before``, streamed from disk or host memory while mixing
-  (:class:`workbench.mixing.StateMixer`).
+  adapter folders on top of ``before`` (an adapter of another base is refused by name), streamed
+  from disk or host memory while mixing (:class:`workbench.mixing.StateMixer`; adapters merged on
+  the host).
 * ``retain_model`` (θr, trained without the forget set) gives Forget Quality its reference (its
   per-example forget truth ratios); without it FQ and MU95 are left out and ``notes`` says why.
+  θr is loaded, evaluated and released before θ_before is loaded, so one model is on the device
+  at a time (unless ``before`` is given loaded: it is on the device already).
+* ``dtype`` is the dtype of the evaluation (float32 by default: in bf16, greedy generation depends
+  on the decoding path, :mod:`workbench.generation`). In a lower precision the mixer keeps the
+  changed parameters in fp32 (θ(α) exact), and each sweep evaluates its own α = 0 through it.
 * The α = 0 point is evaluated once and shared by every sweep. ``eval_config`` chooses splits,
   generation length and ``prompt_format`` (``"open-unlearning"`` to put numbers next to published
   open-unlearning ones).
@@ -19,6 +25,7 @@ trained them: open-unlearning, one's own trainer, a LoRA adapter) and gives one 
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
 
 from workbench.data.schema import UnlearningData
@@ -35,9 +43,10 @@ from workbench.experiments.tables import summarise
 from workbench.mixing import ALPHAS, StateMixer, mixing_sweep
 from workbench.models import load_pretrained
 from workbench.models.checkpoints import (
-    SafetensorsState,
+    adapter_base_problem,
     after_tensors,
     checkpoint_name,
+    folder_tensors,
     is_adapter,
     local_folder,
 )
@@ -118,12 +127,35 @@ def _load(spec, *, device: str, dtype: str, tokenizer=None, trust_remote_code: b
     return model, tokenizer or tok
 
 
+def _tokenizer(spec, trust_remote_code: bool = False):
+    """θ_before's tokenizer without its model (θr is evaluated in θ_before's prompt format before θ_before is loaded)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(local_folder(spec)), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _free_device() -> None:
+    """After the last reference to a loaded model is dropped: collect its reference cycles and give the
+    device's cached blocks back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def reference_truth_ratios(retain_model, tokenizer, data: UnlearningData, eval_config: EvalConfig, *, device: str,
                            dtype: str, trust_remote_code: bool = False) -> list[float]:
-    """θr's per-example forget truth ratios (FQ's reference), in ``eval_config``'s prompt format."""
+    """θr's per-example forget truth ratios (FQ's reference), in ``eval_config``'s prompt format.
+    A θr loaded here leaves the device before this returns."""
     model, _ = _load(retain_model, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     cfg = replace(eval_config, generate=False, splits=("forget",))
     table = Evaluator(tokenizer, data, cfg).evaluate(model).per_example
+    loaded = model is not retain_model
+    del model
+    if loaded:
+        _free_device()
     return table["truth_ratio"].tolist()
 
 
@@ -140,17 +172,21 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
     if not afters:
         raise ValueError("after: give at least one unlearned checkpoint")
     names = _label_all(afters, labels)
-    model, tok = _load(before, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    if problems := [p for a in afters if (p := adapter_base_problem(a, before))]:
+        raise ValueError("; ".join(problems))
     notes = {}
     reference = None
-    if retain_model:
-        reference = reference_truth_ratios(retain_model, tok, data, eval_config, device=device, dtype=dtype,
+    if retain_model:  # θr first, released before θ_before arrives: one model on the device
+        tokenizer = tokenizer or (None if isinstance(before, nn.Module) else _tokenizer(before, trust_remote_code))
+        reference = reference_truth_ratios(retain_model, tokenizer, data, eval_config, device=device, dtype=dtype,
                                            trust_remote_code=trust_remote_code)
     else:
         notes["FQ"] = notes["MU95"] = NO_FQ
+    model, tok = _load(before, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     evaluator = Evaluator(tok, data, eval_config, reference_forget_tr=reference)
-    first = evaluator.evaluate(model)
-    before_state = SafetensorsState(local_folder(before)) if isinstance(before, (str, Path)) else None
+    # below fp32 the mixer computes the changed modules in fp32 even at α = 0: each sweep evaluates its own
+    first = evaluator.evaluate(model) if next(model.parameters()).dtype == torch.float32 else None
+    before_state = folder_tensors(local_folder(before)) if isinstance(before, (str, Path)) else None
     start = "θ_before" if isinstance(before, nn.Module) else checkpoint_name(before)
     per_alpha, per_example = [], []
     for seed, (name, spec) in enumerate(zip(names, afters)):
@@ -164,7 +200,8 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
     if reference is None:
         summary["MU95"] = math.nan
     settings = {"before": str(start), "after": [str(a) if not isinstance(a, nn.Module) else n for a, n in zip(afters, names)],
-                "retain_model": None if retain_model is None else str(retain_model), "eval_config": eval_config.__dict__}
+                "retain_model": None if retain_model is None else str(retain_model), "dtype": str(next(model.parameters()).dtype),
+                "eval_config": eval_config.__dict__}
     return PairResult(per_alpha, pd.concat(per_example, ignore_index=True), summary, notes, settings)
 
 

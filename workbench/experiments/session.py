@@ -46,7 +46,7 @@ from workbench.experiments.chain import (
     train_cfg,
 )
 from workbench.metrics import extraction_strength
-from workbench.mixing import mixing_sweep
+from workbench.mixing import evaluated_in, mixing_sweep
 from workbench.models import architectures as arch
 from workbench.experiments.preflight import preflight, stage_fits
 from workbench.models import resolve_device, use_deterministic
@@ -219,11 +219,14 @@ class Session:
         inputs = {"start": start_key, "delta": delta_identity(delta), "alphas": alphas,
                   "eval": dataclasses.asdict(self.evaluator.cfg),
                   "reference": None if self.evaluator.reference_forget_tr is None else self.evaluator.reference_forget_tr.tolist()}
+        if eval_dtype := sweep_dtype(self.cfg):
+            inputs["eval_dtype"] = eval_dtype
 
         def build():
             self.fits("sweeps")
-            return mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress,
-                                first=self.evaluator.memoised(self.model, start_key))
+            with evaluated_in(self.model, eval_dtype):
+                return mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress,
+                                    first=self.evaluator.memoised(self.model, start_key))
 
         per_alpha, per_example = self.cache.get_or_build(
             "sweep", inputs, build, _save_frames, _load_frames, force=self.force, sources=self.sources(EVAL_SOURCES))
@@ -231,6 +234,11 @@ class Session:
             for i, (k, v) in enumerate(labels.items()):
                 frame.insert(i, k, v)
         return per_alpha, per_example
+
+
+def sweep_dtype(cfg) -> str:
+    """The dtype sweeps are evaluated in when it is not the model's (``eval_dtype``); '' otherwise."""
+    return cfg.eval_dtype if cfg.eval_dtype not in ("", cfg.dtype) else ""
 
 
 def delta_fingerprint(delta: RegionDelta) -> str:
@@ -318,8 +326,15 @@ def check_model(cfg, model: nn.Module) -> None:
 def retain_reference(session: Session) -> pd.DataFrame:
     """θr's per-example forget-set results (its truth ratios are Forget Quality's reference)."""
     inputs = {"model": session.base_key, "eval": dataclasses.asdict(session.evaluator.cfg)}
+    if eval_dtype := sweep_dtype(session.cfg):  # computed like the sweeps' truth ratios it is compared with
+        inputs["eval_dtype"] = eval_dtype
+
+    def build():
+        with evaluated_in(session.model, eval_dtype):
+            return session.evaluator(session.model).per_example
+
     result = session.cache.get_or_build(
-        "reference_eval", inputs, lambda: session.evaluator(session.model).per_example,
+        "reference_eval", inputs, build,
         lambda df, f: df.to_parquet(f / "per_example.parquet"), lambda f: pd.read_parquet(f / "per_example.parquet"),
         force=session.force, sources=EVAL_SOURCES)
     return result[result["split"] == "forget"].reset_index(drop=True)

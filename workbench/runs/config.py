@@ -26,16 +26,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
-from workbench.runs.methods import (  # noqa: F401
-    REGISTRIES,
-    _names,
-    absolute_paths,
-    generated_fields,
-    import_plugins,
-    method_params,
-    plugin_modules,
-    used_in,
-)
+from workbench.runs.methods import (REGISTRIES, _names, absolute_paths, generated_fields,  # noqa: F401
+                                    import_plugins, method_params, plugin_modules, used_in)
 from workbench.runs.params import (
     ConfigError,
     _looks_like_parameter,
@@ -97,6 +89,8 @@ class Config:
     vocab_size: int = param(2048, "tiny LLaMA: BPE vocabulary size", positive)
     device: str = param("auto", "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'", device_name)
     dtype: str = param("float32", "model dtype", one_of("dtype", _names("dtype")))
+    eval_dtype: str = param("", "dtype of the mixing sweeps and of θr's reference truth ratios; '' -> 'dtype'. bf16 greedy generation depends on the decoding path: the paper files sweep in float32",
+                            one_of("dtype", lambda: ["", *_names("dtype")()]))
     seed: int = param(0, "seed of data sampling, model init, training order and seeded methods")
     pretrain_epochs: int = param(3, "tiny model: epochs of pre-training into θp", non_negative)
     pretrain_lr: float = param(1e-3, "tiny model: pre-training learning rate", positive)

@@ -3,7 +3,10 @@ trained elsewhere (:func:`workbench.experiments.pair.evaluate_pair`).
 
 Unlike the four experiments, nothing is trained here, so the config carries no training fields:
 which checkpoints (``before``, ``after``, ``retain_model``), which data, how to evaluate. Built and
-validated like every notebook config (:func:`workbench.runs.config.from_params`).
+validated like every notebook config (:func:`workbench.runs.config.from_params`), and so before the
+notebook's kernel starts: a TOFU folder that lacks a file the evaluation reads, a checkpoint folder
+without weights (or adapter), and an adapter trained on another base than ``before`` are refused
+in one line each, naming the fix.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from workbench.data.formatting import PROMPT_FORMATS
-from workbench.data.tofu import FORGET_TO_RETAIN
+from workbench.data.tofu import FORGET_TO_RETAIN, HUB_ID, REFUSALS_SPLIT
+from workbench.models.checkpoints import ADAPTER_CONFIG, adapter_base_problem, is_adapter
 from workbench.runs.config import register_config
 from workbench.runs.methods import _names
 from workbench.runs.params import (
@@ -29,6 +34,7 @@ from workbench.runs.params import (
 
 NOTEBOOK = "evaluate-checkpoints"
 TOFU_DIR_ENV = "WORKBENCH_TOFU_DIR"
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 @register_config(NOTEBOOK)
@@ -60,7 +66,8 @@ class EvaluateCheckpointsConfig:
     eval_max_new_tokens: int = param(200, "greedy generation length for ROUGE-L", positive)
     eval_generate: bool = param(True, "generate answers (ROUGE-L, MU); False skips generation")
     device: str = param("auto", "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'", device_name)
-    dtype: str = param("float32", "model dtype", one_of("dtype", _names("dtype")))
+    dtype: str = param("float32", "dtype of the evaluation (float32: in bf16 greedy generation depends on the decoding path)",
+                       one_of("dtype", _names("dtype")))
     trust_remote_code: bool = param(False, "allow hub models with custom code")
     run_id: str = param("", "run folder name under outputs/<notebook>/; '' -> automatic")
 
@@ -81,4 +88,36 @@ class EvaluateCheckpointsConfig:
         problems += [p for a in self.after for p in model_problems("after", a)]
         if self.labels and (len(self.labels) != len(self.after) or len(set(self.labels)) != len(self.labels)):
             problems.append(f"'labels' = {self.labels}: give one distinct name per 'after' checkpoint ({len(self.after)})")
+        return problems + self.checkpoint_problems() + self.data_problems()
+
+    def checkpoint_problems(self) -> list[str]:
+        """Local checkpoint folders hold weights (``after``: or a PEFT adapter of ``before``)."""
+        problems = []
+        for key, spec in [("before", self.before), ("retain_model", self.retain_model)] + [("after", a) for a in self.after]:
+            folder = Path(spec).expanduser()
+            if not spec or not folder.is_dir():
+                continue  # a hub id (model_problems checked its form)
+            if is_adapter(folder) and key != "after":
+                problems.append(f"{key!r} = {spec!r} is a PEFT adapter folder: give it as an 'after' checkpoint (--after), "
+                                "with its base model as 'before'")
+            elif not is_adapter(folder) and not any((folder / name).is_file() for name in WEIGHTS):
+                problems.append(f"{key!r} = {spec!r}: the folder holds no model weights ({', '.join(WEIGHTS)}) "
+                                f"{'and no adapter (' + ADAPTER_CONFIG + ') ' if key == 'after' else ''}"
+                                "; give the folder that save_pretrained wrote")
+            elif key == "after" and self.before and (problem := adapter_base_problem(spec, self.before)):
+                problems.append(problem)
         return problems
+
+    def data_problems(self) -> list[str]:
+        """A local TOFU folder exists and holds every file the evaluation reads (one per configuration)."""
+        folder = self.data_path()
+        if self.data != "tofu" or not folder:
+            return []
+        where = f"'data_dir' = {folder!r}" if self.data_dir else f"${TOFU_DIR_ENV} = {folder!r}"
+        fix = f"pass the TOFU folder with -p data_dir=<folder> (or set ${TOFU_DIR_ENV}), or data_dir='' to read {HUB_ID} from the hub"
+        if not Path(folder).is_dir():
+            return [f"{where}: no such folder; {fix}"]
+        splits = ["full", f"{self.forget_split}_perturbed", FORGET_TO_RETAIN[self.forget_split], "retain_perturbed",
+                  "real_authors_perturbed", "world_facts_perturbed", REFUSALS_SPLIT]
+        missing = [f"{s}.jsonl" for s in splits if not any((Path(folder) / f"{s}{x}").is_file() for x in (".jsonl", ".json"))]
+        return [f"{where} lacks {', '.join(missing)} (TOFU keeps one <split>.jsonl per configuration of {HUB_ID}); {fix}"] if missing else []
