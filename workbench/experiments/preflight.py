@@ -54,9 +54,11 @@ def memory_stages(cfg, config, seq_len: int, *, base: str = "retain") -> dict[st
         lb = method_params(cfg, "localizer", localizer).get("batch_size", 8)
         stages[f"localization with {localizer}"] = (estimate_localization_memory(config, lb, seq_len, **train),
                                                     f"lower {localizer}_batch_size (now {lb})")
-    stages["sweeps"] = (_eval_estimate(config, seq_len, cfg.eval_max_new_tokens if cfg.eval_generate else 0, cfg.dtype),
+    sweep_dtype = getattr(cfg, "eval_dtype", "") or cfg.dtype  # sweeps run in eval_dtype when it is set
+    stages["sweeps"] = (_eval_estimate(config, seq_len, cfg.eval_max_new_tokens if cfg.eval_generate else 0, sweep_dtype),
                         f"lower eval_max_new_tokens (now {cfg.eval_max_new_tokens})"
-                        + (" or use dtype bfloat16" if cfg.dtype == "float32" else ""))
+                        + (" or use eval_dtype bfloat16 (greedy generation then depends on the decoding path)"
+                           if sweep_dtype == "float32" else ""))
     if any(obj.objective_class(o).needs_reference_model for o in cfg.methods("objective")):
         for stage, (est, _) in stages.items():
             if stage not in THETA.values():
