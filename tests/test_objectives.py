@@ -232,7 +232,8 @@ def test_dpo_pairs_from_qa_with_seeded_refusals():
 @pytest.mark.integration
 def test_npo_reference_stays_frozen_while_the_policy_moves():
     """π_ref is the model with its delta disabled: after k steps it still gives the logits of the
-    start bit for bit, while the NPO loss has moved away from its zero-margin value (2/β)·log 2."""
+    start bit for bit, and the loss the trainer logged has moved away from its zero-margin value
+    (2/β)·log 2 — a trainer that used the current policy as π_ref logs that value at every step."""
     model = make_tiny("llama")
     forget = random_examples(8, seed=2)
     batch = collate(forget, 0)
@@ -243,6 +244,7 @@ def test_npo_reference_stays_frozen_while_the_policy_moves():
     delta, history = train_region(model, random_region(model, 0.25, seed=1), forget, cfg, 0, objective=npo,
                                   progress=False)
     assert history[0]["loss"] == pytest.approx(4 * math.log(2), abs=1e-6)  # θ = π_ref at step 0
+    assert abs(history[-1]["loss"] - 4 * math.log(2)) > 0.05  # the trainer's π_ref stayed behind
     with delta.attached(), torch.no_grad():
         with delta.disabled():
             assert torch.equal(obj.forward_logits(model, batch), start)
@@ -262,3 +264,4 @@ def test_train_region_leaves_the_callers_context_alone():
     _, history = train_region(model, random_region(model, 0.25, seed=3), random_examples(8, seed=2), cfg, 0,
                                    objective="npo", ctx=ctx, progress=False)
     assert history[0]["loss"] == pytest.approx(4 * math.log(2), abs=1e-6)
+    assert abs(history[-1]["loss"] - 4 * math.log(2)) > 1e-3  # a stale π_ref would be this run's policy

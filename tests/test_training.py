@@ -101,13 +101,18 @@ def test_optimizer_state_scales_with_region():
 
 
 def test_bf16_model_keeps_fp32_delta_and_small_updates():
+    """Ten steps of 1e-5 add up to 1e-4 in every entry. In bf16 a weight near 0.02 has a half-ulp of
+    6e-5, so a delta kept in the model's dtype would round each step away."""
     model = make_tiny("llama").to(torch.bfloat16)
-    region = random_region(model, 0.1, seed=0)
-    delta = RegionDelta(model, region)
+    delta = RegionDelta(model, random_region(model, 0.1, seed=0))
+    assert any(p.abs().max() > 0.02 for p in delta.params.values())  # entries whose bf16 ulp exceeds 1e-4
     with torch.no_grad():
-        for p in delta.params.values():
-            p.add_(1e-4)  # far below bf16 resolution of weights ~0.02
-    assert all(not torch.equal(p, delta.before(int(l)).float()) for l, p in delta.params.items())
+        for _ in range(10):
+            for p in delta.params.values():
+                p.add_(1e-5)
+    for layer, p in delta.params.items():
+        moved = p.float() - delta.before(int(layer)).float()
+        torch.testing.assert_close(moved, torch.full_like(moved, 1e-4), rtol=0, atol=1e-7)  # fp32 rounding
 
 
 def test_save_load_roundtrip(tmp_path):
