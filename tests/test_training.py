@@ -8,13 +8,13 @@ import torch
 from conftest import make_tiny, random_examples
 
 from workbench.delta import RegionDelta
+from workbench.dense_masked import train_dense_masked
 from workbench.models import architectures as arch
 from workbench.regions import random_region, random_weight_region
 from workbench.training import (
     DivergedError,
     TrainConfig,
     finetune,
-    train_dense_masked,
     train_region,
 )
 

@@ -13,7 +13,7 @@ seeded data order, a tqdm progress bar, and a guard that stops on a non-finite l
 with the step, objective and learning rate in the message.
 
 Restricted training (:func:`train_region`) trains a :class:`~workbench.delta.RegionDelta`, so every
-parameter outside the region is bit-identical afterwards. :func:`train_dense_masked` is the plain
+parameter outside the region is bit-identical afterwards. :func:`~workbench.dense_masked.train_dense_masked` is the plain
 reference (gradient mask on full down-projection weights + weight decay limited to the mask) that
 tests and benchmarks compare it with.
 """
@@ -293,11 +293,3 @@ def frozen_for_training(model: nn.Module):
         for p, flag in flags:
             p.requires_grad_(flag)
 
-
-def __getattr__(name: str):
-    # The dense reference lives in its own module; tests and benchmarks still find it here.
-    if name == "train_dense_masked":
-        from workbench.dense_masked import train_dense_masked
-
-        return train_dense_masked
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
+from workbench.runs import evaluate_config  # noqa: F401  (registers "evaluate-checkpoints": no training fields)
 from workbench.runs.methods import (  # noqa: F401
     REGISTRIES,
     _names,
@@ -37,6 +38,7 @@ from workbench.runs.methods import (  # noqa: F401
     used_in,
 )
 from workbench.runs.params import (
+    CONFIGS,
     ConfigError,
     _looks_like_parameter,
     at_least_two,
@@ -51,6 +53,7 @@ from workbench.runs.params import (
     param,
     parameters_text,
     positive,
+    register_config,
     unit_interval,
     unknown_key_message,
 )
@@ -59,18 +62,6 @@ __all__ = ["Config", "ConfigError", "absolute_paths", "config_class", "describe"
            "import_plugins", "load", "method_params", "parameters_cell", "plugin_modules"]
 
 # -- the notebook dataclasses ---------------------------------------------------------------------
-CONFIGS: dict[str, type[Config]] = {}
-
-
-def register_config(notebook: str) -> Callable[[type[Config]], type[Config]]:
-    def wrap(cls: type[Config]) -> type[Config]:
-        cls.notebook = notebook
-        CONFIGS[notebook] = cls
-        return cls
-
-    return wrap
-
-
 @dataclass(frozen=True)
 class Config:
     """Parameters shared by every notebook: data, model, device, base training, evaluation, run."""
@@ -336,5 +327,3 @@ def parameters_cell(notebook: str) -> str:
     """The notebook's ``parameters`` cell: one ``name = default  # help`` line per built-in parameter."""
     return parameters_text(describe(notebook))
 
-
-from workbench.runs import evaluate_config  # noqa: E402,F401  (registers "evaluate-checkpoints": no training fields)

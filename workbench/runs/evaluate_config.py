@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 from workbench.data.formatting import PROMPT_FORMATS
 from workbench.data.tofu import FORGET_TO_RETAIN
-from workbench.runs.config import register_config
 from workbench.runs.methods import _names
 from workbench.runs.params import (
     at_least_two,
@@ -25,6 +24,7 @@ from workbench.runs.params import (
     one_of,
     param,
     positive,
+    register_config,
 )
 
 NOTEBOOK = "evaluate-checkpoints"

@@ -84,6 +84,21 @@ def device_name(key: str, value: str) -> str | None:
     return None if ok else f"{key!r} must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N', got {value!r}"
 
 
+# Every notebook's config class by notebook name (``runs.config`` and ``runs.evaluate_config`` fill it).
+CONFIGS: dict[str, type] = {}
+
+
+def register_config(notebook: str) -> Callable[[type], type]:
+    """Class decorator: the config of ``notebook``, found by :func:`workbench.runs.config.config_class`."""
+
+    def wrap(cls: type) -> type:
+        cls.notebook = notebook
+        CONFIGS[notebook] = cls
+        return cls
+
+    return wrap
+
+
 def param(default: Any, help: str, *checks: Check) -> Any:
     """A parameter: default, one-line help (shown by ``python -m workbench list``) and its checks."""
     if isinstance(default, list):

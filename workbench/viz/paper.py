@@ -40,7 +40,7 @@ import pandas as pd
 from workbench.experiments.baseline import MIN_OUTCOMES, can_separate
 from workbench.experiments.controlled import RANDOM
 from workbench.experiments.tables import baseline_of
-from workbench.viz.markdown import p_value, read_table
+from workbench.viz.cells import p_value, read_table
 from workbench.viz.plots import style
 
 # A copy of shared/reference/paper-tables.csv (every number of the paper's Tables 1–6), kept with the results.
