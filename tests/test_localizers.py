@@ -13,7 +13,7 @@ from workbench.data.formatting import collate
 from workbench.localizers.memflex import memflex_rank_score, randomize_answer
 from workbench.models import architectures as arch
 from workbench.regions import Region, WeightRegion, random_region
-from workbench.training import TrainConfig, train_region
+from workbench.training import TrainConfig, TrainSpec, train_region
 
 pytestmark = pytest.mark.integration
 
@@ -207,7 +207,7 @@ def test_planted_region_sanity():
     forget, retain = random_examples(6, seed=11), random_examples(6, seed=12)
     inject = TrainConfig(lr=0.3, epochs=30, batch_size=6, weight_decay=0.0, max_grad_norm=None, schedule="constant")
     before = _forget_nll(model, forget)
-    delta, _ = train_region(model, target, forget, inject, 0, progress=False)
+    delta, _ = train_region(model, target, TrainSpec(forget, inject, 0, progress=False))
     delta.merge()
     after = _forget_nll(model, forget)
     print(f"\nplanted: forget NLL {before:.2f} -> {after:.2f} after injection into V_tgt")

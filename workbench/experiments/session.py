@@ -52,7 +52,7 @@ from workbench.models import resolve_device
 from workbench.regions import Region, WeightRegion
 from workbench.runs import cache as cache_mod
 from workbench.runs.config import ConfigError, method_params, plugin_modules
-from workbench.training import train_region
+from workbench.training import TrainSpec, train_region
 
 __all__ = ["CheckFailed", "Session", "check_fs", "check_injection", "delta_fingerprint", "delta_identity", "open_session"]
 
@@ -116,10 +116,10 @@ class Session:
             inputs["general"] = True  # only when set, so that earlier θo keep their cache keys
 
         def build():
-            delta, _ = train_region(self.model, region, self.items["forget"], train_cfg(c, c.inject_lr, c.inject_epochs),
-                                    self.pad, retain=retain, lambda_retain=c.lambda_retain,
-                                    desc=f"inject into {region.size} vectors", progress=self.progress,
-                                    gradient_checkpointing=c.gradient_checkpointing)
+            spec = TrainSpec(self.items["forget"], train_cfg(c, c.inject_lr, c.inject_epochs), self.pad, retain=retain,
+                             lambda_retain=c.lambda_retain, desc=f"inject into {region.size} vectors",
+                             progress=self.progress, gradient_checkpointing=c.gradient_checkpointing)
+            delta, _ = train_region(self.model, region, spec)
             return delta
 
         delta = self._cached_delta("theta_o", inputs, build)
@@ -182,10 +182,11 @@ class Session:
             objective_fn = obj.make(objective, **params)
             items = objective_fn.train_items(self.tokenizer, self.data, self.items["forget"], seed=c.seed)
             ctx = obj.ObjectiveContext(reference_model=self.retain_model if objective_fn.needs_reference_model else None)
-            delta, _ = train_region(self.model, region, items, tc, self.pad, objective=objective_fn,
-                                    retain=self.items["retain"] if lambda_retain else None, lambda_retain=lambda_retain,
-                                    ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress,
-                                    gradient_checkpointing=c.gradient_checkpointing)
+            spec = TrainSpec(items, tc, self.pad, objective=objective_fn,
+                             retain=self.items["retain"] if lambda_retain else None, lambda_retain=lambda_retain,
+                             ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress,
+                             gradient_checkpointing=c.gradient_checkpointing)
+            delta, _ = train_region(self.model, region, spec)
             return delta
 
         return self._cached_delta("unlearned", inputs, build)
