@@ -77,7 +77,8 @@ def test_inject_general_adds_the_general_set_to_the_retain_term(tmp_path, monkey
 
     seen = []
     original = pipeline.train_region
-    monkeypatch.setattr(pipeline, "train_region", lambda *a, **k: seen.append(len(k["retain"])) or original(*a, **k))
+    monkeypatch.setattr(pipeline, "train_region",
+                        lambda model, region, spec: seen.append(len(spec.retain)) or original(model, region, spec))
     session = pipeline.open_session(_cfg(inject_general=True), cache_root=str(tmp_path), progress=False)
     n_retain, n_general = len(session.items["retain"]), len(session.items["general"])
     assert n_general > 0

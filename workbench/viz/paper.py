@@ -23,9 +23,10 @@ rule **[choice]**:
   testable here";
 * calibrated p < 0.05 counts as "separates" only with at least 20 Random–Random pairs: read as a
   rank test with the compared pair among its null, its smallest p is 1/(n_RR + 1), below 0.05 from
-  20 pairs on (:func:`workbench.experiments.baseline.can_separate`). With fewer pairs a p of 0 is
-  "not testable here": under an exchangeable null one θo with three Random regions (3 pairs) gives a
-  calibrated p < 0.05 in 13% of draws, one θo with seven (21 pairs) in 2% (tests/test_paper.py);
+  20 pairs on (:func:`workbench.experiments.baseline.can_separate`). With fewer pairs a calibrated
+  p below 0.05 is "not testable here": under an exchangeable null one θo with three Random regions
+  (3 pairs) gives one in about 13% of draws, one θo with seven (21 pairs) in about 2%
+  (tests/test_paper.py checks that the rule keeps false "separates" under 5%);
 * calibrated p ≥ 0.05: no difference beyond Random–Random (whatever the number of pairs: the
   difference is within what Random regions show).
 """
