@@ -33,7 +33,7 @@ from workbench.data.synthetic import synthetic_tofu
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids
 from workbench.mixing import mixing_sweep
 from workbench.regions import random_region
-from workbench.training import TrainConfig, finetune, train_region
+from workbench.training import TrainConfig, TrainSpec, finetune, train_region
 
 
 def _clock(device: str):
@@ -163,8 +163,9 @@ def main() -> None:
               f"mean {one_pass.mean():.2f})  (target >= 10x)")
 
     # 3. 21-point mixing sweep vs 21 single evaluations
-    delta, _ = train_region(model, random_region(model, 0.1, seed=0), encode_all(tok, data.forget),
-                            TrainConfig(lr=1e-3, epochs=1, batch_size=8), pad, objective="ga", progress=False)
+    spec = TrainSpec(encode_all(tok, data.forget), TrainConfig(lr=1e-3, epochs=1, batch_size=8), pad, objective="ga",
+                     progress=False)
+    delta, _ = train_region(model, random_region(model, 0.1, seed=0), spec)
     t = best_times({"sweep": lambda: mixing_sweep(model, delta, es_eval, progress=False),
                     "single": lambda: [es_eval(model) for _ in range(21)]}, args.repeats, args.device)
     t_sweep, t_single = t["sweep"], t["single"]

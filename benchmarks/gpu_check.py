@@ -32,7 +32,7 @@ from workbench.models import GIB, estimate_memory, resolve_device, resolve_dtype
 from workbench.objectives import forward_logits, mean_nll
 from workbench.precision import enable_checkpointing
 from workbench.regions import random_region
-from workbench.training import TrainConfig, train_region
+from workbench.training import TrainConfig, TrainSpec, train_region
 
 LLAMA_31_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                    num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
@@ -99,12 +99,13 @@ def train(model, args, device) -> tuple[object, dict]:
     region = random_region(model, args.fraction, seed=0)
     data = random_examples(args.batch * (args.steps + 1), args.seq_len, vocab, seed=1)
     cfg = dict(lr=args.lr, epochs=1, batch_size=args.batch, seed=0)
-    train_region(model, region, data, TrainConfig(**cfg, max_steps=1), 0, progress=False)  # warm-up
+    train_region(model, region, TrainSpec(data, TrainConfig(**cfg, max_steps=1), 0, progress=False))  # warm-up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     start = time.perf_counter()
-    delta, history = train_region(model, region, data, TrainConfig(**cfg, max_steps=args.steps), 0, progress=False)
+    spec = TrainSpec(data, TrainConfig(**cfg, max_steps=args.steps), 0, progress=False)
+    delta, history = train_region(model, region, spec)
     sync(device)
     seconds = time.perf_counter() - start
     return delta, {"region_vectors": region.size, "delta_params": delta.num_trainable(), "steps": len(history),

@@ -2,7 +2,7 @@
 
 Restricted training (:func:`workbench.training.train_region`) trains a dense fp32 ``[k_ℓ, d_model]``
 copy of the region's value vectors per layer, so its gradients and AdamW moments scale with the
-region. The reference, dense masked training (:func:`workbench.training.train_dense_masked`),
+region. The reference, dense masked training (:func:`workbench.dense_masked.train_dense_masked`),
 trains the full down-projection matrices behind a gradient mask: full-size gradients and moments.
 With a 10% random region the first should hold about a tenth of the second's gradient and
 optimizer bytes (target: at least 5× fewer) and be no slower per step.
@@ -73,7 +73,7 @@ def run_mode(mode: str, steps: int, batch_size: int, fraction: float) -> dict:
     """Train one mode in this process and return its measurements."""
     import torch
 
-    from workbench import training
+    from workbench import dense_masked, training
     from workbench.data.formatting import pad_id
     from workbench.models.smollm import load_smollm2
     from workbench.regions import random_region
@@ -81,7 +81,7 @@ def run_mode(mode: str, steps: int, batch_size: int, fraction: float) -> dict:
     model, tokenizer = load_smollm2(device="cpu")
     region = random_region(model, fraction, seed=0)
     data = _examples(tokenizer, batch_size * steps)
-    trainers = {"restricted": training.train_region, "dense_masked": training.train_dense_masked}
+    trainers = {"restricted": training.train_region, "dense_masked": dense_masked.train_dense_masked}
     optimizers, step_ends = [], []
     make = training.make_optimizer
 

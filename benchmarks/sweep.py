@@ -44,7 +44,7 @@ from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
 from workbench.generation import greedy_from_drafts, prefill
 from workbench.mixing import ALPHAS, evaluated_in, mixing_sweep
 from workbench.regions import random_region
-from workbench.training import TrainConfig, finetune, train_region
+from workbench.training import TrainConfig, TrainSpec, finetune, train_region
 
 SPLITS = ("forget", "retain_eval", "real_authors", "world_facts")
 
@@ -77,16 +77,18 @@ def smollm2_theta_o(data: UnlearningData, device: str, region_seed: int = 0):
     from workbench.models.smollm import load_smollm2
 
     model, tok = load_smollm2(device=device)
-    inject, _ = train_region(model, random_region(model, 0.1, seed=region_seed), encode_all(tok, data.forget + data.retain_eval),
-                             TrainConfig(lr=3e-3, epochs=10, batch_size=8), pad_id(tok), progress=False)
+    spec = TrainSpec(encode_all(tok, data.forget + data.retain_eval), TrainConfig(lr=3e-3, epochs=10, batch_size=8),
+                     pad_id(tok), progress=False)
+    inject, _ = train_region(model, random_region(model, 0.1, seed=region_seed), spec)
     inject.merge(1.0)
     return tok, model
 
 
 def unlearning(model, tok, data: UnlearningData, lr: float, region_seed: int = 0):
     """NPO on the forget set, restricted to a 10% region; returns the delta (θ_after = θ(1))."""
-    delta, _ = train_region(model, random_region(model, 0.1, seed=region_seed), encode_all(tok, data.forget),
-                            TrainConfig(lr=lr, epochs=5, batch_size=8), pad_id(tok), objective="npo", progress=False)
+    spec = TrainSpec(encode_all(tok, data.forget), TrainConfig(lr=lr, epochs=5, batch_size=8), pad_id(tok),
+                     objective="npo", progress=False)
+    delta, _ = train_region(model, random_region(model, 0.1, seed=region_seed), spec)
     return delta
 
 

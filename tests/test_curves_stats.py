@@ -221,5 +221,20 @@ def test_label_permutation_test_by_hand():
              for i, j in itertools.product(values[:3], values[3:])]
     assert p == pytest.approx(np.mean(brute))
     p_mc, n_mc = label_permutation_test(values, is_a, blocks, n_rounds=5, seed=0)  # fewer rounds: sampled
-    assert n_mc == 9 and 0 <= p_mc <= 1
+    assert n_mc == 9 and p_mc * 5 == round(p_mc * 5)  # a share of the 5 sampled labellings
     assert np.isnan(label_permutation_test([1.0, np.nan], [1, 0], [0, 0])[0])
+
+
+def test_sampled_label_permutation_p_is_close_to_the_exact_one():
+    # Three starts far apart (offsets 0, 10, 20), six sweeps each, two of them "a": C(6, 2)³ = 3375
+    # labellings, enumerated at 10 000 rounds and sampled at 1 000. A sampler that let labels cross
+    # starts, or changed a start's count of a, would compare sweeps across offsets and miss.
+    rng = np.random.default_rng(1)
+    blocks = np.repeat([0, 1, 2], 6)
+    values = rng.normal(size=18) + 10.0 * blocks
+    is_a = np.tile([1, 1, 0, 0, 0, 0], 3).astype(bool)
+    values[is_a] += 0.4
+    exact, n = label_permutation_test(values, is_a, blocks, n_rounds=10_000)
+    sampled, _ = label_permutation_test(values, is_a, blocks, n_rounds=1_000, seed=0)
+    assert n == 3375 and 0.05 < exact < 0.95
+    assert sampled == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 1_000))  # 4 binomial σ

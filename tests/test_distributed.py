@@ -27,7 +27,7 @@ from workbench.distributed import (
 )
 from workbench.models.tiny import random_model
 from workbench.regions import random_region
-from workbench.training import TrainConfig, finetune, train_region
+from workbench.training import TrainConfig, TrainSpec, finetune, train_region
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,8 +174,9 @@ def test_two_process_restricted_training_equals_one_process(tmp_path):
     trained = _check_ranks_communicated(tmp_path)
     model = random_model("llama", seed=3)
     region = random_region(model, 0.2, seed=1)
-    delta, history = train_region(model, region, random_token_examples(12, seed=3), _cfg(), 0,
-                                  retain=random_token_examples(12, seed=4), lambda_retain=2.0, progress=False)
+    delta, history = train_region(model, region, TrainSpec(random_token_examples(12, seed=3), _cfg(), 0,
+                                                           retain=random_token_examples(12, seed=4),
+                                                           lambda_retain=2.0, progress=False))
     assert set(trained) == {f"delta.{layer}" for layer in delta.layers}
     for layer in delta.layers:
         torch.testing.assert_close(trained[f"delta.{layer}"], delta.params[str(layer)].detach(), rtol=0, atol=2e-5)
@@ -193,8 +194,9 @@ def test_two_process_dpo_equals_one_process(tmp_path):
                        "--region-fraction", "0.2", "--region-seed", "1"], port=29563)
     trained = _check_ranks_communicated(tmp_path)
     model = random_model("llama", seed=3)
-    delta, history = train_region(model, random_region(model, 0.2, seed=1), _pairs(12, 3), _cfg(), 0,
-                                  objective="dpo", progress=False)
+    delta, history = train_region(model, random_region(model, 0.2, seed=1), TrainSpec(_pairs(12, 3), _cfg(), 0,
+                                                                                      objective="dpo",
+                                                                                      progress=False))
     moved = max((delta.params[str(l)].detach() - delta.before(l)).abs().max().item() for l in delta.layers)
     for layer in delta.layers:
         torch.testing.assert_close(trained[f"delta.{layer}"], delta.params[str(layer)].detach(), rtol=0,

@@ -22,7 +22,7 @@ from workbench.generation import (
 )
 from workbench.mixing import ALPHAS, mixing_sweep
 from workbench.regions import random_region
-from workbench.training import TrainConfig, train_region
+from workbench.training import TrainConfig, TrainSpec, train_region
 
 MAX_NEW = 30
 
@@ -61,9 +61,9 @@ def sweep():
     generation, plain greedy token ids per α)."""
     torch.manual_seed(0)
     tok, model, data = build_trained()
-    delta, _ = train_region(model, random_region(model, 0.3, seed=0), _forget(tok, data),
-                            TrainConfig(lr=3e-2, epochs=3, batch_size=3), pad_token_id=tok.pad_token_id,
-                            objective="ga", progress=False)
+    spec = TrainSpec(_forget(tok, data), TrainConfig(lr=3e-2, epochs=3, batch_size=3), tok.pad_token_id, objective="ga",
+                     progress=False)
+    delta, _ = train_region(model, random_region(model, 0.3, seed=0), spec)
     new = Evaluator(tok, data, EvalConfig(batch_size=4, max_new_tokens=MAX_NEW))
     reference = Evaluator(tok, data, EvalConfig(batch_size=4, generate=False, reuse=False))
     results = []

@@ -22,7 +22,7 @@ from workbench.likelihood import forward_logits, mean_nll
 from workbench.localizers import localize
 from workbench.models import architectures as arch
 from workbench.regions import WeightRegion, random_region
-from workbench.training import TrainConfig, train_region
+from workbench.training import TrainConfig, TrainSpec, train_region
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = os.environ.get("WORKBENCH_TEST_DEVICE", "cuda")
@@ -43,8 +43,9 @@ def test_bf16_mixing_sweep_follows_the_fp32_reference():
     fp32 = make_tiny("llama", d_model=64, d_ff=128).to(DEVICE)
     bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
     region = random_region(fp32, 0.2, seed=0)
-    delta32, _ = train_region(fp32, region, random_examples(16), TrainConfig(lr=3e-4, epochs=2, batch_size=8), 0,
-                              progress=False)
+    delta32, _ = train_region(fp32, region, TrainSpec(random_examples(16),
+                                                      TrainConfig(lr=3e-4, epochs=2, batch_size=8), 0,
+                                                      progress=False))
     delta16 = RegionDelta(bf16, region)
     with torch.no_grad():
         for layer in delta32.layers:
@@ -70,8 +71,8 @@ def test_weight_level_localisation_on_cuda_gives_cpu_masks_and_trains():
     on_cpu = localize("wagle_weights", copy.deepcopy(model).cpu(), forget, retain, 0, 0.8)
     agree = sum(int((a == b).sum()) for a, b in zip(found.region.masks.values(), on_cpu.region.masks.values()))
     assert found.region.size == on_cpu.region.size and agree / found.region.total > 0.99
-    delta, history = train_region(model, found.region, forget, TrainConfig(lr=1e-3, epochs=1, batch_size=4), 0,
-                                  progress=False)
+    delta, history = train_region(model, found.region, TrainSpec(forget, TrainConfig(lr=1e-3, epochs=1, batch_size=4),
+                                                                 0, progress=False))
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
     assert delta.params[str(delta.layers[0])].device.type == torch.device(DEVICE).type
 
@@ -84,7 +85,7 @@ def test_restricted_training_is_bit_identical_outside_the_region_on_cuda(dtype):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     region = random_region(model, 0.1, seed=0)
     cfg = TrainConfig(lr=5e-2, epochs=2, batch_size=4, weight_decay=0.01, max_grad_norm=0.5)
-    delta, _ = train_region(model, region, random_examples(12), cfg, 0, progress=False)
+    delta, _ = train_region(model, region, TrainSpec(random_examples(12), cfg, 0, progress=False))
     delta.merge()
     down = set(arch.down_proj_names(model))
     for name, value in model.state_dict().items():

@@ -5,7 +5,10 @@
   training and config read what they need from the method's class.
 * An objective written in a user's file, outside the package, runs from the CLI through the
   ``plugins`` parameter and its rows appear in the results.
-* The science modules do not import the infrastructure; the two former import cycles are gone.
+* The science modules do not import the infrastructure, and no two modules of the package import
+  each other, directly or around a loop (imports inside functions count: they run when called).
+* A submodule name means the submodule: ``import workbench.experiments.controlled as m`` gives the
+  module, not a function of the same name.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pytest
 
 from workbench import localizers as loc
 from workbench import objectives as obj
+from workbench.runs import deps
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "workbench"
@@ -74,6 +78,61 @@ def test_science_modules_do_not_import_infrastructure():
                     ("workbench.runs", "workbench.experiments", "workbench.viz")):
                 bad.append(f"{path.relative_to(ROOT)} imports {node.module}")
     assert not bad, bad
+
+
+def _modules() -> list[str]:
+    names = []
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(names)
+
+
+def import_cycles(modules: list[str]) -> list[list[str]]:
+    """Strongly connected components (more than one module) of the package's import graph, every
+    import of a file counted (:func:`workbench.runs.deps.direct_imports`). An edge to the module's
+    own parent package is left out: importing ``a.b`` runs ``a`` first, which is how packages work,
+    not a loop in the design."""
+    graph = {m: {d for d in deps.direct_imports(m) if d in modules and d != m and not m.startswith(d + ".")}
+             for m in modules}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    reachable = {m: reach(m) for m in modules}
+    cycles = {frozenset({m} | {o for o in reachable[m] if m in reachable[o]}) for m in modules if m in reachable[m]}
+    return sorted(sorted(c) for c in cycles)
+
+
+@pytest.mark.unit
+def test_the_package_has_no_import_cycles():
+    assert import_cycles(_modules()) == []
+
+
+@pytest.mark.unit
+def test_import_cycles_finds_a_loop(monkeypatch):
+    # the check itself: give cells an import of paper (which imports cells), as a lazy import would
+    assert import_cycles(["workbench.viz.cells", "workbench.viz.paper"]) == []
+    graph_of = deps.direct_imports
+    monkeypatch.setattr(deps, "direct_imports",
+                        lambda m: graph_of(m) | ({"workbench.viz.paper"} if m == "workbench.viz.cells" else set()))
+    assert import_cycles(["workbench.viz.cells", "workbench.viz.paper"]) == [["workbench.viz.cells", "workbench.viz.paper"]]
+
+
+@pytest.mark.unit
+def test_a_submodule_name_gives_the_submodule():
+    import types
+
+    import workbench.experiments.controlled as m
+    import workbench.experiments.revisit as r
+
+    assert isinstance(m, types.ModuleType) and m.ORACLE == "oracle"
+    assert isinstance(r, types.ModuleType) and r.RANDOM_WEIGHTS.endswith("_weights")
 
 
 @pytest.mark.unit

@@ -13,7 +13,7 @@ from workbench.data.formatting import collate
 from workbench.localizers.memflex import memflex_rank_score, randomize_answer
 from workbench.models import architectures as arch
 from workbench.regions import Region, WeightRegion, random_region
-from workbench.training import TrainConfig, train_region
+from workbench.training import TrainConfig, TrainSpec, train_region
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +62,45 @@ def test_memflex_rank_score_prefers_low_cosine_then_norm():
     cos = torch.tensor([[0.99, 0.1, 0.2, 0.97]])
     order = torch.argsort(memflex_rank_score(norm, cos, 0.95).flatten(), descending=True).tolist()
     assert order == [2, 1, 3, 0]  # passers by norm, then the rest by norm
+
+
+def _hand_memflex(model, down_weights, vector_of, forget, retain, repeats, seed):
+    """g_unl, g_ret per value vector ``[layer, d_ff, d_model]`` from explicit per-example backward
+    passes: answer-token NLL of each random-answer copy, gradient of the down-projection weight."""
+    gen = torch.Generator().manual_seed(seed)
+    vocab = model.get_input_embeddings().num_embeddings
+    out = []
+    for items in (forget, retain):
+        total = [torch.zeros_like(w) for w in down_weights]
+        copies = [randomize_answer(it, vocab, 0, gen) for it in items for _ in range(repeats)]
+        for c in copies:
+            ids = torch.tensor([c.input_ids])
+            logits = model(input_ids=ids).logits[0, c.prompt_len - 1 : -1]
+            loss = torch.nn.functional.cross_entropy(logits, ids[0, c.prompt_len :])
+            for acc, g in zip(total, torch.autograd.grad(loss, down_weights)):
+                acc += g / len(copies)
+        out.append(torch.stack([torch.stack([vector_of(g, j) for j in range(g.shape[0])]) for g in total]))
+    return out
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_memflex_scores_equal_hand_gradients_on_the_vector_axis(model_type):
+    """Square down-projections (d_ff = d_model) so a wrong axis keeps the shapes and only the values
+    tell; μ at the median cosine so a flipped gradient sign changes which vectors pass."""
+    model = make_tiny(model_type, d_ff=32).double()
+    if model_type == "llama":  # nn.Linear(d_ff → d_model): weight [d_model, d_ff], vector j = column j
+        weights, vector_of = [layer.mlp.down_proj.weight for layer in model.model.layers], lambda g, j: g[:, j]
+    else:  # GPT-2's Conv1D: weight [d_ff, d_model], vector j = row j
+        weights, vector_of = [block.mlp.c_proj.weight for block in model.transformer.h], lambda g, j: g[j]
+    forget, retain = random_examples(3, seed=4), random_examples(3, seed=5)
+    g_unl, g_ret = _hand_memflex(model, weights, vector_of, forget, retain, repeats=2, seed=0)
+    cos = torch.nn.functional.cosine_similarity(g_unl, g_ret, dim=-1)
+    middle = cos.flatten().sort().values[cos.numel() // 2 - 1 : cos.numel() // 2 + 1]
+    mu = float(middle.mean())  # between two cosines: no vector sits on the threshold
+    expected = memflex_rank_score(g_unl.norm(dim=-1), cos, mu)
+    got = loc.score("memflex", model, forget, retain, 0, mu=mu, repeats=2, seed=0, batch_size=2)
+    assert 0.3 < (cos < mu).float().mean() < 0.7
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-9)
 
 
 def test_memflex_randomizes_answers_only_and_never_pads():
@@ -168,7 +207,7 @@ def test_planted_region_sanity():
     forget, retain = random_examples(6, seed=11), random_examples(6, seed=12)
     inject = TrainConfig(lr=0.3, epochs=30, batch_size=6, weight_decay=0.0, max_grad_norm=None, schedule="constant")
     before = _forget_nll(model, forget)
-    delta, _ = train_region(model, target, forget, inject, 0, progress=False)
+    delta, _ = train_region(model, target, TrainSpec(forget, inject, 0, progress=False))
     delta.merge()
     after = _forget_nll(model, forget)
     print(f"\nplanted: forget NLL {before:.2f} -> {after:.2f} after injection into V_tgt")
@@ -178,11 +217,16 @@ def test_planted_region_sanity():
     draws = [loc.localization_accuracy(loc.score("random", model, [], [], 0, seed=s), target) for s in range(200)]
     assert sum(d["precision"] for d in draws) / len(draws) == pytest.approx(target.fraction, abs=0.03)
     assert sum(d["auroc"] for d in draws) / len(draws) == pytest.approx(0.5, abs=0.03)
+    member = target.mask().flatten()
     for name, params in (("activations", {}), ("wagle", {}), ("memflex", {"repeats": 2})):
-        acc = loc.localization_accuracy(loc.score(name, model, forget, retain, 0, **params), target)
+        scores = loc.score(name, model, forget, retain, 0, **params)
+        acc = loc.localization_accuracy(scores, target)
         # reported, not asserted: how the localizers fare when the ground truth is known
         print(f"planted V_tgt ({target.size} of {target.total}): {name} precision {acc['precision']:.2f} auroc {acc['auroc']:.2f}")
-        assert 0.0 <= acc["auroc"] <= 1.0
+        # golden: the share of (V_tgt, other) vector pairs that the scores order rightly, ties ½
+        inside, outside = scores.flatten()[member, None].double(), scores.flatten()[None, ~member].double()
+        by_hand = ((inside > outside).double() + 0.5 * (inside == outside).double()).mean().item()
+        assert acc["auroc"] == pytest.approx(by_hand, abs=1e-9), name
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "gpt_neox"])

@@ -11,7 +11,7 @@ from conftest import make_tiny, random_examples
 from workbench.data.formatting import collate
 from workbench.mixing import ALPHAS, StateMixer, interpolate_state_dicts, mixing_sweep
 from workbench.regions import random_region
-from workbench.training import TrainConfig, train_region
+from workbench.training import TrainConfig, TrainSpec, train_region
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +30,8 @@ def setup():
     model = make_tiny("llama")
     before = _state(model)
     data = random_examples(8)
-    delta, _ = train_region(model, random_region(model, 0.2, seed=1), data,
-                            TrainConfig(lr=5e-2, epochs=2, batch_size=4), pad_token_id=0, progress=False)
+    spec = TrainSpec(data, TrainConfig(lr=5e-2, epochs=2, batch_size=4), 0, progress=False)
+    delta, _ = train_region(model, random_region(model, 0.2, seed=1), spec)
     delta.merge(1.0)
     after = _state(model)
     delta.restore()
@@ -122,9 +122,9 @@ def test_sweep_with_the_evaluator():
 
     tok, model, data = build_trained()
     before = _state(model)
-    delta, _ = train_region(model, random_region(model, 0.3, seed=0), _forget(tok, data),
-                            TrainConfig(lr=3e-2, epochs=3, batch_size=3), pad_token_id=tok.pad_token_id,
-                            objective="ga", progress=False)
+    spec = TrainSpec(_forget(tok, data), TrainConfig(lr=3e-2, epochs=3, batch_size=3), tok.pad_token_id, objective="ga",
+                     progress=False)
+    delta, _ = train_region(model, random_region(model, 0.3, seed=0), spec)
     evaluator = Evaluator(tok, data, EvalConfig(max_new_tokens=8), reference_forget_tr=[0.5, 1.0, 2.0])
     per_alpha, per_example = mixing_sweep(model, delta, evaluator, alphas=(0.0, 0.5, 1.0), progress=False)
     assert _equal(_state(model), before)

@@ -20,7 +20,7 @@ from workbench.objectives.npo import npo_loss
 from workbench.objectives.rmu import control_vector, rmu_layer, rmu_loss, rmu_reachable
 from workbench.objectives.wga import wga_loss
 from workbench.regions import Region, random_region
-from workbench.training import TrainConfig, train_region
+from workbench.training import TrainConfig, TrainSpec, train_region
 
 # batch 1, pos 4, vocab 3; answer = tokens 2 and 3 (predicted by logits at positions 1 and 2)
 LOGITS = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [0.0, 0.0, 0.0]]])
@@ -163,8 +163,8 @@ def test_rmu_reachable_counts_layers_up_to_l():
 def test_rmu_moves_only_reachable_vectors():
     model = make_tiny("llama")
     region = random_region(model, 0.2, seed=0)
-    delta, _ = train_region(model, region, random_examples(4), TrainConfig(lr=1e-2, epochs=2, batch_size=4),
-                            0, objective=obj.make("rmu", layer=0), progress=False)
+    delta, _ = train_region(model, region, TrainSpec(random_examples(4), TrainConfig(lr=1e-2, epochs=2, batch_size=4),
+                                                     0, objective=obj.make("rmu", layer=0), progress=False))
     assert not torch.equal(delta.params["0"], delta.before(0))
     assert torch.equal(delta.params["1"], delta.before(1))
 
@@ -204,7 +204,8 @@ def test_forget_objectives_lower_forget_likelihood(name):
     data = _pairs(8, seed=2) if name == "dpo" else forget
     before = _forget_logprob(model, forget)
     cfg = TrainConfig(lr=5e-2, epochs=3, batch_size=4, seed=0)
-    delta, _ = train_region(model, region, data, cfg, 0, objective=name, progress=False)  # batching: the objective's own
+    delta, _ = train_region(model, region, TrainSpec(data, cfg, 0, objective=name,
+                                                     progress=False))  # batching: the objective's own
     delta.merge()
     after = _forget_logprob(model, forget)
     assert after < before - 0.1, f"{name}: forget log-likelihood {before:.3f} -> {after:.3f}"
@@ -232,7 +233,8 @@ def test_dpo_pairs_from_qa_with_seeded_refusals():
 @pytest.mark.integration
 def test_npo_reference_stays_frozen_while_the_policy_moves():
     """π_ref is the model with its delta disabled: after k steps it still gives the logits of the
-    start bit for bit, while the NPO loss has moved away from its zero-margin value (2/β)·log 2."""
+    start bit for bit, and the loss the trainer logged has moved away from its zero-margin value
+    (2/β)·log 2 — a trainer that used the current policy as π_ref logs that value at every step."""
     model = make_tiny("llama")
     forget = random_examples(8, seed=2)
     batch = collate(forget, 0)
@@ -240,9 +242,10 @@ def test_npo_reference_stays_frozen_while_the_policy_moves():
         start = obj.forward_logits(model, batch).clone()
     npo = obj.make("npo", beta=0.5)
     cfg = TrainConfig(lr=5e-2, epochs=2, batch_size=4, seed=0)
-    delta, history = train_region(model, random_region(model, 0.25, seed=1), forget, cfg, 0, objective=npo,
-                                  progress=False)
+    delta, history = train_region(model, random_region(model, 0.25, seed=1), TrainSpec(forget, cfg, 0, objective=npo,
+                                                                                       progress=False))
     assert history[0]["loss"] == pytest.approx(4 * math.log(2), abs=1e-6)  # θ = π_ref at step 0
+    assert abs(history[-1]["loss"] - 4 * math.log(2)) > 0.05  # the trainer's π_ref stayed behind
     with delta.attached(), torch.no_grad():
         with delta.disabled():
             assert torch.equal(obj.forward_logits(model, batch), start)
@@ -256,9 +259,11 @@ def test_train_region_leaves_the_callers_context_alone():
     model = make_tiny("llama")
     ctx = obj.ObjectiveContext()
     cfg = TrainConfig(lr=5e-2, epochs=1, batch_size=4, seed=0)
-    train_region(model, random_region(model, 0.25, seed=1), random_examples(8, seed=2), cfg, 0,
-                 objective="npo", ctx=ctx, progress=False)
+    train_region(model, random_region(model, 0.25, seed=1), TrainSpec(random_examples(8, seed=2), cfg, 0,
+                                                                      objective="npo", ctx=ctx, progress=False))
     assert ctx.reference is None
-    _, history = train_region(model, random_region(model, 0.25, seed=3), random_examples(8, seed=2), cfg, 0,
-                                   objective="npo", ctx=ctx, progress=False)
+    _, history = train_region(model, random_region(model, 0.25, seed=3), TrainSpec(random_examples(8, seed=2), cfg, 0,
+                                                                                   objective="npo", ctx=ctx,
+                                                                                   progress=False))
     assert history[0]["loss"] == pytest.approx(4 * math.log(2), abs=1e-6)
+    assert abs(history[-1]["loss"] - 4 * math.log(2)) > 1e-3  # a stale π_ref would be this run's policy

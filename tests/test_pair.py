@@ -23,6 +23,7 @@ import workbench as wb
 from workbench.evaluation import EvalConfig, Evaluator
 from workbench.experiments.pair import NO_FQ, evaluate_pair
 from workbench.models import save_model_folder
+from workbench.viz import compare
 
 pytestmark = pytest.mark.integration
 CFG = EvalConfig(batch_size=8, max_new_tokens=12)
@@ -61,7 +62,7 @@ def test_ends_are_the_two_models_and_one_after_three_ways_gives_one_curve(pair):
     ends = result.ends()
     assert set(ends["model"]) == {"before", "after"} and len(ends) == 6
     # one figure per plane, one curve (plus its shaded area) per method
-    figs = result.figures()
+    figs = compare.checkpoint_figures(result)
     assert len(figs) == 2 and sum(t.mode == "lines+markers" for t in figs[0].data) == 3
 
 
@@ -72,9 +73,9 @@ def test_without_a_retain_model_fq_is_left_out_with_a_reason(pair, tmp_path):
     assert result.per_alpha["FQ"].isna().all() and result.summary["MU95"].isna().all()
     assert result.notes["FQ"] == NO_FQ and "retain_model" in result.notes["MU95"]
     assert np.isfinite(result.summary["AUES"]).all()
-    assert len(result.figures()) == 1  # FS–RS only
+    assert len(compare.checkpoint_figures(result)) == 1  # FS–RS only
     run = wb.RunDir.create("evaluate-checkpoints", {"before": "model"}, outputs=tmp_path, run_id="x")
-    paths = result.save(run)
+    paths = compare.save_pair(run, result)
     assert {"per_alpha", "per_example", "summary", "ends", "notes", "figures"} <= set(paths)
     assert (run.path / "figures.html").read_text().count("plotly") > 0
     assert pd.read_csv(run.path / "summary.csv")["scenario"].tolist() == ["LlamaForCausalLM"]

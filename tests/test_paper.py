@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pandas as pd
 import pytest
 
+from workbench import stats
+from workbench.experiments import baseline
 from workbench.viz import paper
 
 pytestmark = pytest.mark.unit
 
 
-def _kept(tmp_path):
+def _kept(tmp_path, rr_pairs=2):
     # Two start models; Oracle and two Random sweeps each. By hand: Δ per start = 0.70 − 0.61 and
     # 0.66 − 0.59, mean 0.08; σ_R = std(0.60, 0.62, 0.58, 0.60) = 0.016330 → Δ/σ_R = +4.9.
     rows = [("npo", "θo 7", "oracle", 0.70, -5.0, True), ("npo", "θo 7", "random", 0.60, -6.0, True),
@@ -19,7 +24,8 @@ def _kept(tmp_path):
     summary = pd.DataFrame(rows, columns=["objective", "start", "scenario", "AUES", "MU95", "MU95_reached"])
     summary.to_csv(tmp_path / "summary.csv", index=False)
     pd.DataFrame([{"objective": "npo", "scenario": "oracle", "baseline": "random", "p AUES paper (mean)": 0.5,
-                   "p AUES R–R": 0.01, "p MU95 paper (mean)": 0.4, "p MU95 R–R": 0.3}]).to_csv(tmp_path / "table.csv", index=False)
+                   "p AUES R–R": 0.01, "p MU95 paper (mean)": 0.4, "p MU95 R–R": 0.3,
+                   "R–R pairs": rr_pairs}]).to_csv(tmp_path / "table.csv", index=False)
     pd.DataFrame([
         {"table": 2, "model": "M", "objective": "npo", "region": "random", "metric": "aues", "mean": 0.60, "std": 0.02, "p_value": 0.7},
         {"table": 2, "model": "M", "objective": "npo", "region": "oracle", "metric": "aues", "mean": 0.61, "std": 0.01, "p_value": 0.7},
@@ -35,18 +41,81 @@ def test_our_delta_is_per_start_model_and_in_units_of_random_spread(tmp_path):
     assert paper.ours(summary, "MU95").iloc[0].reached == "2/2 vs 3/4"
 
 
-def test_comparison_row_and_verdict(tmp_path):
-    _kept(tmp_path)
+def _verdict_cell(tmp_path, rr_pairs):
+    _kept(tmp_path, rr_pairs)
     lines = paper.comparison(tmp_path, "oracle-vs-random", "AUES", tmp_path / "paper.csv")
-    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    return [c.strip() for c in lines[2].strip("|").split("|")]
+
+
+def test_comparison_row_and_verdict(tmp_path):
+    cells = _verdict_cell(tmp_path, rr_pairs=20)
     assert cells[2] == "+0.080 (+4.9)" and cells[3] == "0.5 / 0.01"
     assert cells[4] == "+0.010 (+0.5), 0.7"  # the paper: Oracle 0.61 − Random 0.60, σ_R 0.02
     assert cells[5] == "differ: ours separates from Random"
     assert paper.comparison(tmp_path, "oracle-vs-random", "MU95", tmp_path / "paper.csv") == []  # the paper has none
 
 
+def test_a_small_calibrated_p_from_two_random_pairs_is_not_a_separation(tmp_path):
+    cells = _verdict_cell(tmp_path, rr_pairs=2)
+    assert cells[5] == "not testable here: 2 Random–Random pairs, 20 needed for p < 0.05 (the paper: no difference)"
+
+
 def test_verdicts():
-    assert paper._verdict(0.01, 0.6, -0.01, 0.4).startswith("agree: no difference")
-    assert paper._verdict(0.01, 0.6, -0.01, 0.01) == "differ: the paper separates"
-    assert paper._verdict(0.03, 0.4, -0.02, float("nan")) == "opposite ordering (paper: below Random)"
-    assert paper._verdict(-0.03, 0.4, -0.02, float("nan")) == "same ordering (paper: below Random)"
+    assert paper._verdict(0.01, 0.6, 3, -0.01, 0.4).startswith("agree: no difference")
+    assert paper._verdict(0.01, 0.6, 3, -0.01, 0.01) == "differ: the paper separates"
+    assert paper._verdict(0.03, 0.4, 3, -0.02, float("nan")) == "opposite ordering (paper: below Random)"
+    assert paper._verdict(-0.03, 0.4, 3, -0.02, float("nan")) == "same ordering (paper: below Random)"
+
+
+def test_a_missing_calibrated_p_is_not_testable_never_agree():
+    # the paper's own design: one Random per θo, so no Random–Random pair and no calibrated p
+    assert paper._verdict(0.5, float("nan"), 0, -0.01, 0.4) == "not testable here: no Random–Random pairs (the paper: no difference)"
+    assert paper._verdict(0.5, float("nan"), 0, -0.01, 0.01).startswith("not testable here")
+
+
+def test_separates_needs_twenty_random_pairs():
+    # with the compared pair among its null, the smallest calibrated p is 1/(n + 1): 1/20 at 19 pairs
+    assert paper._verdict(0.1, 0.0, 19, 0.0, 0.5).startswith("not testable here: 19 Random–Random pairs")
+    assert paper._verdict(0.1, 0.0, 20, 0.0, 0.5) == "differ: ours separates from Random"
+    assert paper._verdict(0.1, 0.0, 20, 0.0, 0.01) == "agree: a difference"
+
+
+def _false_separations(n_random: int, n_starts: int = 1, draws: int = 600) -> float:
+    """Share of "separates" verdicts when Oracle and Random sweeps are exchangeable (the null)."""
+    rng, hits = np.random.default_rng(0), 0
+    for _ in range(draws):
+        aues = rng.normal(size=(n_starts, 1 + n_random))  # column 0: Oracle
+        null = [abs(a - b) for row in aues for a, b in itertools.combinations(row[1:], 2)]
+        p_cal = np.mean([stats.calibrated_p(row[0] - r, null) for row in aues for r in row[1:]])
+        hits += paper._verdict(0.1, p_cal, len(null), 0.0, 0.5).startswith("differ: ours separates")
+    return hits / draws
+
+
+def test_the_separates_rule_keeps_false_separations_under_five_percent():
+    # the review's case: one θo, three Random regions → 3 pairs, p_cal < 0.05 in ≈ 13% of null draws
+    assert _false_separations(3) == 0
+    assert _false_separations(7) < 0.05  # 21 pairs: the rule lets the test decide, ≈ 2% false
+
+
+def test_weight_level_scenarios_are_compared_with_random_weights():
+    rows = [("npo", "θ_full", "random", 7, 0.70), ("npo", "θ_full", "random", 19, 0.72),
+            ("npo", "θ_full", "random_weights", 7, 0.50), ("npo", "θ_full", "random_weights", 19, 0.54),
+            ("npo", "θ_full", "wagle_weights", 0, 0.61), ("npo", "θ_full", "wagle", 0, 0.65)]
+    summary = pd.DataFrame(rows, columns=["objective", "start", "scenario", "seed", "AUES"])
+    mine = paper.ours(summary, "AUES").set_index("scenario")
+    assert sorted(mine.index) == ["wagle", "wagle_weights"]  # no Random baseline as a scenario
+    assert mine.loc["wagle_weights", "delta"] == pytest.approx(0.61 - 0.52)
+    assert mine.loc["wagle_weights", "sigma"] == pytest.approx(np.std([0.50, 0.54], ddof=1))
+    assert mine.loc["wagle", "delta"] == pytest.approx(0.65 - 0.71)
+
+
+@pytest.mark.parametrize(("n_sweeps", "reported"), [(6, False), (7, True)])
+def test_label_p_is_reported_only_where_it_can_fall_below_005(n_sweeps, reported):
+    # one start, three Oracle sweeps well above the rest: C(6, 3) = 20 labellings give p = 1/20 = 0.05,
+    # which is not below 0.05; C(7, 3) = 35 give 1/35
+    values = [1.0, 1.1, 1.2] + [0.1 * i for i in range(n_sweeps - 3)]
+    summary = pd.DataFrame({"objective": "npo", "start": "θo 7", "scenario": ["oracle"] * 3 + ["random"] * (n_sweeps - 3),
+                            "AUES": values, "MU95": values})
+    row = baseline.label_tests(summary, "oracle", "random").iloc[0]
+    assert row.n_labelings == {6: 20, 7: 35}[n_sweeps]
+    assert (row.p_AUES_labels == pytest.approx(1 / 35)) if reported else np.isnan(row.p_AUES_labels)

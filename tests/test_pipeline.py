@@ -21,7 +21,7 @@ def _cfg(**over):
 
 def _run(cfg, cache):
     session = pipeline.open_session(cfg, cache_root=str(cache), progress=False)
-    return experiments.controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook)
+    return experiments.run_controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook)
 
 
 def test_same_parameters_and_seed_give_identical_results(tmp_path):
@@ -77,7 +77,8 @@ def test_inject_general_adds_the_general_set_to_the_retain_term(tmp_path, monkey
 
     seen = []
     original = pipeline.train_region
-    monkeypatch.setattr(pipeline, "train_region", lambda *a, **k: seen.append(len(k["retain"])) or original(*a, **k))
+    monkeypatch.setattr(pipeline, "train_region",
+                        lambda model, region, spec: seen.append(len(spec.retain)) or original(model, region, spec))
     session = pipeline.open_session(_cfg(inject_general=True), cache_root=str(tmp_path), progress=False)
     n_retain, n_general = len(session.items["retain"]), len(session.items["general"])
     assert n_general > 0
@@ -123,8 +124,8 @@ def test_sweeps_from_one_start_share_its_first_point(tmp_path, monkeypatch):
         monkeypatch.setattr(Evaluator, "evaluate", lambda self, m, drafts=None: calls.append(1) or original(self, m, drafts=drafts))
         cfg = _cfg(random_per_seed=random_per_seed, region_seeds=[7])
         session = pipeline.open_session(cfg, cache_root=str(cache), progress=False)
-        result = experiments.controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook,
-                                        random_seeds=cfg.random_seeds_for)
+        result = experiments.run_controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook,
+                                            random_seeds=cfg.random_seeds_for)
         assert result.per_alpha.groupby(["scenario", "seed"]).ngroups == 1 + random_per_seed
         return len(calls)
 

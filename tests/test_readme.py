@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.viz import markdown
+from workbench.viz import cells, markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
@@ -33,7 +33,7 @@ def test_rendering_reports_both_p_values_and_reached_counts():
 
 
 def test_p_value_format():
-    assert [markdown.p_value(v) for v in (0.05123, 2.3e-5, 1.0, float("nan"), 0.0)] == ["0.051", "2.3e-05", "1", "–", "0"]
+    assert [cells.p_value(v) for v in (0.05123, 2.3e-5, 1.0, float("nan"), 0.0)] == ["0.051", "2.3e-05", "1", "–", "0"]
 
 
 def test_facts_line_reports_the_general_knowledge_es_when_the_checks_carry_it(tmp_path):

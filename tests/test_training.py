@@ -8,13 +8,14 @@ import torch
 from conftest import make_tiny, random_examples
 
 from workbench.delta import RegionDelta
+from workbench.dense_masked import train_dense_masked
 from workbench.models import architectures as arch
 from workbench.regions import random_region, random_weight_region
 from workbench.training import (
     DivergedError,
     TrainConfig,
+    TrainSpec,
     finetune,
-    train_dense_masked,
     train_region,
 )
 
@@ -33,7 +34,7 @@ def test_only_region_entries_change(model_type):
     before = _state(model)
     region = random_region(model, 0.1, seed=0)
     data = random_examples(12)
-    delta, history = train_region(model, region, data, CFG, pad_token_id=0, progress=False)
+    delta, history = train_region(model, region, TrainSpec(data, CFG, pad_token_id=0, progress=False))
     assert len(history) == 9
     delta.merge()
     after = model.state_dict()
@@ -67,8 +68,8 @@ def test_sparse_delta_equals_dense_masked(model_type, optimizer):
     data = random_examples(12)
     retain = random_examples(8, seed=9)
     cfg = TrainConfig(**{**CFG.as_dict(), "optimizer": optimizer, "lr": 1e-2})
-    delta, h1 = train_region(base, region, data, cfg, 0, retain=retain, lambda_retain=2.0, progress=False)
-    h2 = train_dense_masked(dense, region, data, cfg, 0, retain=retain, lambda_retain=2.0)
+    delta, h1 = train_region(base, region, TrainSpec(data, cfg, 0, retain=retain, lambda_retain=2.0, progress=False))
+    h2 = train_dense_masked(dense, region, TrainSpec(data, cfg, 0, retain=retain, lambda_retain=2.0, progress=False))
     assert [h["loss"] for h in h1] == pytest.approx([h["loss"] for h in h2], rel=1e-4, abs=1e-5)
     delta.merge()
     for (name, a), b in zip(base.state_dict().items(), dense.state_dict().values()):
@@ -81,8 +82,8 @@ def test_weight_level_region_matches_dense_and_stays_inside():
     before = _state(base)
     region = random_weight_region(base, 0.1, seed=4)
     data = random_examples(8)
-    delta, _ = train_region(base, region, data, CFG, 0, progress=False)
-    train_dense_masked(dense, region, data, CFG, 0)
+    delta, _ = train_region(base, region, TrainSpec(data, CFG, 0, progress=False))
+    train_dense_masked(dense, region, TrainSpec(data, CFG, 0, progress=False))
     delta.merge()
     for layer, mask in region.masks.items():
         w = arch.down_proj(base, layer).weight
@@ -101,18 +102,24 @@ def test_optimizer_state_scales_with_region():
 
 
 def test_bf16_model_keeps_fp32_delta_and_small_updates():
+    """Ten steps of 1e-5 add up to 1e-4 in every entry. In bf16 a weight near 0.02 has a half-ulp of
+    6e-5, so a delta kept in the model's dtype would round each step away."""
     model = make_tiny("llama").to(torch.bfloat16)
-    region = random_region(model, 0.1, seed=0)
-    delta = RegionDelta(model, region)
+    delta = RegionDelta(model, random_region(model, 0.1, seed=0))
+    assert any(p.abs().max() > 0.02 for p in delta.params.values())  # entries whose bf16 ulp exceeds 1e-4
     with torch.no_grad():
-        for p in delta.params.values():
-            p.add_(1e-4)  # far below bf16 resolution of weights ~0.02
-    assert all(not torch.equal(p, delta.before(int(l)).float()) for l, p in delta.params.items())
+        for _ in range(10):
+            for p in delta.params.values():
+                p.add_(1e-5)
+    for layer, p in delta.params.items():
+        moved = p.float() - delta.before(int(layer)).float()
+        torch.testing.assert_close(moved, torch.full_like(moved, 1e-4), rtol=0, atol=1e-7)  # fp32 rounding
 
 
 def test_save_load_roundtrip(tmp_path):
     model = make_tiny("llama")
-    delta, _ = train_region(model, random_region(model, 0.1, seed=0), random_examples(4), CFG, 0, progress=False)
+    delta, _ = train_region(model, random_region(model, 0.1, seed=0), TrainSpec(random_examples(4), CFG, 0,
+                                                                                progress=False))
     delta.save(tmp_path / "delta.safetensors")
     loaded = RegionDelta.load(model, tmp_path / "delta.safetensors")
     for l in delta.layers:
@@ -137,7 +144,7 @@ def test_restricted_trainers_give_the_model_back_as_they_found_it(trainer, monke
     region = random_region(model, 0.2, seed=0)
     for training in (False, True):
         model.train(training)
-        trainer(model, region, random_examples(4), CFG, 0, progress=False)
+        trainer(model, region, TrainSpec(random_examples(4), CFG, 0, progress=False))
         assert model.training is training
         assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
 
@@ -147,15 +154,20 @@ def test_restricted_trainers_give_the_model_back_as_they_found_it(trainer, monke
     for module in ("workbench.training", "workbench.dense_masked"):
         monkeypatch.setattr(f"{module}.run_loop", diverged)
     with pytest.raises(DivergedError):
-        trainer(model, region, random_examples(8), CFG, 0, progress=False)
+        trainer(model, region, TrainSpec(random_examples(8), CFG, 0, progress=False))
     assert model.training is True  # restored on errors too
     assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+
+
+def test_a_spec_with_a_retain_weight_needs_retain_examples():
+    with pytest.raises(ValueError, match="lambda_retain > 0 needs retain examples"):
+        TrainSpec(random_examples(4), CFG, 0, lambda_retain=2.0)
 
 
 def test_training_on_no_examples_names_the_empty_split():
     model = make_tiny("llama")
     with pytest.raises(ValueError, match="no training examples"):
-        train_region(model, random_region(model, 0.2, seed=0), [], CFG, 0, progress=False, desc="forget")
+        train_region(model, random_region(model, 0.2, seed=0), TrainSpec([], CFG, 0, progress=False, desc="forget"))
 
 
 def test_bf16_mixing_goes_through_fp32_hooks():
@@ -179,7 +191,7 @@ def test_bf16_mixing_goes_through_fp32_hooks():
 def test_merge_at_one_writes_the_trained_entries_exactly():
     model = make_tiny("llama")
     region = random_region(model, 0.2, seed=0)
-    delta, _ = train_region(model, region, random_examples(8), CFG, 0, progress=False)
+    delta, _ = train_region(model, region, TrainSpec(random_examples(8), CFG, 0, progress=False))
     delta.merge(1.0)
     for layer in delta.layers:
         w = arch.down_proj(model, layer).weight

@@ -11,7 +11,7 @@ from workbench.delta import RegionDelta
 from workbench.models import smollm
 from workbench.regions import WeightRegion, random_weight_region, top_fraction_weights
 from workbench.runs.cache import Cache, cache_key
-from workbench.training import TrainConfig, train_region
+from workbench.training import TrainConfig, TrainSpec, train_region
 
 
 def _sorted_top(scores: dict[int, torch.Tensor], fraction: float) -> torch.Tensor:
@@ -80,8 +80,8 @@ def test_random_weight_region_is_a_uniform_subset_drawn_one_layer_at_a_time(monk
 def test_weight_level_delta_saves_bits_and_loads_back(tmp_path):
     model = make_tiny("llama")
     region = random_weight_region(model, 0.5, seed=2)
-    delta, _ = train_region(model, region, random_examples(8), TrainConfig(lr=1e-2, epochs=1, batch_size=4), 0,
-                            progress=False)
+    delta, _ = train_region(model, region, TrainSpec(random_examples(8), TrainConfig(lr=1e-2, epochs=1, batch_size=4),
+                                                     0, progress=False))
     delta.save(tmp_path / "d.safetensors")
     loaded = RegionDelta.load(model, tmp_path / "d.safetensors")
     assert loaded.region == region

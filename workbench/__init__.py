@@ -30,6 +30,7 @@ _API: dict[str, tuple[str, str]] = {
     "Region": ("workbench.regions", "Region"),
     "random_region": ("workbench.regions", "random_region"),
     "TrainConfig": ("workbench.training", "TrainConfig"),
+    "TrainSpec": ("workbench.training", "TrainSpec"),
     "train_region": ("workbench.training", "train_region"),
     "finetune": ("workbench.training", "finetune"),
     "register_objective": ("workbench.objectives", "register"),

@@ -8,41 +8,25 @@ ones). It is what SPEC §2 says restricted training must equal to float toleranc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from workbench import objectives as obj
-from workbench.data.formatting import Encoded, collate
 from workbench.likelihood import model_device
 from workbench.models import architectures as arch
-from workbench.objectives.nll import NLL
+from workbench.precision import checkpointing
 from workbench.regions import Region, WeightRegion
-from workbench.training import CollateFn, TrainConfig, _objective_loss, frozen_for_training, run_loop
+from workbench.training import TrainConfig, TrainSpec, _objective_loss, frozen_for_training, run_loop
 
 
-def train_dense_masked(
-    model: nn.Module,
-    region: Region | WeightRegion,
-    data: Sequence[Encoded],
-    cfg: TrainConfig,
-    pad_token_id: int,
-    *,
-    objective: obj.Objective | str | None = None,
-    retain: Sequence[Encoded] | None = None,
-    lambda_retain: float = 0.0,
-    ctx: obj.ObjectiveContext | None = None,
-    progress: bool = False,
-    collate_fn: CollateFn = collate,
-) -> list[dict]:
+def train_dense_masked(model: nn.Module, region: Region | WeightRegion, spec: TrainSpec) -> list[dict]:
     """Reference implementation: train full down-projection weights with a gradient mask.
 
     Weight decay is applied by hand to the masked entries only (AdamW's own decay would move the
     frozen ones), so with Adam-type optimizers the entries outside the mask stay exactly fixed.
     Gradients and optimizer state are full-size: this is what :func:`train_region` avoids.
     """
-    objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
+    objective, cfg = spec.make_objective(), spec.cfg
     weights = [arch.down_proj(model, l).weight for l in range(arch.n_layers(model))]
     masks = [_weight_mask(model, region, l) for l in range(arch.n_layers(model))]
     masked_cfg = TrainConfig(**{**cfg.as_dict(), "weight_decay": 0.0})
@@ -53,19 +37,17 @@ def train_dense_masked(
             for w, m in zip(weights, masks):
                 w.sub_(lr * cfg.weight_decay * w * m.to(w.dtype))
 
-    if ctx is None:
-        ctx = obj.ObjectiveContext()
-    with frozen_for_training(model):
+    ctx = spec.ctx or obj.ObjectiveContext()
+    with frozen_for_training(model), checkpointing(model, spec.gradient_checkpointing):
         handles = []
         for w, m in zip(weights, masks):
             w.requires_grad_(True)
             handles.append(w.register_hook(lambda g, m=m: g * m.to(g.dtype)))
         try:
             return run_loop(
-                weights, _objective_loss(model, objective, ctx, lambda_retain), data, masked_cfg, pad_token_id,
-                retain=retain if lambda_retain else None, desc="dense masked",
-                before_step=decay_masked if cfg.weight_decay else None, device=model_device(model), progress=progress,
-                collate_fn=collate_fn,
+                weights, _objective_loss(model, objective, ctx, spec.lambda_retain), spec.data, masked_cfg,
+                spec.pad_token_id, before_step=decay_masked if cfg.weight_decay else None, device=model_device(model),
+                **spec.loop_options(objective, "dense masked"),
             )
         finally:
             for handle in handles:

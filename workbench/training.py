@@ -13,7 +13,7 @@ seeded data order, a tqdm progress bar, and a guard that stops on a non-finite l
 with the step, objective and learning rate in the message.
 
 Restricted training (:func:`train_region`) trains a :class:`~workbench.delta.RegionDelta`, so every
-parameter outside the region is bit-identical afterwards. :func:`train_dense_masked` is the plain
+parameter outside the region is bit-identical afterwards. :func:`~workbench.dense_masked.train_dense_masked` is the plain
 reference (gradient mask on full down-projection weights + weight decay limited to the mask) that
 tests and benchmarks compare it with.
 """
@@ -108,6 +108,43 @@ def _cycle_batches(items: Sequence[Encoded], cfg: TrainConfig, pad_token_id: int
 
 
 CollateFn = Callable[[Sequence, int], dict]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One training job as every trainer takes it (:func:`train_region`,
+    :func:`~workbench.dense_masked.train_dense_masked`, :func:`~workbench.distributed.train_distributed`).
+
+    ``data`` (with ``pad_token_id`` for its batches) trains ``objective`` (a registered name, an
+    instance, or ``None`` for the answer NLL) under ``cfg``; ``retain`` examples, weighted by
+    ``lambda_retain``, add the objective's retain term. ``ctx`` is the objective's context (the
+    trainer sets π_ref when it brings none; ``ctx`` itself is never modified); ``collate_fn`` builds
+    the batches (default: the objective's own); ``desc`` names the progress bar.
+    """
+
+    data: Sequence[Encoded]
+    cfg: TrainConfig
+    pad_token_id: int
+    objective: obj.Objective | str | None = None
+    retain: Sequence[Encoded] | None = None
+    lambda_retain: float = 0.0
+    ctx: obj.ObjectiveContext | None = None
+    collate_fn: CollateFn | None = None
+    gradient_checkpointing: bool = False
+    progress: bool = True
+    desc: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.lambda_retain and not self.retain:
+            raise ValueError("lambda_retain > 0 needs retain examples")
+
+    def make_objective(self) -> obj.Objective:
+        return obj.make(self.objective) if isinstance(self.objective, str) else self.objective or NLL()
+
+    def loop_options(self, objective: obj.Objective, desc: str) -> dict:
+        """:func:`run_loop`'s keyword arguments for this job (``desc`` unless the job names its own)."""
+        return {"retain": self.retain if self.lambda_retain else None, "desc": self.desc or desc,
+                "progress": self.progress, "collate_fn": self.collate_fn or objective.collate}
 
 
 def run_loop(
@@ -230,46 +267,25 @@ def finetune(
     return history
 
 
-def train_region(
-    model: nn.Module,
-    region: Region | WeightRegion,
-    data: Sequence[Encoded],
-    cfg: TrainConfig,
-    pad_token_id: int,
-    *,
-    objective: obj.Objective | str | None = None,
-    retain: Sequence[Encoded] | None = None,
-    lambda_retain: float = 0.0,
-    ctx: obj.ObjectiveContext | None = None,
-    desc: str | None = None,
-    progress: bool = True,
-    collate_fn: CollateFn | None = None,
-    gradient_checkpointing: bool = False,
-) -> tuple[RegionDelta, list[dict]]:
+def train_region(model: nn.Module, region: Region | WeightRegion, spec: TrainSpec) -> tuple[RegionDelta, list[dict]]:
     """Train only ``region``'s entries; the model's own weights are left untouched.
 
     Returns the trained :class:`RegionDelta` (hooks removed, *not* merged: call
     ``delta.merge()`` for θ_after, or mix with ``delta.mixed(α)``) and the step history.
-    The objective's ``π_ref`` is the model with the delta disabled (unless ``ctx`` brings its own
-    reference; ``ctx`` itself is never modified). Batches are built by ``collate_fn``, by default the
-    objective's own (``objective.collate``).
+    The objective's ``π_ref`` is the model with the delta disabled (unless ``spec.ctx`` brings its
+    own reference).
     """
-    objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
-    if lambda_retain and not retain:
-        raise ValueError("lambda_retain > 0 needs retain examples")
+    objective = spec.make_objective()
     with frozen_for_training(model):
         delta = RegionDelta(model, region)
-        ctx = ctx or obj.ObjectiveContext()
+        ctx = spec.ctx or obj.ObjectiveContext()
         if ctx.reference is None:
             ctx = dataclasses.replace(ctx, reference=delta.disabled)
-        with delta.attached(), checkpointing(model, gradient_checkpointing):
+        with delta.attached(), checkpointing(model, spec.gradient_checkpointing):
             history = run_loop(
-                list(delta.params.values()),
-                _objective_loss(model, objective, ctx, lambda_retain),
-                data, cfg, pad_token_id,
-                retain=retain if lambda_retain else None,
-                desc=desc or f"{objective.name} on {region.size} entries",
-                device=model_device(model), progress=progress, collate_fn=collate_fn or objective.collate,
+                list(delta.params.values()), _objective_loss(model, objective, ctx, spec.lambda_retain),
+                spec.data, spec.cfg, spec.pad_token_id, device=model_device(model),
+                **spec.loop_options(objective, f"{objective.name} on {region.size} entries"),
             )
     return delta, history
 
@@ -293,11 +309,3 @@ def frozen_for_training(model: nn.Module):
         for p, flag in flags:
             p.requires_grad_(flag)
 
-
-def __getattr__(name: str):
-    # The dense reference lives in its own module; tests and benchmarks still find it here.
-    if name == "train_dense_masked":
-        from workbench.dense_masked import train_dense_masked
-
-        return train_dense_masked
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

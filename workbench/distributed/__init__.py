@@ -45,20 +45,19 @@ torch checkpoint, which also recomputes the delta's hooks and needs no input gra
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from workbench import objectives as obj
-from workbench.data.formatting import Encoded
 from workbench.delta import RegionDelta
 from workbench.likelihood import IGNORE
-from workbench.objectives.nll import NLL
 from workbench.precision import enable_checkpointing
 from workbench.regions import Region, WeightRegion
-from workbench.training import TrainConfig, run_loop
+from workbench.training import TrainSpec, run_loop
 
 
 # -- sharding a global batch ----------------------------------------------------------------------
@@ -192,11 +191,9 @@ def distributed_refusal(objective: obj.Objective, *, restricted: bool) -> str | 
     return None
 
 
-def _check_launchable(objective: obj.Objective, model: nn.Module, region, missing_retain: bool) -> None:
+def _check_launchable(objective: obj.Objective, model: nn.Module, region) -> None:
     if refusal := distributed_refusal(objective, restricted=region is not None):
         raise ValueError(refusal)
-    if missing_retain:
-        raise ValueError("lambda_retain > 0 needs retain examples")
     if region is None and any(p.dtype != torch.float32 for p in model.parameters()):
         raise ValueError("full fine-tuning on several processes needs fp32 weights (--dtype float32): the "
                          "launch's mixed precision computes in bf16 and the fp32 weights are the master copy")
@@ -224,43 +221,35 @@ def _prepare(accelerator, model: nn.Module, region: Region | WeightRegion | None
     return wrapped, list(delta.params.values()), delta
 
 
-def train_distributed(
-    accelerator,
-    model: nn.Module,
-    data: Sequence[Encoded],
-    cfg: TrainConfig,
-    pad_token_id: int,
-    *,
-    region: Region | WeightRegion | None = None,
-    objective: obj.Objective | str | None = None,
-    retain: Sequence[Encoded] | None = None,
-    lambda_retain: float = 0.0,
-    gradient_checkpointing: bool = False,
-    progress: bool = True,
-) -> tuple[nn.Module | RegionDelta, list[dict]]:
+def train_distributed(accelerator, model: nn.Module, spec: TrainSpec, *, region: Region | WeightRegion | None = None
+                      ) -> tuple[nn.Module | RegionDelta, list[dict]]:
     """Train on every process of ``accelerator``: all weights (``region=None``) or only ``region``.
 
     ``model`` must already sit on ``accelerator.device`` with identical weights on every rank.
-    ``cfg.batch_size`` is the **global** batch (split over the ranks). Returns the trained model
-    (unwrapped; under FSDP its parameters stay sharded, gather them with
-    ``accelerator.get_state_dict``) or the :class:`RegionDelta` (hooks removed, not merged), and the
-    history of :func:`run_loop` with ``loss`` replaced by the loss of the global batch.
+    ``spec.cfg.batch_size`` is the **global** batch (split over the ranks); the progress bar shows on
+    the main process only. Returns the trained model (unwrapped; under FSDP its parameters stay
+    sharded, gather them with ``accelerator.get_state_dict``) or the :class:`RegionDelta` (hooks
+    removed, not merged), and the history of :func:`run_loop` with ``loss`` replaced by the loss of
+    the global batch.
     """
-    objective = obj.make(objective) if isinstance(objective, str) else objective or NLL()
-    _check_launchable(objective, model, region, bool(lambda_retain and not retain))
-    if gradient_checkpointing:
+    objective = spec.make_objective()
+    _check_launchable(objective, model, region)
+    if spec.gradient_checkpointing:
         enable_checkpointing(model)
     wrapped, params, delta = _prepare(accelerator, model, region)
     view = ModelView(wrapped, model)
-    ctx = obj.ObjectiveContext(reference=delta.disabled if delta is not None else None)
+    ctx = spec.ctx or obj.ObjectiveContext()
+    if delta is not None and ctx.reference is None:
+        ctx = dataclasses.replace(ctx, reference=delta.disabled)
+    options = spec.loop_options(objective, f"{objective.name} on rank {accelerator.process_index}")
     model.train()
     try:
         if delta is not None:
             delta.attach()
         history = run_loop(
-            params, sharded_step_loss(accelerator, view, objective, ctx, lambda_retain), data, cfg, pad_token_id,
-            retain=retain if lambda_retain else None, desc=f"{objective.name} on rank {accelerator.process_index}",
-            device=accelerator.device, progress=progress and accelerator.is_main_process, collate_fn=objective.collate,
+            params, sharded_step_loss(accelerator, view, objective, ctx, spec.lambda_retain), spec.data, spec.cfg,
+            spec.pad_token_id, device=accelerator.device,
+            **{**options, "progress": spec.progress and accelerator.is_main_process},
         )
     finally:
         if delta is not None:

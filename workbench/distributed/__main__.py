@@ -34,7 +34,7 @@ from workbench.distributed import (
 from workbench.models.tiny import random_model
 from workbench.objectives.nll import NLL
 from workbench.regions import random_region
-from workbench.training import TrainConfig
+from workbench.training import TrainConfig, TrainSpec
 
 
 def load_encoded(path: str | Path) -> list[Encoded]:
@@ -155,10 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       max_steps=args.max_steps, optimizer=args.optimizer)
     region = random_region(model, args.region_fraction, seed=args.region_seed) if args.mode == "restricted" else None
-    result, history = train_distributed(
-        accelerator, model, data, cfg, pad, region=region, objective=args.objective, retain=retain,
-        lambda_retain=args.lambda_retain, gradient_checkpointing=args.gradient_checkpointing, progress=False,
-    )
+    spec = TrainSpec(data, cfg, pad, objective=args.objective, retain=retain, lambda_retain=args.lambda_retain,
+                     gradient_checkpointing=args.gradient_checkpointing, progress=False)
+    result, history = train_distributed(accelerator, model, spec, region=region)
     _save(accelerator, result, history, args, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -170,8 +169,9 @@ def _train_notebook_stage(args, accelerator, out: Path) -> None:
     from workbench.runs.rundir import package_versions
 
     cfg, job = notebook_job(args, accelerator)
-    trained, history = train_distributed(accelerator, job.model, job.examples, job.train, pad_id(job.tokenizer),
-                                         gradient_checkpointing=cfg.gradient_checkpointing, progress=False)
+    spec = TrainSpec(job.examples, job.train, pad_id(job.tokenizer), gradient_checkpointing=cfg.gradient_checkpointing,
+                     progress=False)
+    trained, history = train_distributed(accelerator, job.model, spec)
     state = accelerator.get_state_dict(trained)
     if accelerator.is_main_process:
         save_model_folder(trained, job.tokenizer, out, state_dict={k: v.contiguous() for k, v in state.items()})

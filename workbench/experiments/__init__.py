@@ -12,15 +12,12 @@
   (``evaluate_pair``); :mod:`~workbench.experiments.parity` — parity with open-unlearning.
 """
 
-import sys
-import types
-
 # Loaded on first use (as the top-level ``workbench`` API is): importing one experiment module, say
 # ``chain`` to train θr, must not import the others, or every cache key would depend on all of them
 # (``workbench.runs.deps`` follows what importing a module executes).
 _API = {
-    "Results": "controlled", "controlled": "controlled", "l2_supervision": "controlled",
-    "localization_rows": "controlled", "oracle_vs_random": "controlled", "revisit": "revisit",
+    "Results": "controlled", "run_controlled": "controlled", "l2_supervision": "controlled",
+    "localization_rows": "controlled", "oracle_vs_random": "controlled", "revisit_localizers": "revisit",
     "CheckFailed": "session", "Session": "session", "open_session": "session", "GROUP": "tables",
     "compare": "tables", "compare_each": "tables", "localizer_table": "tables", "paper_table": "tables",
     "summarise": "tables", "result_tables": "tables", "ORACLE": "controlled", "RANDOM": "controlled",
@@ -36,20 +33,3 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-def _function_not_module(name: str) -> property:
-    """``experiments.<name>`` stays the function of the submodule of the same name (``controlled``,
-    ``revisit``), as before the package loaded lazily; the import system would otherwise replace the
-    attribute with the submodule when it is first imported."""
-
-    def get(self):
-        return __getattr__(name)
-
-    def record_submodule(self, module) -> None:  # the import system's setattr: ignored
-        pass
-
-    return property(get, record_submodule)
-
-
-_Package = type("_Package", (types.ModuleType,), {n: _function_not_module(n) for n, m in _API.items() if n == m})
-sys.modules[__name__].__class__ = _Package

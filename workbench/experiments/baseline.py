@@ -12,7 +12,10 @@ that spread:
   pairs (same objective) whose ``|Δ|`` is at least its own;
 * :func:`label_tests` — the region-label permutation test per objective: within each start, shuffle
   which sweeps are called Oracle and which Random. Its p is reported only with at least
-  :data:`MIN_LABELINGS` distinct labellings (otherwise p could never fall below 0.05).
+  :data:`MIN_OUTCOMES` (21) distinct labellings (with 20 or fewer p could never fall below 0.05);
+* :func:`can_separate` — whether a rank test over ``n`` equally likely outcomes can give p < 0.05
+  at all (its smallest p is 1/n): the rule behind the label p and behind "separates" in
+  :mod:`workbench.viz.paper`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ import pandas as pd
 from workbench import stats
 
 METRICS = ("AUES", "MU95")
-MIN_LABELINGS = 20  # 1/20 = 0.05: below this the test cannot reject at the usual level
+# A rank test over n equally likely outcomes (the observed one among them) has p ≥ 1/n, and 1/20 = 0.05
+# is not below 0.05: p < 0.05 needs at least 21 outcomes.
+MIN_OUTCOMES = 21
+
+
+def can_separate(n_outcomes: int) -> bool:
+    """Whether a rank test over ``n_outcomes`` equally likely outcomes can give p < 0.05."""
+    return n_outcomes >= MIN_OUTCOMES
 
 
 def _blocks(summary: pd.DataFrame) -> list[str]:
@@ -76,7 +86,7 @@ def label_tests(summary: pd.DataFrame, a: str, b: str, *, n_rounds: int = 10_000
         row = {"objective": objective, "a": a, "b": b, "n_labelings": 0}
         for metric in METRICS:
             p, n = stats.label_permutation_test(g[metric], g.scenario == a, block, n_rounds=n_rounds)
-            row[f"p_{metric}_labels"] = p if n >= MIN_LABELINGS else np.nan
+            row[f"p_{metric}_labels"] = p if can_separate(n) else np.nan
             row["n_labelings"] = max(row["n_labelings"], n)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -20,12 +20,8 @@ import pandas as pd
 
 from workbench import localizers as loc
 from workbench import objectives as obj
-from workbench.experiments.session import (
-    CheckFailed,
-    Session,
-    check_fs,
-    delta_identity,
-)
+from workbench.experiments.checks import check_fs
+from workbench.experiments.session import CheckFailed, Session, delta_identity
 from workbench.localizers.random import RandomLocalizer
 from workbench.progress import progress_bar as tqdm
 from workbench.regions import Region, WeightRegion, random_region
@@ -88,9 +84,9 @@ def fail_on(problems: list[str], enabled: bool, results: Results) -> Results:
     return results
 
 
-def controlled(session: Session, seeds: list[int], objectives: list[str], notebook: str, *,
-               random_seeds: Callable[[int], list[int]] = lambda s: [RANDOM_SEED_STRIDE * s + 1],
-               localizers: list[str] = (), lambda_retain: float = 0.0) -> Results:
+def run_controlled(session: Session, seeds: list[int], objectives: list[str], notebook: str, *,
+                   random_seeds: Callable[[int], list[int]] = lambda s: [RANDOM_SEED_STRIDE * s + 1],
+                   localizers: list[str] = (), lambda_retain: float = 0.0) -> Results:
     """Oracle vs Random in the controlled setting, for every region seed and objective.
 
     ``random_seeds(seed)`` gives the seeds of the Random regions drawn outside ``V_tgt`` (the
@@ -132,8 +128,8 @@ def oracle_vs_random(session: Session) -> Results:
     target seed; we draw ``random_per_seed`` (beyond the paper) so that Random regions sharing a θo
     give the Random–Random baseline."""
     cfg = session.cfg
-    return controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook, random_seeds=cfg.random_seeds_for,
-                      localizers=getattr(cfg, "localizers", ()))
+    return run_controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook, random_seeds=cfg.random_seeds_for,
+                          localizers=getattr(cfg, "localizers", ()))
 
 
 def l2_supervision(session: Session) -> Results:
@@ -141,8 +137,8 @@ def l2_supervision(session: Session) -> Results:
     Random regions A, B, C drawn outside it, each supervised towards θr's MLP outputs with the retain
     term weighted by ``retain_l2_weight``. Several θo give the calibrated and label-permutation p."""
     cfg = session.cfg
-    return controlled(session, cfg.oracle_seeds, cfg.objectives, cfg.notebook,
-                      random_seeds=lambda seed: cfg.random_seeds, lambda_retain=cfg.retain_l2_weight)
+    return run_controlled(session, cfg.oracle_seeds, cfg.objectives, cfg.notebook,
+                          random_seeds=lambda seed: cfg.random_seeds, lambda_retain=cfg.retain_l2_weight)
 
 
 def region_rows(seed: int, scenario: str, region: Region, start: str) -> list[dict]:

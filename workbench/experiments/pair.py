@@ -65,7 +65,7 @@ class PairResult:
     :data:`workbench.runs.rundir.PER_ALPHA_COLUMNS` first; ``scenario`` is the method's label).
     ``per_example``: one row per (method, α, split, example). ``summary``: one row per method with
     AUES, MU95 and ``MU95_reached`` (False: MU never fell to 95%, MU95 is FQ at α = 1) and the ends.
-    ``notes``: why a number is missing.
+    ``notes``: why a number is missing. Data only: :mod:`workbench.viz.compare` draws and saves it.
     """
 
     per_alpha: pd.DataFrame
@@ -91,20 +91,6 @@ class PairResult:
             for which, row in (("before", g.iloc[0]), ("after", g.iloc[-1])):
                 rows.append({"method": method, "model": which, "alpha": row["alpha"], **{k: row[k] for k in ENDS}})
         return pd.DataFrame(rows)
-
-    def figures(self) -> list:
-        """FS–RS (and, with FQ, MU–FQ) with one curve per method (:mod:`workbench.viz.compare`)."""
-        from workbench.viz import (
-            compare,  # figures are drawn on demand; the evaluation needs no plotting
-        )
-
-        return compare.checkpoint_figures(self.per_alpha, self.summary, notes=self.notes)
-
-    def save(self, run) -> dict[str, Path]:
-        """Tables, notes and figures into a :class:`workbench.runs.rundir.RunDir`."""
-        from workbench.viz import compare
-
-        return compare.save_pair(run, self)
 
 
 def _label_all(after: Sequence, labels: Sequence[str] | None) -> list[str]:
@@ -165,7 +151,7 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
                   progress: bool = True) -> PairResult:
     """Mixing sweeps from ``before`` to each ``after``; see the module docstring.
 
-    Returns a :class:`PairResult`; ``result.save(run)`` writes it into a run folder.
+    Returns a :class:`PairResult`; :func:`workbench.viz.compare.save_pair` writes it into a run folder.
     """
     evaluate_fits(before, data, eval_config, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     afters = list(after) if isinstance(after, (list, tuple)) else [after]

@@ -21,7 +21,8 @@ import torch
 
 from workbench import localizers as loc
 from workbench.delta import RegionDelta
-from workbench.experiments.session import CheckFailed, Session, check_injection
+from workbench.experiments.checks import check_injection
+from workbench.experiments.session import CheckFailed, Session
 from workbench.progress import progress_bar as tqdm
 from workbench.regions import random_region
 from workbench.runs.config import method_params

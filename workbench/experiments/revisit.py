@@ -30,7 +30,7 @@ RANDOM_WEIGHTS = f"{RANDOM}_weights"
 THETA_FULL = "θ_full"  # every sweep of §3 starts from the target model
 
 
-def revisit(session: Session, notebook: str = "revisit-localizers") -> Results:
+def revisit_localizers(session: Session, notebook: str = "revisit-localizers") -> Results:
     """§3: localizer regions vs Random regions on the target model θ_full."""
     cfg, model = session.cfg, session.model
     p, forget, retain = cfg.region_fraction, session.items["forget"], session.items["retain"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from workbench.data.formatting import Encoded, collate, encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.delta import RegionDelta
 from workbench.evaluation import EvalConfig, Evaluator
+from workbench.experiments.checks import check_fs, check_injection
 from workbench.experiments.chain import (
     EVAL_SOURCES,
     CheckFailed,
@@ -53,7 +53,7 @@ from workbench.models import resolve_device, use_deterministic
 from workbench.regions import Region, WeightRegion
 from workbench.runs import cache as cache_mod
 from workbench.runs.config import ConfigError, method_params, plugin_modules
-from workbench.training import train_region
+from workbench.training import TrainSpec, train_region
 
 __all__ = ["CheckFailed", "Session", "check_fs", "check_injection", "delta_fingerprint", "delta_identity", "open_session"]
 
@@ -118,10 +118,10 @@ class Session:
 
         def build():
             self.fits("injection")
-            delta, _ = train_region(self.model, region, self.items["forget"], train_cfg(c, c.inject_lr, c.inject_epochs),
-                                    self.pad, retain=retain, lambda_retain=c.lambda_retain,
-                                    desc=f"inject into {region.size} vectors", progress=self.progress,
-                                    gradient_checkpointing=c.gradient_checkpointing)
+            spec = TrainSpec(self.items["forget"], train_cfg(c, c.inject_lr, c.inject_epochs), self.pad, retain=retain,
+                             lambda_retain=c.lambda_retain, desc=f"inject into {region.size} vectors",
+                             progress=self.progress, gradient_checkpointing=c.gradient_checkpointing)
+            delta, _ = train_region(self.model, region, spec)
             return delta
 
         delta = self._cached_delta("theta_o", inputs, build)
@@ -189,10 +189,11 @@ class Session:
             objective_fn = obj.make(objective, **params)
             items = objective_fn.train_items(self.tokenizer, self.data, self.items["forget"], seed=c.seed)
             ctx = obj.ObjectiveContext(reference_model=self.retain_model if objective_fn.needs_reference_model else None)
-            delta, _ = train_region(self.model, region, items, tc, self.pad, objective=objective_fn,
-                                    retain=self.items["retain"] if lambda_retain else None, lambda_retain=lambda_retain,
-                                    ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress,
-                                    gradient_checkpointing=c.gradient_checkpointing)
+            spec = TrainSpec(items, tc, self.pad, objective=objective_fn,
+                             retain=self.items["retain"] if lambda_retain else None, lambda_retain=lambda_retain,
+                             ctx=ctx, desc=f"{objective} on {region.size} entries", progress=self.progress,
+                             gradient_checkpointing=c.gradient_checkpointing)
+            delta, _ = train_region(self.model, region, spec)
             return delta
 
         return self._cached_delta("unlearned", inputs, build)
@@ -249,39 +250,6 @@ def delta_identity(delta: RegionDelta) -> str:
     """The cache key a delta was built under (which carries its whole lineage: data, θr, region,
     objective, code), or, for a delta made outside the cache, a hash of its tensors."""
     return getattr(delta, "cache_key", None) or delta_fingerprint(delta)
-
-
-def check_injection(report: dict, cfg) -> None:
-    """θo must hold the forget set (ES ≥ min_forget_es) while keeping the retain set."""
-    if report["forget_es_o"] < cfg.min_forget_es:
-        raise CheckFailed(
-            f"injection too weak: θo's forget ES is {report['forget_es_o']:.3f} < min_forget_es={cfg.min_forget_es} "
-            f"(θr: {report['forget_es_r']:.3f}). Raise 'inject_epochs' (now {cfg.inject_epochs}) or 'inject_lr' "
-            f"(now {cfg.inject_lr}), or widen the {'model (' + repr('tiny_d_ff') + ') / ' if cfg.model == 'tiny-llama' else ''}"
-            f"region ('region_fraction')."
-        )
-    drop = report["retain_es_r"] - report["retain_es_o"]
-    if drop > cfg.max_retain_es_drop:
-        raise CheckFailed(
-            f"injection damaged the retain set: retain ES fell by {drop:.3f} > max_retain_es_drop={cfg.max_retain_es_drop}. "
-            f"Raise 'lambda_retain' (now {cfg.lambda_retain}) or lower 'inject_lr' (now {cfg.inject_lr})."
-        )
-    general = report.get("general_es_r", 0.0) - report.get("general_es_o", 0.0)
-    if cfg.inject_general and general > cfg.max_retain_es_drop:
-        raise CheckFailed(
-            f"injection damaged the general-knowledge set: its ES fell by {general:.3f} > max_retain_es_drop="
-            f"{cfg.max_retain_es_drop}. Raise 'lambda_retain' (now {cfg.lambda_retain}) or lower 'inject_lr' (now {cfg.inject_lr})."
-        )
-
-
-def check_fs(per_alpha: pd.DataFrame, *, lr_key: str, lr: float, what: str) -> str | None:
-    """SPEC §3's rule: FS at α = 1 approaches but does not reach 1 (we require it in [0.8, 1))."""
-    fs = float(per_alpha.loc[per_alpha["alpha"].idxmax(), "FS"])
-    if fs >= 1.0:
-        return f"{what}: FS at α=1 is {fs:.3f} (reached 1); lower '{lr_key}' (now {lr})"
-    if fs < 0.8 or math.isnan(fs):
-        return f"{what}: FS at α=1 is {fs:.3f} < 0.8 (did not unlearn); raise '{lr_key}' (now {lr}) or 'unlearn_epochs'"
-    return None
 
 
 # -- opening a session -------------------------------------------------------------------------------

@@ -21,48 +21,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from workbench import objectives as obj
+from workbench.runs import evaluate_config  # noqa: F401  (registers "evaluate-checkpoints": no training fields)
 from workbench.runs.methods import (REGISTRIES, _names, absolute_paths, generated_fields,  # noqa: F401
                                     import_plugins, method_params, plugin_modules, used_in)
-from workbench.runs.params import (
-    ConfigError,
-    _looks_like_parameter,
-    at_least_two,
-    coerce,
-    describe_fields,
-    device_name,
-    fraction,
-    model_problems,
-    non_empty,
-    non_negative,
-    one_of,
-    param,
-    parameters_text,
-    positive,
-    unit_interval,
-    unknown_key_message,
-)
+from workbench.runs.params import (CONFIGS, ConfigError, _looks_like_parameter, at_least_two, coerce,  # noqa: F401
+                                   describe_fields, device_name, each, fraction, model_problems, non_empty, non_negative,
+                                   one_of, param, parameters_text, positive, register_config, unit_interval,
+                                   unknown_key_message)
 
 __all__ = ["Config", "ConfigError", "absolute_paths", "config_class", "describe", "field_names", "from_params",
            "import_plugins", "load", "method_params", "parameters_cell", "plugin_modules"]
 
 # -- the notebook dataclasses ---------------------------------------------------------------------
-CONFIGS: dict[str, type[Config]] = {}
-
-
-def register_config(notebook: str) -> Callable[[type[Config]], type[Config]]:
-    def wrap(cls: type[Config]) -> type[Config]:
-        cls.notebook = notebook
-        CONFIGS[notebook] = cls
-        return cls
-
-    return wrap
-
-
 @dataclass(frozen=True)
 class Config:
     """Parameters shared by every notebook: data, model, device, base training, evaluation, run."""
@@ -216,6 +191,29 @@ class L2MlpConfig(InjectionConfig):
     retain_l2_weight: float = param(2.0, "weight of the objective's retain term (paper's α = 2)", non_negative)
 
 
+@register_config("localizer-recovery")
+@dataclass(frozen=True)
+class LocalizerRecoveryConfig(InjectionConfig):
+    """Beyond the paper: per region fraction × target seed × injection strength a θo, each localizer scored on it
+    against V_tgt (:mod:`workbench.experiments.recovery`). Nothing is unlearned: no learning rates."""
+
+    method_kinds: ClassVar[tuple[str, ...]] = ("localizer",)
+    lr_kinds: ClassVar[tuple[str, ...]] = ()
+    localizers: list[str] = param(used_in("localizer", "table1"), "localizers scored on each θo against V_tgt",
+                                  non_empty, one_of("localizer", _names("localizer")))
+    region_seeds: list[int] = param([7], "seeds of the target region V_tgt (one θo per seed, fraction, strength)", non_empty)
+    region_fractions: list[float] = param([0.1], "sizes of V_tgt, shares of all value vectors", non_empty, each(fraction))
+    injection_epochs: list[int] = param([10], "injection strengths: epochs of forget injection, each its own θo "
+                                        "('inject_epochs' is not used)", non_empty, each(positive))
+    check_fs: bool = param(False, "unused here: nothing is unlearned")
+
+    def methods(self, kind: str) -> list[str]:
+        return list(self.localizers) if kind == "localizer" else []
+
+    def cross_checks(self) -> list[str]:  # one region at a time: the Oracle + Random rule 2p <= 1 does not apply
+        return Config.cross_checks(self)
+
+
 @register_config("lume")
 @dataclass(frozen=True)
 class LumeConfig(ControlledConfig):
@@ -330,5 +328,3 @@ def parameters_cell(notebook: str) -> str:
     """The notebook's ``parameters`` cell: one ``name = default  # help`` line per built-in parameter."""
     return parameters_text(describe(notebook))
 
-
-from workbench.runs import evaluate_config, recovery_config  # noqa: E402,F401  (register the notebooks with no unlearning)

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 from workbench.data.formatting import PROMPT_FORMATS
 from workbench.data.tofu import FORGET_TO_RETAIN, HUB_ID, REFUSALS_SPLIT
 from workbench.models.checkpoints import ADAPTER_CONFIG, adapter_base_problem, is_adapter
-from workbench.runs.config import register_config
 from workbench.runs.methods import _names
 from workbench.runs.params import (
     at_least_two,
@@ -30,6 +29,7 @@ from workbench.runs.params import (
     one_of,
     param,
     positive,
+    register_config,
 )
 
 NOTEBOOK = "evaluate-checkpoints"

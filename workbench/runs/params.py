@@ -45,6 +45,15 @@ def fraction(key: str, value: float) -> str | None:
     return None if 0 < value < 1 else f"{key!r} must lie in the open interval (0, 1), got {value}"
 
 
+def each(check: Check) -> Check:
+    """``check`` applied to every element of a list parameter; the first failure is the message."""
+
+    def run(key: str, values: list) -> str | None:
+        return next((problem for v in values if (problem := check(key, v))), None)
+
+    return run
+
+
 def unit_interval(key: str, value: float) -> str | None:
     return None if 0 <= value <= 1 else f"{key!r} must lie in [0, 1], got {value}"
 
@@ -90,6 +99,21 @@ def device_name(key: str, value: str) -> str | None:
                 "scripts/train_distributed.sh full and pass retain_model= / full_model=")
     ok = DEVICE_PATTERN.fullmatch(value)
     return None if ok else f"{key!r} must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N' (one device), got {value!r}"
+
+
+# Every notebook's config class by notebook name (``runs.config`` and ``runs.evaluate_config`` fill it).
+CONFIGS: dict[str, type] = {}
+
+
+def register_config(notebook: str) -> Callable[[type], type]:
+    """Class decorator: the config of ``notebook``, found by :func:`workbench.runs.config.config_class`."""
+
+    def wrap(cls: type) -> type:
+        cls.notebook = notebook
+        CONFIGS[notebook] = cls
+        return cls
+
+    return wrap
 
 
 def param(default: Any, help: str, *checks: Check) -> Any:

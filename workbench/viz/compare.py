@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.curves import aues_outline
+from workbench.experiments.pair import PairResult
 from workbench.runs.rundir import RunDir
 from workbench.viz import plots
 
@@ -68,21 +69,22 @@ def mu_fq_figure(per_alpha: pd.DataFrame, summary: pd.DataFrame, *, threshold: f
     return _layout(fig, title + f" (dashed: {threshold:.0%} of MU before)", "Forget Quality (log10 KS p)", "Model Utility (MU)")
 
 
-def checkpoint_figures(per_alpha: pd.DataFrame, summary: pd.DataFrame, *, notes: dict[str, str] | None = None) -> list[go.Figure]:
-    """FS–RS, and MU–FQ where FQ is defined (``notes`` says why it is not)."""
-    figs = [fs_rs_figure(per_alpha, summary)]
-    if per_alpha["FQ"].notna().any() and per_alpha["MU"].notna().any():
-        figs.append(mu_fq_figure(per_alpha, summary))
+def checkpoint_figures(result: PairResult) -> list[go.Figure]:
+    """FS–RS with one curve per method, and MU–FQ where FQ is defined (``result.notes`` says why
+    it is not)."""
+    figs = [fs_rs_figure(result.per_alpha, result.summary)]
+    if result.per_alpha["FQ"].notna().any() and result.per_alpha["MU"].notna().any():
+        figs.append(mu_fq_figure(result.per_alpha, result.summary))
     return figs
 
 
-def save_pair(run: RunDir, result) -> dict[str, Path]:
+def save_pair(run: RunDir, result: PairResult) -> dict[str, Path]:
     """``per_alpha``, ``per_example``, ``summary`` and ``ends`` (CSV too), ``notes.json``, ``figures.html``."""
     paths = {"per_alpha": run.save_table(result.per_alpha, "per_alpha"),
              "per_example": run.save_table(result.per_example, "per_example"),
              "summary": run.save_table(result.summary, "summary", csv=True),
              "ends": run.save_table(result.ends(), "ends", csv=True),
              "notes": run.save_json({"notes": result.notes, "settings": result.settings}, "notes")}
-    figures = {fig.layout.title.text: fig for fig in result.figures()}
+    figures = {fig.layout.title.text: fig for fig in checkpoint_figures(result)}
     paths["figures"] = run.save_html(plots.results_report_html(run.path.name, figures, {"summary": result.summary}), "figures")
     return paths

@@ -16,28 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.viz.cells import p_value, read_table
+from workbench.viz.paper import paper_block
 from workbench.viz.plots import style
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w/-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 # ``<!-- paper:<path> -->`` blocks put a kept run next to the paper's tables (:mod:`workbench.viz.paper`).
 PAPER_BLOCK = re.compile(r"(<!-- paper:(?P<name>[\w/-]+) -->\n)(?P<body>.*?)(<!-- /paper -->)", re.S)
-
-
-def p_value(value: float) -> str:
-    """Two significant digits; '–' where a test was not run or could not reach 0.05."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{float(value):.2g}"
-
-
-# Mean ± std cells are written as text ("0.740"); reading them as numbers would drop the trailing zero.
-TEXT_COLUMNS = ["Original FQ", "MU95 reached", "MU95 baseline reached"] + [
-    f"{c}{m}{s}" for m in ("AUES", "MU95") for c, s in (("", ""), ("", " baseline"), ("|Δ", "|"))]
-
-
-def read_table(folder: Path) -> pd.DataFrame:
-    return pd.read_csv(folder / "table.csv", dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False,
-                       na_values=[""])
 
 
 def _row_label(row: pd.Series, several: bool) -> str:
@@ -122,8 +107,6 @@ def render_readme(text: str, reference: str | Path) -> str:
     """``text`` with every ``results:<path>`` block replaced by :func:`results_block` of
     ``reference/<path>``, and every ``paper:<path>`` block by its comparison with the paper's tables
     (the notebook is the path's last part, e.g. ``tofu-tiny/oracle-vs-random``)."""
-    from workbench.viz.paper import paper_block
-
     text = BLOCK.sub(lambda m: m.group(1) + results_block(Path(reference) / m.group("name")) + m.group(4), text)
     return PAPER_BLOCK.sub(lambda m: m.group(1) + paper_block(Path(reference) / m.group("name"),
                                                               Path(m.group("name")).name) + m.group(4), text)

@@ -10,10 +10,25 @@ compared with the paper on what should transfer (paper-tables.md):
   calibrated Random–Random p (:mod:`workbench.stats`);
 * the **ordering of localizers against Random** (Table 1: Random beats every localizer).
 
-Ours: Δ is the mean over start models of (scenario − mean of that model's Random sweeps), σ_R the
-standard deviation of all Random sweeps; MU95 cells count only what the sweeps give (an unreached
+Ours: Δ is the mean over start models of (scenario − mean of that model's sweeps of the scenario's
+Random baseline: random vectors, or random weights for weight-level scenarios), σ_R the standard
+deviation of all that baseline's sweeps; MU95 cells count only what the sweeps give (an unreached
 MU95 is FQ at α = 1, and the reached count is shown). The paper's Δ is its Oracle (or localizer)
 mean minus its Random mean, σ_R its Random std.
+
+The verdict reads our calibrated p against the paper's p (p < 0.05: separates from Random), by this
+rule **[choice]**:
+
+* no calibrated p (no Random–Random pairs, e.g. one Random per θo as in the paper's design): "not
+  testable here";
+* calibrated p < 0.05 counts as "separates" only with at least 20 Random–Random pairs: read as a
+  rank test with the compared pair among its null, its smallest p is 1/(n_RR + 1), below 0.05 from
+  20 pairs on (:func:`workbench.experiments.baseline.can_separate`). With fewer pairs a calibrated
+  p below 0.05 is "not testable here": under an exchangeable null one θo with three Random regions
+  (3 pairs) gives one in about 13% of draws, one θo with seven (21 pairs) in about 2%
+  (tests/test_paper.py checks that the rule keeps false "separates" under 5%);
+* calibrated p ≥ 0.05: no difference beyond Random–Random (whatever the number of pairs: the
+  difference is within what Random regions show).
 """
 
 from __future__ import annotations
@@ -23,8 +38,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.experiments.baseline import MIN_OUTCOMES, can_separate
 from workbench.experiments.controlled import RANDOM
-from workbench.viz.markdown import p_value, read_table
+from workbench.experiments.tables import baseline_of
+from workbench.viz.cells import p_value, read_table
 from workbench.viz.plots import style
 
 # A copy of shared/reference/paper-tables.csv (every number of the paper's Tables 1–6), kept with the results.
@@ -35,13 +52,14 @@ METRICS = {"AUES": "aues", "MU95": "mu95"}
 
 
 def ours(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (objective, scenario ≠ Random): Δ = mean over start models of (scenario − that model's
-    Random mean), σ_R over every Random sweep of the objective, and the reached count for MU95."""
+    """Per (objective, scenario that is not a Random baseline): Δ = mean over start models of
+    (scenario − that model's mean of the scenario's baseline, :func:`~workbench.experiments.tables.baseline_of`),
+    σ_R over every sweep of that baseline for the objective, and the reached count for MU95."""
     rows = []
     for objective, runs in summary.groupby("objective"):
-        random = runs[runs.scenario == RANDOM]
-        sigma = float(random[metric].std(ddof=1)) if len(random) > 1 else math.nan
-        for scenario, sc in runs[runs.scenario != RANDOM].groupby("scenario"):
+        for scenario, sc in runs[runs.scenario.map(baseline_of) != runs.scenario].groupby("scenario"):
+            random = runs[runs.scenario == baseline_of(scenario)]
+            sigma = float(random[metric].std(ddof=1)) if len(random) > 1 else math.nan
             per_start = [float(g[metric].mean() - random[random.start == start][metric].mean())
                          for start, g in sc.groupby("start") if (random.start == start).any()]
             reached = (f"{int(sc.MU95_reached.sum())}/{len(sc)} vs {int(random.MU95_reached.sum())}/{len(random)}"
@@ -72,14 +90,22 @@ def _ratio(delta: float, sigma: float) -> str:
     return "–" if not (sigma and math.isfinite(sigma)) else f"{delta / sigma:+.1f}"
 
 
-def _verdict(delta_ours: float, p_ours: float, delta_paper: float, p_paper: float) -> str:
+def _verdict(delta_ours: float, p_ours: float, n_rr: int, delta_paper: float, p_paper: float) -> str:
     """Plain words: does our run reach the paper's conclusion for this row? Where the paper gives a p
-    (Tables 2, 6) the question is whether the region separates from Random; where it gives none
-    (Table 1: one run per localizer) it is the ordering against Random."""
+    (Tables 2, 6) the question is whether the region separates from Random, by the module's rule
+    (``p_ours`` is our calibrated p over ``n_rr`` Random–Random pairs); where it gives none (Table 1:
+    one run per localizer) it is the ordering against Random."""
     if not math.isfinite(p_paper):
         side = "above" if delta_paper > 0 else "below"
         return f"{'same' if delta_ours * delta_paper > 0 else 'opposite'} ordering (paper: {side} Random)"
-    ours_differs, paper_differs = p_ours < 0.05, p_paper < 0.05
+    paper_differs = p_paper < 0.05
+    paper = "the paper separates" if paper_differs else "the paper: no difference"
+    if not math.isfinite(p_ours):
+        return f"not testable here: no Random–Random pairs ({paper})"
+    ours_differs = p_ours < 0.05
+    if ours_differs and not can_separate(n_rr + 1):
+        return (f"not testable here: {n_rr} Random–Random pairs, {MIN_OUTCOMES - 1} needed for p < 0.05 "
+                f"({paper})")
     if ours_differs == paper_differs:
         return "agree: no difference beyond Random–Random" if not ours_differs else "agree: a difference"
     return "differ: ours separates from Random" if ours_differs else "differ: the paper separates"
@@ -100,6 +126,7 @@ def comparison(folder: str | Path, notebook: str, metric: str, paper_csv: str | 
         t = table[(table.objective == r.objective) & (table.scenario == r.scenario)]
         p_paper_style = float(t[f"p {metric} paper (mean)"].iloc[0]) if len(t) else math.nan
         p_cal = float(t[f"p {metric} R–R"].iloc[0]) if len(t) else math.nan
+        n_rr = int(t["R–R pairs"].iloc[0]) if len(t) else 0
         value = f"{r.value:.3f} vs {r.baseline:.3f}" if metric == "AUES" else f"{r.value:.2f} vs {r.baseline:.2f} ({r.reached} reached)"
         cells = [f"{r.objective} · {style(r.scenario)[0]}", value, f"{r.delta:+.3f} ({_ratio(r.delta, r.sigma)})",
                  f"{p_value(p_paper_style)} / {p_value(p_cal)}"]
@@ -111,7 +138,7 @@ def comparison(folder: str | Path, notebook: str, metric: str, paper_csv: str | 
                 continue
             q = row.iloc[0]
             cells.append(f"{q.delta:+.3f} ({_ratio(q.delta, q.sigma)}), {p_value(q.p)}")
-            verdicts.append(_verdict(r.delta, p_cal, q.delta, float(q.p)))
+            verdicts.append(_verdict(r.delta, p_cal, n_rr, q.delta, float(q.p)))
         cells.append("; ".join(dict.fromkeys(verdicts)) or "–")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
