@@ -212,3 +212,36 @@ def test_the_chat_template_is_also_written_into_tokenizer_config(tmp_path):
     (tmp_path / "chat_template.jinja").unlink(missing_ok=True)  # a reader of tokenizer_config.json alone
     assert AutoTokenizer.from_pretrained(tmp_path).apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False) == "hi <eos>"
+
+
+@pytest.fixture(scope="module")
+def other_runs(tmp_path_factory):
+    """``run(nb)``: (run folder, cache) of notebook ``nb``'s smoke run, made once by ``workbench run``."""
+    made = {}
+
+    def run(nb: str) -> tuple[Path, Path]:
+        if nb not in made:
+            outputs, cache = tmp_path_factory.mktemp("outputs"), tmp_path_factory.mktemp("cache")
+            env = {**os.environ, "WORKBENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+            done = subprocess.run([sys.executable, "-m", "workbench", "run", nb, "-p", f"params/{nb}/smoke.yaml",
+                                   "--run-id", "smoke", "--outputs", str(outputs)], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, done.stderr[-3000:]
+            made[nb] = outputs / nb / "smoke", cache
+        return made[nb]
+
+    return run
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("nb, request_", [
+    ("revisit-localizers", dict(objective="npo", scenario="activations", seed=0)),  # a localizer's region on θ_full
+    ("revisit-localizers", dict(objective="npo", scenario="random", seed=0, alpha=0.5)),
+    ("l2-mlp-supervision", dict(objective="l2_mlp", scenario="random", seed=11)),  # its retain term's weight
+])
+def test_every_notebook_s_models_are_rebuilt_from_the_run_s_own_cache_entries(other_runs, tmp_path, nb, request_):
+    """The export rebuilds each step under the cache key the run used (regions, learning rates, retain
+    weight): nothing is recomputed, so the model is the run's."""
+    run, cache = other_runs(nb)
+    folder = export_model(run, tmp_path / "model", cache_root=cache, progress=False, **request_)
+    assert json.loads((folder / "workbench_export.json").read_text())["recomputed"] == []
