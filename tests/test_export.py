@@ -159,6 +159,30 @@ def test_the_export_command_writes_a_loadable_folder(smoke_run, tmp_path):
 
 
 @pytest.mark.notebooks
+def test_workbench_evaluate_on_exported_models_redraws_the_run_s_sweep(smoke_run, tmp_path):
+    """The README tour: θo, an unlearned model and θr exported, then `workbench evaluate` as a pair on the
+    run's data: every α of its sweep (its own mixing of the two folders) equals the run's."""
+    run, cache = smoke_run
+    folders = {name: export_model(run, tmp_path / name, cache_root=cache, progress=False, **request) for name, request in
+               {"theta_o": dict(model="theta_o", seed=SEED), "theta_r": dict(model="theta_r"),
+                "oracle": dict(objective=OBJECTIVE, scenario="oracle", seed=SEED)}.items()}
+    env = {**os.environ, "WORKBENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    smoke = json.loads((run / "params.json").read_text())["params"]
+    data = [f"{k}={smoke[k]}" for k in ("data", "n_retain_authors", "n_forget_authors", "eval_max_new_tokens", "n_alpha")]
+    done = subprocess.run([sys.executable, "-m", "workbench", "evaluate", "--before", str(folders["theta_o"]),
+                           "--after", str(folders["oracle"]), "--retain-model", str(folders["theta_r"]),
+                           *[a for d in data for a in ("-p", d)], "--run-id", "pair", "--outputs", str(tmp_path / "out")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = pd.read_parquet(tmp_path / "out" / "evaluate-checkpoints" / "pair" / "per_alpha.parquet")
+    ours = pd.read_parquet(run / "per_alpha.parquet")
+    ours = ours[(ours.objective == OBJECTIVE) & (ours.scenario == "oracle") & (ours.seed == SEED)]
+    numbers = ["alpha", "FS", "RS", "MU", "FQ", "forget_es", "forget_rougeL", "retain_eval_tr_closeness"]
+    pd.testing.assert_frame_equal(theirs[numbers].reset_index(drop=True), ours[numbers].reset_index(drop=True),
+                                  rtol=0, atol=1e-9)
+
+
+@pytest.mark.notebooks
 @pytest.mark.parametrize("args, message", [
     (["--objective", "dpo", "--scenario", "oracle", "--seed", "7"], "has no objective 'dpo'; it has ['npo']"),
     (["--objective", "npo", "--scenario", "oracle", "--seed", "8"], "--scenario oracle --seed 7, --scenario random"),
