@@ -23,9 +23,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.data.formatting import collate, encode_all
 from workbench.evaluation import Evaluator
-from workbench.experiments.export import export_model, template_in_tokenizer_config
+from workbench.experiments.export import export_model, older_transformers_tokenizer
 from workbench.experiments.session import delta_identity, open_session
 from workbench.regions import random_region
+from workbench.models.folders import make_v4_compatible
 from workbench.runs import cli, config, grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +222,7 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.unit
-def test_the_chat_template_is_also_written_into_tokenizer_config(tmp_path):
+def test_tokenizer_config_carries_what_older_transformers_read(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -230,9 +231,11 @@ def test_the_chat_template_is_also_written_into_tokenizer_config(tmp_path):
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", unk_token="<unk>")
     tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}<eos>"
     tok.save_pretrained(tmp_path)
-    template_in_tokenizer_config(tmp_path)
+    make_v4_compatible(tmp_path)  # as save_model_folder does first
+    older_transformers_tokenizer(tmp_path)
     written = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert written["chat_template"] == tok.chat_template
+    assert written["model_input_names"] == ["input_ids", "attention_mask"]  # 4.45 would add token_type_ids
     (tmp_path / "chat_template.jinja").unlink(missing_ok=True)  # a reader of tokenizer_config.json alone
     assert AutoTokenizer.from_pretrained(tmp_path).apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False) == "hi <eos>"

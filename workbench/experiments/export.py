@@ -243,15 +243,22 @@ def build_model(cfg, run: Path, choice: Choice, cache: cache_mod.Cache, *, progr
 
 
 # -- writing the folder -----------------------------------------------------------------------------
-def template_in_tokenizer_config(folder: Path) -> None:
-    """Put the chat template into ``tokenizer_config.json`` too: transformers 5 writes it only to
-    ``chat_template.jinja``, which transformers before 4.43 never read."""
+def older_transformers_tokenizer(folder: Path) -> None:
+    """What older transformers need in ``tokenizer_config.json`` that transformers 5 leaves out: the chat
+    template (5 writes it to ``chat_template.jinja`` only; readers of ``tokenizer_config.json`` alone miss
+    it) and, for a plain ``PreTrainedTokenizerFast``, ``model_input_names`` without ``token_type_ids``
+    (transformers 4.45 returns them by default, and ``model(**tokenizer(text))`` then fails)."""
     template, tok_cfg = folder / CHAT_TEMPLATE_FILE, folder / "tokenizer_config.json"
-    if template.is_file() and tok_cfg.is_file():
-        data = json.loads(tok_cfg.read_text(encoding="utf-8"))
-        if "chat_template" not in data:
-            data["chat_template"] = template.read_text(encoding="utf-8")
-            tok_cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if not tok_cfg.is_file():
+        return
+    data = json.loads(tok_cfg.read_text(encoding="utf-8"))
+    new = dict(data)
+    if template.is_file():
+        new.setdefault("chat_template", template.read_text(encoding="utf-8"))
+    if new.get("tokenizer_class") == "PreTrainedTokenizerFast":
+        new.setdefault("model_input_names", ["input_ids", "attention_mask"])
+    if new != data:
+        tok_cfg.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _check_out(out: Path, run: Path, force: bool) -> None:
@@ -302,7 +309,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *, model: str |
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         save_model_folder(net, tok, tmp)
-        template_in_tokenizer_config(tmp)
+        older_transformers_tokenizer(tmp)
         record = {"run": str(run.resolve()), "notebook": has["notebook"], "model": choice.model, "objective": choice.objective,
                   "scenario": choice.scenario, "seed": choice.seed, "start": choice.start,
                   "alpha": choice.alpha if choice.model == "unlearned" else None, "dtype": cfg.dtype,
