@@ -191,6 +191,7 @@ def test_workbench_evaluate_on_exported_models_redraws_the_run_s_sweep(smoke_run
     (["--model", "theta_full"], "computes no θ_full"),
     (["--objective", "npo", "--scenario", "oracle", "--seed", "7", "--alpha", "1.5"], "within [0, 1]"),
     (["--seed", "7"], "say which model to export"),
+    (["--model", "theta_o", "--seed", "7", "--objective", "npo"], "name an unlearned model, not theta_o"),
 ])
 def test_unknown_models_are_refused_with_what_the_run_has(smoke_run, tmp_path, capsys, args, message):
     run, cache = smoke_run

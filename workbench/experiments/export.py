@@ -114,6 +114,8 @@ def choose(has: dict[str, Any], run: Path, *, model: str | None, objective: str 
     if model not in MODELS:
         raise ExportError(f"say which model to export: --model one of {list(MODELS)} "
                           f"(an --objective alone means 'unlearned'); got {model!r}")
+    if model != "unlearned" and (objective or scenario or alpha != 1.0):
+        raise ExportError(f"--objective, --scenario and --alpha name an unlearned model, not {model}; drop them")
     if model == "theta_o":
         if seed not in has["theta_o_seeds"]:
             where = (f"its θo target seeds are {has['theta_o_seeds']}" if has["theta_o_seeds"]
