@@ -53,6 +53,7 @@ _API: dict[str, tuple[str, str]] = {
     "load_runs": ("workbench.runs.rundir", "load_runs"),
     "run_states": ("workbench.runs.listing", "run_states"),
     "open_session": ("workbench.experiments.session", "open_session"),
+    "export_model": ("workbench.experiments.export", "export_model"),
     # figures
     "fs_rs_figure": ("workbench.viz.plots", "fs_rs_figure"),
     "mu_fq_figure": ("workbench.viz.plots", "mu_fq_figure"),

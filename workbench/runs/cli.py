@@ -5,6 +5,8 @@
     python -m workbench run <notebook> -p params/<notebook>/<file>.yaml [-p key=value …] [--run-id X] [--force]
     python -m workbench evaluate --before <model> --after <unlearned> [--after …] [--retain-model <θr>] [-p key=value …]
     python -m workbench grid <grid.yaml> [--jobs N] [--executor local] [--force]
+    python -m workbench export <run folder> --objective O --scenario S --seed N [--alpha A] --out DIR [--force]
+    python -m workbench export <run folder> --model theta_o --seed N | --model theta_r | theta_p | theta_full --out DIR
     python -m workbench demo [--jobs N]
     python -m workbench list
     python -m workbench status [notebook …]
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-p", "--params", action="append", default=[], metavar="FILE|KEY=VALUE")
     ev.add_argument("--run-id", default="", help="run folder name (default: automatic)")
     _common(ev)
+    _export_parser(sub)
     g = sub.add_parser("grid", help="execute every combination of a grid file's axes")
     g.add_argument("grid_file")
     g.add_argument("--jobs", type=int, default=2)
@@ -63,6 +66,41 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("notebook", nargs="*", help="only these notebooks' runs (default: all)")
     _outputs_arg(st)
     return parser
+
+
+EXPORT_HELP = """Write a model a finished run computed as a Hugging Face folder (config.json, tokenizer with its
+chat template if it has one, model.safetensors) that transformers, `python -m workbench evaluate` and
+open-unlearning load. The model comes from the cache ($WORKBENCH_CACHE or <repo>/.cache); where the
+cache lacks it, it is recomputed from the run's params.json (a message says so; progress bars show it).
+
+Models: an unlearned one — --objective, --scenario and --seed name one sweep of the run (its
+per_alpha table; `summary.csv` lists them), --alpha picks θ(α) on it (1: unlearned, 0: its start);
+theta_o (--seed: a target seed; the controlled notebooks); theta_r; theta_p; theta_full
+(revisit-localizers). A refusal lists what the run has."""
+
+
+def _export_parser(sub) -> None:
+    ex = sub.add_parser("export", help="write a model a run computed (θp, θr, θ_full, θo, unlearned at α) as a "
+                        "Hugging Face folder", description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("run", help="the run folder, outputs/<notebook>/<run-id>/")
+    ex.add_argument("--model", default=None, choices=["theta_p", "theta_r", "theta_full", "theta_o", "unlearned"],
+                    help="which model (default: unlearned when --objective is given)")
+    ex.add_argument("--objective", default=None, help="unlearned: the objective of the sweep")
+    ex.add_argument("--scenario", default=None, help="unlearned: its scenario (oracle, random, a localizer)")
+    ex.add_argument("--seed", type=int, default=None, help="unlearned: its region seed; theta_o: the target seed")
+    ex.add_argument("--alpha", type=float, default=1.0, help="unlearned: mixing coefficient α in [0, 1] (default 1)")
+    ex.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
+    ex.add_argument("--force", action="store_true", help="replace a non-empty --out (a folder of files only)")
+    ex.add_argument("--cache", default=None, help="cache root (default $WORKBENCH_CACHE or <repo>/.cache)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from workbench.experiments.export import export_model
+
+    export_model(args.run, args.out, model=args.model, objective=args.objective, scenario=args.scenario,
+                 seed=args.seed, alpha=args.alpha, force=args.force, cache_root=args.cache)
+    print(args.out)
+    return 0
 
 
 def _outputs_arg(parser: argparse.ArgumentParser) -> None:
@@ -192,7 +230,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "grid": cmd_grid, "demo": cmd_demo, "list": cmd_list,
+COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "export": cmd_export, "grid": cmd_grid, "demo": cmd_demo, "list": cmd_list,
             "status": cmd_status}
 # Errors the user can fix by changing the command line: reported in one message, no traceback.
 USER_ERRORS = (config.ConfigError, runs.RunExistsError, FileNotFoundError, ValueError)
