@@ -44,7 +44,7 @@ from workbench.experiments.chain import chain_model, load_config_data, pretraine
 from workbench.experiments.controlled import ORACLE, RANDOM, theta_o
 from workbench.experiments.revisit import RANDOM_WEIGHTS, THETA_FULL
 from workbench.experiments.session import Session, delta_identity, frozen_copy
-from workbench.models import resolve_device, save_model_folder
+from workbench.models import resolve_device, save_model_folder, use_deterministic
 from workbench.regions import Region, random_region, random_weight_region
 from workbench.runs import cache as cache_mod
 from workbench.runs import config
@@ -145,8 +145,8 @@ def choose(has: dict[str, Any], run: Path, *, model: str | None, objective: str 
 class NotingCache(cache_mod.Cache):
     """The run's cache, saying so when an entry is missing and recomputed, and recording which were."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
-        super().__init__(root)
+    def __init__(self, root: str | os.PathLike | None = None, *, device=None):
+        super().__init__(root, device=device)
         self.recomputed: list[str] = []
 
     def get_or_build(self, kind, inputs, build, save, load, force=False, sources=()):
@@ -303,7 +303,9 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *, model: str |
     _check_out(out, run, force)
     info = has["info"]
     cfg = config.from_params(has["notebook"], info["params"])
-    cache = NotingCache(cache_root)
+    device = resolve_device(cfg.device)
+    use_deterministic(device)  # as open_session does: the flags are part of every cache key
+    cache = NotingCache(cache_root, device=device)
     print(f"exporting {choice.describe()} of {run} → {out}", file=sys.stderr)
     with _threads(info.get("threads")):
         net, tok, keys = build_model(cfg, run, choice, cache, progress=progress)
