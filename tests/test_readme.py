@@ -114,12 +114,16 @@ def test_anchors_follow_github_for_unicode_and_repeats():
 def section(page: str, anchor: str) -> str:
     """The text under the heading whose GitHub anchor is ``anchor``, up to the next heading of its level or above."""
     lines = page.splitlines()
+    fenced, inside = [], False  # a "# comment" in a code block is no heading
+    for line in lines:
+        inside ^= line.startswith("```")
+        fenced.append(inside or line.startswith("```"))
     for i, line in enumerate(lines):
         m = re.match(r"(#+) (.*)", line)
-        if m and slug(m.group(2)) == anchor:
+        if m and not fenced[i] and slug(m.group(2)) == anchor:
             level = len(m.group(1))
             end = next((j for j in range(i + 1, len(lines))
-                        if re.match(r"#{1,%d} " % level, lines[j])), len(lines))
+                        if not fenced[j] and re.match(r"#{1,%d} " % level, lines[j])), len(lines))
             return "\n".join(lines[i:end])
     raise AssertionError(f"docs/results.md has no heading for #{anchor}")
 
@@ -207,3 +211,12 @@ def test_the_memory_numbers_of_the_docs_are_the_estimates():
     assert f"needs {computed[0]} GiB per GPU" in readme
     evaluate = f"**{estimate_eval_memory(config)['total_bytes'] / GIB:.1f} GiB** on the device"
     assert evaluate in (ROOT / "docs" / "evaluate.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_example_of_your_own_method_is_the_one_in_docs_extending():
+    """The README shows the example short; docs/extending.md explains it: both must show the same code."""
+    fenced = re.compile(r"```(?:python|bash)\n(.*?)```", re.S)
+    readme = section((ROOT / "README.md").read_text(encoding="utf-8"), "your-own-method-in-one-file")
+    extending = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
+    blocks = fenced.findall(readme)
+    assert len(blocks) == 2 and all(b in extending for b in blocks), "copy the README's example into docs/extending.md"
