@@ -1,11 +1,12 @@
-"""The README's results tables, rendered from kept results (generated, never typed).
+"""The results tables of ``docs/results.md``, rendered from kept results (generated, never typed).
 
 Each kept reference (``outputs/reference/<notebook>/``: ``table.csv``, ``summary.csv``, ``checks.csv``
 …) renders to one markdown block: an AUES table and, where MU is defined, an MU95 table, each with
 the paper's p next to the Random–Random baseline's, MU95's reached counts, and for single-model
-experiments one row per sweep. In the README each block sits between ``<!-- results:<notebook> -->``
-and ``<!-- /results -->``; :func:`update_readme` rewrites them and a test checks that the README
-equals the rendering, so a number in the README always comes from a kept file.
+experiments one row per sweep. In a page (``docs/results.md``) each block sits between
+``<!-- results:<notebook> -->`` and ``<!-- /results -->``; :func:`update_readme` rewrites them
+(``scripts/render_readme.py``) and a test checks that the page equals the rendering, so a number
+there always comes from a kept file.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def render_readme(text: str, reference: str | Path) -> str:
 
 
 def update_readme(readme: str | Path, reference: str | Path) -> bool:
-    """Rewrite the README's results blocks in place; True if anything changed."""
+    """Rewrite a page's results and paper blocks in place (the README, docs/results.md); True if anything changed."""
     readme = Path(readme)
     old = readme.read_text(encoding="utf-8")
     new = render_readme(old, reference)
