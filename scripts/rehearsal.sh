@@ -63,9 +63,9 @@ notebook() {  # NOTEBOOK [key=value …]: the notebook with the paper file, the 
 }
 
 restricted() {  # restricted training of the stand-in in bf16 on TOFU's forget set, 2 CPU ranks
-  "$PY" scripts/standins.py encode --model "$hub" --revision "$commit" --data "$TOFU" --n 8 --out "$R/$model/forget.jsonl"
+  "$PY" scripts/standins.py encode --model "$hub" --revision "$commit" --data "$TOFU" --n 16 --out "$R/$model/forget.jsonl"
   scripts/train_distributed.sh restricted --model "$hub" --dtype bfloat16 --data "$R/$model/forget.jsonl" \
-    --gradient-checkpointing --batch-size 4 --lr 2e-4 --out "$R/$model/delta"
+    --gradient-checkpointing --batch-size 16 --lr 2e-4 --out "$R/$model/delta"
 }
 
 evaluate() {  # the stand-in by hub id before, θ_full as the "unlearned" folder, θr for Forget Quality

@@ -100,6 +100,20 @@ def test_a_rebuilt_stand_in_has_the_same_commit(tmp_path):
     assert standins.build_standin(spec, TEXTS, tmp_path / "a") == standins.build_standin(spec, TEXTS, tmp_path / "b")
 
 
+@pytest.mark.integration
+def test_the_per_example_table_shows_the_prompt_with_its_chat_template():
+    """What makes "was the chat template applied?" answerable from a run's files."""
+    from workbench.data import load_data
+    from workbench.evaluation import EvalConfig, Evaluator
+
+    spec = small(standins.STANDINS[standins.LLAMA_ID])
+    tokenizer = standins.standin_tokenizer(spec, TEXTS)
+    data = load_data("synthetic-tofu", n_authors=2, n_forget_authors=1, seed=0)
+    table = Evaluator(tokenizer, data, EvalConfig(generate=False)).evaluate(standins.standin_model(spec, tokenizer)).per_example
+    assert table["prompt"].str.startswith(spec.header).all()
+    assert table["prompt"].str.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n").all()
+
+
 @pytest.mark.unit
 def test_a_hub_checkpoint_is_keyed_by_the_commit_it_loaded(offline_hub, tmp_path):
     """transformers 5 dropped ``config._commit_hash``: the key must still change with the hub commit."""
@@ -135,7 +149,11 @@ def steps_ok(folder: Path) -> dict[tuple[str, str], str]:
     return {(model, step): state for model, step, _, state in rows}
 
 
+REHEARSAL_TIMEOUT = 4 * 3600  # seconds, when the fixture runs the whole rehearsal itself
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(REHEARSAL_TIMEOUT)
 @pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_each_notebook_ran_on_the_stand_in_with_its_chat_template(rehearsal, model, notebook):
@@ -158,6 +176,7 @@ def per_example_prompts(run: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(REHEARSAL_TIMEOUT)
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_the_distributed_stages_evaluate_and_gpu_check_ran(rehearsal, model):
     states = steps_ok(rehearsal)
