@@ -87,13 +87,13 @@ class StandIn:
     chat_template: str
     header: str
     seed: int = 0
-    vocab_size: int = 2048
+    vocab_size: int = 1024
     generation: dict = field(default_factory=dict)
 
 
-# [choice] width 32 and 2,048 tokens: bf16 matmuls are emulated on most CPUs (7x slower than fp32
+# [choice] width 16 and 1,024 tokens: bf16 matmuls are emulated on most CPUs (7x slower than fp32
 # here), and the paper's depth of 32 layers is kept so that ``rmu_layer: 21`` is a valid layer.
-SHAPE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=32, num_attention_heads=4,
+SHAPE = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=32, num_attention_heads=4,
              num_key_value_heads=2, tie_word_embeddings=False)
 
 STANDINS: dict[str, StandIn] = {
