@@ -170,9 +170,8 @@ def test_each_notebook_ran_on_the_stand_in_with_its_chat_template(rehearsal, mod
 
 
 def per_example_prompts(run: Path) -> list[str]:
-    """The prompts of the run's per-example table(s)."""
-    tables = [pd.read_csv(p) for p in run.rglob("*.csv") if "prompt" in pd.read_csv(p, nrows=0).columns]
-    return [p for t in tables for p in t["prompt"].dropna().astype(str)]
+    """The prompts of the run's per-example table."""
+    return pd.read_parquet(run / "per_example.parquet", columns=["prompt"])["prompt"].astype(str).tolist()
 
 
 @pytest.mark.slow
