@@ -6,7 +6,7 @@
 * ``slow``: every notebook's rehearsal run folder is complete and its per-example table's prompts
   start with the stand-in's chat-template header; θr / θ_full were trained on 2 ranks; ``evaluate``
   and ``benchmarks/gpu_check.py`` ran. Reads ``$REHEARSAL_DIR`` when it holds a finished rehearsal
-  (``make rehearsal`` runs the script, then this test), else runs the whole rehearsal (about 40 min).
+  (``make rehearsal`` runs the script, then this test), else runs the whole rehearsal (about 50 min on 2 cores).
 """
 
 from __future__ import annotations
