@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export PLOTLY_RENDERER ?= plotly_mimetype+notebook
 
-.PHONY: setup demo test test-slow test-all test-gpu bench lab clean
+.PHONY: setup demo test test-slow test-all test-gpu rehearsal bench lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ test-all: $(STAMP)
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu -rs
 	$(PY) benchmarks/gpu_check.py --gradient-checkpointing
+
+# Every paper parameter file end to end on CPU stand-ins of Llama-3.1 / OLMo-2 (slow tier, about 1 h on 2 cores;
+# scripts/rehearsal.sh), then the checks of tests/test_rehearsal.py on what it wrote. TOFU_DIR / LUME_DIR: the data.
+REHEARSAL_DIR ?= .cache/rehearsal
+rehearsal: $(STAMP)
+	OMP_NUM_THREADS=1 REHEARSAL_DIR=$(REHEARSAL_DIR) PYTHON=$(abspath $(PY)) bash scripts/rehearsal.sh
+	OMP_NUM_THREADS=1 REHEARSAL_DIR=$(REHEARSAL_DIR) $(PY) -m pytest -q -m slow tests/test_rehearsal.py
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/restricted_training.py --steps 6

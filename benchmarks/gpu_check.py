@@ -1,6 +1,6 @@
-"""GPU check at paper scale: restricted training and the mixing sweep on a Llama-3.1-8B-shaped model.
+"""GPU check at paper scale: restricted training and the mixing sweep on a Llama-3.1-8B- (or OLMo-2-7B-) shaped model.
 
-Builds a *randomly initialised* model with Llama-3.1-8B's dimensions (no download) in bf16, trains
+Builds a *randomly initialised* model with Llama-3.1-8B's (``--arch olmo2``: OLMo-2-7B's) dimensions (no download) in bf16, trains
 a 10% random region of value vectors (:class:`~workbench.delta.RegionDelta`, fp32) for a few steps
 with :func:`workbench.training.train_region`, then runs the mixing sweep of SPEC §6
 (``RegionDelta.mixed(α)`` for 21 α, one inference-mode forward over the evaluation batches each).
@@ -13,6 +13,7 @@ measured peak stays within the estimate) and exits non-zero if any fails.
     python benchmarks/gpu_check.py                      # one H100/H200, a few minutes
     python benchmarks/gpu_check.py --gradient-checkpointing --batch 16
     python benchmarks/gpu_check.py --tiny --device cpu  # small dims, checks the script on CPU
+    python benchmarks/gpu_check.py --arch olmo2         # the same on an OLMo-2-7B-shaped model
 """
 
 from __future__ import annotations
@@ -37,14 +38,21 @@ from workbench.training import TrainConfig, TrainSpec, train_region
 LLAMA_31_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                    num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
                    rope_theta=500000.0, tie_word_embeddings=False)
+OLMO_2_7B = dict(vocab_size=100352, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                 rope_theta=500000.0, tie_word_embeddings=False)
 TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False)
+# The paper's two architectures: config class, full shape, and what --tiny keeps of it (OLMo-2 has no GQA).
+ARCHS = {"llama": ("LlamaConfig", LLAMA_31_8B, {}),
+         "olmo2": ("Olmo2Config", OLMO_2_7B, {"num_key_value_heads": 4, "rope_theta": 500000.0})}
 TINY_SIZES = dict(batch=4, seq_len=64, eval_batch=4, eval_batches=2, steps=3)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="small dims and sizes (CPU check of the script)")
+    p.add_argument("--arch", default="llama", choices=sorted(ARCHS), help="Llama-3.1-8B or OLMo-2-7B shape")
     p.add_argument("--device", default="auto", help="auto (cuda when visible, else cpu), cuda, cpu")
     p.add_argument("--dtype", default="bfloat16", help="model weights; the delta is always fp32")
     p.add_argument("--fraction", type=float, default=0.1, help="region size, fraction of all value vectors")
@@ -66,13 +74,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_model(dims: dict, device: torch.device, dtype: torch.dtype):
+def model_config(arch: str, tiny: bool):
+    """The transformers config of ``arch`` at full size, or its ``--tiny`` shape."""
+    import transformers
+
+    name, full, tiny_changes = ARCHS[arch]
+    return getattr(transformers, name)(**({**TINY, **tiny_changes} if tiny else full))
+
+
+def build_model(config, device: torch.device, dtype: torch.dtype):
     """Random weights created directly on ``device`` in ``dtype`` (no fp32 copy on the host)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(LlamaConfig(**dims), dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()
 
 
@@ -142,7 +158,7 @@ def fmt_bytes(n: float) -> str:
 def report(res: dict) -> str:
     est = res["estimate"]
     return "\n".join([
-        f"device           {res['device']}  ({res['gpu_name']}), model {res['n_params'] / 1e9:.3f}B params, {res['dtype']}",
+        f"device           {res['device']}  ({res['gpu_name']}), {res['arch']} model {res['n_params'] / 1e9:.3f}B params, {res['dtype']}",
         f"region           {res['region_vectors']} value vectors = {res['delta_params']:,} fp32 delta parameters",
         f"training         {res['step_seconds']:.3f} s/step over {res['steps']} steps (batch {res['batch']}×{res['seq_len']},"
         f" checkpointing {res['gradient_checkpointing']}), loss {res['losses'][0]:.4f} → {res['losses'][-1]:.4f}",
@@ -182,8 +198,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    dims = TINY if args.tiny else LLAMA_31_8B
-    model = build_model(dims, device, dtype)
+    model = build_model(model_config(args.arch, args.tiny), device, dtype)
     for p in model.parameters():
         p.requires_grad_(False)
     if args.gradient_checkpointing:
@@ -192,7 +207,7 @@ def main(argv=None) -> dict:
                           gradient_checkpointing=args.gradient_checkpointing)
     delta, trained = train(model, args, device)
     swept = sweep(model, delta, args, device)
-    res = {"device": str(device), "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    res = {"arch": args.arch, "device": str(device), "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "dtype": args.dtype, "n_params": sum(p.numel() for p in model.parameters()), "batch": args.batch,
            "seq_len": args.seq_len, "gradient_checkpointing": args.gradient_checkpointing,
            **trained, **swept, "estimate": est,

@@ -30,6 +30,7 @@ Aggregates (:attr:`EvalResult.summary`) are :func:`workbench.aggregates.summaris
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -269,6 +270,11 @@ class Evaluator:
         return self._rouge_cache[key]
 
     # -- tables ---------------------------------------------------------------------------------
+    @functools.cached_property
+    def prompt_texts(self) -> list[str]:
+        """Each distinct prompt as text with its special tokens: shows which chat template was applied."""
+        return self.tokenizer.batch_decode([list(e.gen_prompt_ids) for e in self.prompts], skip_special_tokens=False)
+
     def _split_table(self, split: str, nll: np.ndarray, es: np.ndarray, texts: list[str] | None) -> pd.DataFrame:
         refs, exs = self.refs[split], self.examples[split]
         answer_nll = nll[[r.answer for r in refs]]
@@ -286,6 +292,7 @@ class Evaluator:
             "es": es[[r.answer for r in refs]],
             "rougeL_recall": rouge,
             "generation": gens,
+            "prompt": [self.prompt_texts[r.prompt] for r in refs],
         })
 
     def summarise(self, per_example: pd.DataFrame) -> dict[str, float]:

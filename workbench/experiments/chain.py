@@ -34,6 +34,7 @@ from workbench.data.formatting import encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.models import (
     TinyLlamaConfig,
+    hub_commit,
     build_tiny,
     estimate_memory,
     load_pretrained,
@@ -107,7 +108,7 @@ def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool, d
               "train": dataclasses.asdict(train_cfg(cfg, cfg.pretrain_lr, max(cfg.pretrain_epochs, 1)))}
     if spec["kind"] != "tiny-llama":
         model, tok = load_named_model(cfg, device, dtype)
-        return model, tok, cache_mod.fingerprint({**spec, **checkpoint_identity(cache, model, cfg.model)})
+        return model, tok, cache_mod.fingerprint({**spec, **checkpoint_identity(cache, model, cfg.model, cfg.model_revision)})
 
     def build():
         model, tok = build_tiny(data, tiny_config(cfg), vocab_size=cfg.vocab_size)
@@ -131,12 +132,12 @@ def load_named_model(cfg, device: torch.device, dtype: str | None = None):
                            trust_remote_code=cfg.trust_remote_code)
 
 
-def checkpoint_identity(cache, model, name_or_path: str) -> dict[str, Any]:
+def checkpoint_identity(cache, model, name_or_path: str, revision: str = "") -> dict[str, Any]:
     """What a loaded checkpoint *is*: the hash of its folder's files, or its hub commit (never its name)."""
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         return {"folder_sha256": cache.folder_fingerprint(folder)}
-    return {"hub": name_or_path, "commit": getattr(model.config, "_commit_hash", None)}
+    return {"hub": name_or_path, "commit": getattr(model.config, "_commit_hash", None) or hub_commit(name_or_path, revision)}
 
 
 @dataclasses.dataclass
@@ -189,7 +190,7 @@ def external_model(cfg, cache, device, *, which: str):
     name, revision = getattr(cfg, f"{which}_model"), getattr(cfg, f"{which}_revision")
     model, tok = load_pretrained(name, device=str(device), dtype=cfg.dtype, revision=revision,
                                  trust_remote_code=cfg.trust_remote_code)
-    identity = {"which": which, "dtype": cfg.dtype, **checkpoint_identity(cache, model, name)}
+    identity = {"which": which, "dtype": cfg.dtype, **checkpoint_identity(cache, model, name, revision)}
     print(f"θ_{which} from {name}: {identity}")
     return cache_mod.fingerprint(identity), model, tok
 

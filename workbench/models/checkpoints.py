@@ -80,6 +80,15 @@ def local_folder(spec: str | Path, *, revision: str = "") -> Path:
     return folder
 
 
+def hub_commit(hub_id: str, revision: str = "") -> str | None:
+    """The commit of ``hub_id`` at ``revision`` ("" = main) in the local hub cache, ``None`` if not cached.
+    (transformers 5 no longer records it as ``config._commit_hash``.)"""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(hub_id, "config.json", revision=revision or None)
+    return Path(path).parent.name if isinstance(path, str) else None
+
+
 def checkpoint_name(spec) -> str:
     """A short label: the folder's or hub id's last part, or the model's class for a loaded model."""
     if isinstance(spec, nn.Module):
