@@ -90,14 +90,9 @@ def load_pretrained(
     """Load a causal LM and its tokenizer by hub id or local path; checks the architecture first.
 
     ``revision`` (a branch, tag or commit of a hub id; ``""`` = the default branch) pins what is
-<<<<<<< ours
-    downloaded; the commit actually loaded is ``model.config._commit_hash``. A tokenizer without a
+    downloaded; the commit actually loaded is :func:`hub_commit` ``(name, revision)``. A tokenizer without a
     pad token gets its EOS token as pad (generation pads on the left). The model goes to ONE device:
     ``device_map`` (sharding over several) is refused before anything is read, with what to do instead.
-=======
-    downloaded; the commit actually loaded is :func:`hub_commit` ``(name, revision)``. A tokenizer without a
-    pad token gets its EOS token as pad (generation pads on the left).
->>>>>>> theirs
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
