@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import transformers as tf
 import yaml
 
@@ -75,8 +76,9 @@ def test_a_frozen_reference_model_counts_in_every_stage_after_theta_r():
     l2 = config.from_params("l2-mlp-supervision", yaml.safe_load(open("params/l2-mlp-supervision/paper-llama.yaml")))
     with_ref = preflight.memory_stages(l2, LLAMA_8B, 256)  # the L2 MLP objective keeps a frozen θr
     plain = preflight.memory_stages(_paper(objectives=["npo"]), LLAMA_8B, 256)
-    weights = with_ref["sweeps"][0]["weights_bytes"]
-    assert with_ref["sweeps"][0]["total_bytes"] - plain["sweeps"][0]["total_bytes"] == weights
+    weights = with_ref["injection"][0]["weights_bytes"]  # bf16, as the frozen copy
+    assert with_ref["injection"][0]["total_bytes"] - plain["injection"][0]["total_bytes"] == weights
+    assert with_ref["sweeps"][0]["total_bytes"] == plain["sweeps"][0]["total_bytes"]  # parked on the host meanwhile
     assert with_ref["θr"][0]["total_bytes"] == plain["θr"][0]["total_bytes"]
 
 
@@ -122,3 +124,37 @@ def test_evaluate_pair_is_refused_before_any_model_is_loaded(tmp_path, monkeypat
     _fake_device(monkeypatch, 64 * GIB)
     with pytest.raises(pytest.fail.Exception, match="a model was loaded"):  # it fits: on to loading
         pair.evaluate_pair(str(tmp_path / "before"), [str(tmp_path / "before")], data, device="cpu", progress=False)
+
+
+@pytest.mark.unit
+def test_sweeps_park_the_frozen_theta_r_on_the_host_and_bring_it_back():
+    """An 8B sweep in float32 has no room for the frozen θr beside θ(α) on an 80 GB GPU (OLMo-2-7B's l2 file: 75 GiB
+    with it); the pre-flight leaves it out of the sweeps' estimate because the sweep parks it on the host."""
+    from workbench.experiments.session import parked
+
+    class OnGpu(torch.nn.Module):  # a module that says it is on a GPU and records where it is sent
+        def __init__(self):
+            super().__init__()
+            self.moves, self.where = [], torch.device("cuda", 0)
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def parameters(self, recurse=True):
+            yield type("P", (), {"device": self.where})()
+
+        def to(self, device):
+            self.moves.append(str(device))
+            self.where = torch.device(device)
+            return self
+
+    model = OnGpu()
+    with parked(model):
+        assert model.where.type == "cpu"
+    assert model.moves == ["cpu", "cuda:0"]
+    with pytest.raises(RuntimeError), parked(model):
+        raise RuntimeError("a sweep that fails still gives θr back")
+    assert model.where == torch.device("cuda", 0)
+    with parked(None):  # no objective needs θr
+        pass
+    olmo_l2 = config.from_params("l2-mlp-supervision", yaml.safe_load(Path("params/l2-mlp-supervision/paper-olmo.yaml").read_text()))
+    stages = preflight.memory_stages(olmo_l2, OLMO2_7B, 256)
+    assert "reference_bytes" not in stages["sweeps"][0] and "reference_bytes" in stages["unlearning with l2_mlp"][0]

@@ -38,8 +38,8 @@ def memory_stages(cfg, config, seq_len: int, *, base: str = "retain") -> dict[st
     """``{stage: (estimate, fix)}`` for every stage of a run of ``cfg`` on a model with HF ``config``
     and ``seq_len`` tokens per example. Training stages take ``batch_size`` rows, twice where a retain
     batch (or DPO's pair) comes along; objectives that keep a frozen θr (``needs_reference_model``) add
-    its weights to every stage after θr. θr / θ_full are counted unless brought (``retain_model`` /
-    ``full_model``); θ_full only with ``base="full"``."""
+    its weights to every training stage after θr (sweeps park it on the host). θr / θ_full are counted
+    unless brought (``retain_model`` / ``full_model``); θ_full only with ``base="full"``."""
     b, ckpt, fraction = cfg.batch_size, cfg.gradient_checkpointing, getattr(cfg, "region_fraction", 0.1)
     train = {"dtype": cfg.dtype, "gradient_checkpointing": ckpt}
     smaller = (f"lower batch_size (now {b}){'' if ckpt else ', set gradient_checkpointing=true'} or region_fraction "
@@ -61,7 +61,7 @@ def memory_stages(cfg, config, seq_len: int, *, base: str = "retain") -> dict[st
                            if sweep_dtype == "float32" else ""))
     if any(obj.objective_class(o).needs_reference_model for o in cfg.methods("objective")):
         for stage, (est, _) in stages.items():
-            if stage not in THETA.values():
+            if stage not in (*THETA.values(), "sweeps"):  # sweeps park it on the host (session.parked)
                 _add(est, "reference_bytes", est["n_params"] * (4 if cfg.dtype == "float32" else 2), "frozen θr copy")
     return stages
 

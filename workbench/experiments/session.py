@@ -225,7 +225,7 @@ class Session:
 
         def build():
             self.fits("sweeps")
-            with evaluated_in(self.model, eval_dtype):
+            with parked(self.retain_model), evaluated_in(self.model, eval_dtype):
                 return mixing_sweep(self.model, delta, self.evaluator, alphas, progress=self.progress,
                                     first=self.evaluator.memoised(self.model, start_key))
 
@@ -240,6 +240,21 @@ class Session:
 def sweep_dtype(cfg) -> str:
     """The dtype sweeps are evaluated in when it is not the model's (``eval_dtype``); '' otherwise."""
     return cfg.eval_dtype if cfg.eval_dtype not in ("", cfg.dtype) else ""
+
+
+@contextlib.contextmanager
+def parked(model: nn.Module | None) -> Iterator[None]:
+    """``model`` (the frozen θr some objectives train against) on the host meanwhile: sweeps do not use it,
+    and an 8B sweep in float32 has no room for it beside θ(α) (the memory pre-flight counts it so)."""
+    device = None if model is None else next(model.parameters()).device
+    if device is None or device.type == "cpu":
+        yield
+        return
+    model.to("cpu")
+    try:
+        yield
+    finally:
+        model.to(device)
 
 
 def delta_fingerprint(delta: RegionDelta) -> str:
