@@ -39,7 +39,8 @@ from workbench.data import load_data, tokenizer_corpus
 from workbench.data.formatting import encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
-from workbench.generation import greedy_from_drafts, prefill
+from workbench.decoding import greedy_from_drafts
+from workbench.generation import prefill
 from workbench.mixing import ALPHAS, mixing_sweep
 from workbench.regions import random_region
 from workbench.training import TrainConfig, finetune, train_region

@@ -120,4 +120,34 @@ def test_evaluating_an_8b_pair_needs_one_model_on_the_device():
     est = estimate_eval_memory(llama8b)
     assert est["weights_bytes"] == count_parameters(llama8b) * 2  # one bf16 model, not three
     assert est["mixing_bytes"] == 3 * 2**24 * 4 and est["total_bytes"] < 0.95 * 80e9
-    assert 20 * GIB < est["total_bytes"] < 26 * GIB and "22.8 GiB on the device" in est["summary"]
+    assert 20 * GIB < est["total_bytes"] < 32 * GIB and "28.2 GiB on the device" in est["summary"]
+
+
+@pytest.mark.unit
+def test_eval_estimate_bounds_the_decoding_cache():
+    """Wrong drafts and guesses at every step (the widest cache decoding makes): the KV cache of the
+    generation, rows × columns × bytes per column, stays within ``estimate_eval_memory``'s count."""
+    from test_generation import _prompts
+
+    from workbench.decoding import DraftPolicy, greedy_from_drafts
+    from workbench.generation import prefill
+    from workbench.models import estimate_eval_memory
+
+    model, ids, mask = _prompts(seed=1)
+    sizes, forward = [], model.forward
+
+    def recording(*args, **kwargs):
+        sizes.append(kwargs["attention_mask"].numel())
+        return forward(*args, **kwargs)
+
+    max_new = 60
+    prefix = prefill(model, ids, mask)
+    truth = greedy_from_drafts(model, prefix, [1], max_new, lookahead=0)
+    model.forward = recording
+    greedy_from_drafts(model, prefix, [1], max_new, [[(t + 1) % 64 for t in row] for row in truth.tokens],
+                       policy=DraftPolicy(adaptive=False))
+    cfg = model.config
+    per_column = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
+    est = estimate_eval_memory(cfg, batch=len(ids), prompt_len=ids.shape[1], answer_len=0, new_tokens=max_new,
+                               dtype="float32")
+    assert max(sizes) * per_column <= est["kv_cache_bytes"]

@@ -56,7 +56,8 @@ from workbench.data.formatting import (
     pad_id,
 )
 from workbench.data.schema import QA, UnlearningData
-from workbench.generation import greedy_from_drafts, prefill, right_pad
+from workbench.decoding import greedy_from_drafts
+from workbench.generation import prefill, right_pad
 from workbench.likelihood import model_device
 from workbench.scoring import Continuations, _bucketed, eos_ids, greedy_generate, score_continuations, score_sequences
 
@@ -84,6 +85,10 @@ class EvalConfig:
     reuse: bool = True
     prompt_format: str = "workbench"
     use_chat_template: bool | None = None
+
+    def __post_init__(self):
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0 (0: empty generations), got {self.max_new_tokens}")
 
 
 @dataclass
