@@ -15,7 +15,7 @@ from conftest import make_tiny
 from test_evaluation import _greedy, build_trained
 from test_mixing import _forget
 
-from workbench.decoding import DraftPolicy, greedy_from_drafts
+from workbench.decoding import Decoder, DraftPolicy, greedy_from_drafts
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
 from workbench.generation import accept, draft_groups, prefill, propose
 from workbench.mixing import ALPHAS, mixing_sweep
@@ -220,3 +220,32 @@ def test_shared_first_point(sweep):
     assert shared_example.equals(per_example[per_example["alpha"] <= ALPHAS[2]])
     with pytest.raises(ValueError, match="α = 0"):
         mixing_sweep(model, delta, new, alphas=(0.5, 1.0), progress=False, first=first)
+
+
+@pytest.mark.integration
+def test_refilled_slots_give_the_greedy_generation(sweep):
+    """Two slots for all prompts: a row that ends hands its slot to the next prompt (with drafts from the
+    previous α and without), every generation is still plain greedy, and no step runs a half-empty
+    batch while prompts wait."""
+    tok, model, delta, new, results, *_, plain = sweep
+    eos = eos_ids(model, tok)
+    for k, use_drafts in ((10, True), (20, False)):
+        with delta.mixed(ALPHAS[k]):
+            batches = []
+            policy = DraftPolicy(lookahead=0, adaptive=False)
+            decoder = Decoder(model, eos, MAX_NEW, slots=2, pad=new.pad, policy=policy)
+            for rows, batch in new.prompt_batches:
+                prefix = prefill(model, batch["input_ids"], batch["attention_mask"])
+                drafts = [results[k - 1].generated_ids[r] for r in rows] if use_drafts else None
+                forward = model.forward
+                model.forward = lambda *a, **kw: batches.append(kw["input_ids"].shape) or forward(*a, **kw)
+                decoder.add(rows.tolist(), prefix, drafts)
+                decoder.run()
+                model.forward = forward
+            decoder.run(finish=True)
+            got = [_without_eos(decoder.tokens[r], eos) for r in range(len(new.prompts))]
+            assert got == plain[k], f"α = {ALPHAS[k]}"
+            if not use_drafts:  # every forward before the queue emptied was a full one-token step
+                assert all(shape == (2, 1) for shape in batches), batches
+                lengths = [len(decoder.tokens[r]) - 1 for r in range(len(new.prompts))]  # steps each row needs
+                assert decoder.steps <= -(-sum(lengths) // 2) + max(lengths)

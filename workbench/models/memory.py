@@ -172,3 +172,36 @@ def estimate_eval_memory(config, *, batch: int = 32, prompt_len: int = 128, answ
     est["summary"] = (f"{est['total_bytes'] / GIB:.1f} GiB on the device (evaluate, {n_params / 1e9:.2f}B params in {dtype}, "
                       f"batch {batch}): {parts} GiB; host copy of θ_before {est['host_bytes'] / GIB:.1f} GiB unless read from a folder")
     return est
+
+
+def eval_batch_size(model, n_prompts: int, *, prompt_len: int, answer_len: int, new_tokens: int,
+                    cpu_batch: int = 32, headroom: float = 0.9) -> int:
+    """``EvalConfig(batch_size="auto")``: the largest batch whose :func:`estimate_eval_memory` fits in
+    ``headroom`` × the GPU's memory (no larger than ``n_prompts``).
+
+    On a CPU memory is rarely the limit and a batch beyond a few dozen rows gains nothing (each step
+    is compute-bound), so ``cpu_batch`` (**[choice]**) is used there.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return max(1, min(cpu_batch, n_prompts))
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    total = torch.cuda.get_device_properties(device).total_memory
+
+    def fits_batch(batch: int) -> bool:
+        est = estimate_eval_memory(model.config, batch=batch, prompt_len=prompt_len, answer_len=answer_len,
+                                   new_tokens=new_tokens, dtype=dtype if dtype in _BYTES else "float32")
+        return est["total_bytes"] <= headroom * total
+
+    low, high = 1, max(1, n_prompts)
+    if not fits_batch(low):
+        est = estimate_eval_memory(model.config, batch=1, prompt_len=prompt_len, answer_len=answer_len, new_tokens=new_tokens,
+                                   dtype=dtype if dtype in _BYTES else "float32")
+        raise MemoryError(f"evaluation does not fit this GPU even at batch 1 ({est['summary']}); "
+                          "evaluate on a larger GPU or lower max_new_tokens / max_length")
+    while low < high:  # the largest batch that fits
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits_batch(mid) else (low, mid - 1)
+    return low
