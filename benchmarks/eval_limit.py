@@ -6,8 +6,8 @@ rows, fewer of them), prints:
 
 1. the time of one evaluation, previous schedule (``EvalConfig(common_prefix=False,
    continuous=False)``: sequences that do not start with their generation prompt scored whole;
-   static generation batches) vs today's, alternating old and new, as a ratio; scoring alone
-   (``generate=False``) the same way; generation = evaluation − scoring;
+   static generation batches, drafts always checked) vs today's, alternating old and new, as a
+   ratio; and its scoring and generation parts (``Evaluator.seconds``);
 2. tokens computed in scoring (fed through the model, padding included and not) vs tokens in the
    data (the distinct sequences' lengths);
 3. decode steps vs total generated tokens ÷ batch size (the floor of a batch that never idles; or
@@ -19,8 +19,8 @@ rows, fewer of them), prints:
 5. whether old and new agree: every generation, every per-example number to 1e-5.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/eval_limit.py [--model parity|smollm2|both] [--rows N]``.
-Times are wall clock (the forwards dominate; on a shared machine compare the ratios, measured in
-one run with old and new alternating).
+Times are process CPU time (torch on one thread: what this process computed, which other users of
+a shared machine do not inflate); compare the ratios, measured in one run with old and new alternating.
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ TOFU = ROOT.parent / "shared" / "data" / "tofu"
 
 
 def matmul_gflops(d: int, ff: int, rows: int = 512, repeats: int = 20) -> float:
-    """Best GFLOP/s of ``[rows, d] @ [d, ff]`` in fp32 (the MLP matmul of a batch of tokens)."""
+    """Best GFLOP/s of ``[rows, d] @ [d, ff]`` in fp32 (the MLP matmul of a batch of tokens), process time."""
     a, b = torch.randn(rows, d), torch.randn(d, ff)
     best = math.inf
     for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
+        start = time.process_time()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.process_time() - start) / 5)
     return 2 * rows * d * ff / best / 1e9
 
 
@@ -94,38 +95,37 @@ def measure(name: str, rows: int, batch: int, repeats: int, peak: float) -> None
     model, tok, data, cfg = setup(name, rows)
     body, head = flops_per_token(model.config)
     configs = {"old": dict(common_prefix=False, continuous=False), "new": {}}
-    evs = {(k, gen): Evaluator(tok, data, EvalConfig(batch_size=batch, generate=gen, **cfg, **extra))
-           for k, extra in configs.items() for gen in (False, True)}
-    times = {key: [] for key in evs}
+    evs = {k: Evaluator(tok, data, EvalConfig(batch_size=batch, **cfg, **extra)) for k, extra in configs.items()}
+    times = {(k, part): [] for k in configs for part in ("total", "scoring", "generation")}
     results = {}
     for _ in range(repeats):
-        for key, ev in evs.items():
-            start = time.perf_counter()
-            results[key] = ev.evaluate(model)
-            times[key].append(time.perf_counter() - start)
+        for k, ev in evs.items():  # old and new alternate
+            start = time.process_time()
+            results[k] = ev.evaluate(model)
+            times[(k, "total")].append(time.process_time() - start)
+            for part, seconds in ev.seconds.items():
+                times[(k, part)].append(seconds)
     best = {key: min(t) for key, t in times.items()}
-    ev = evs[("new", True)]
+    ev = evs["new"]
     print(f"\n## {name}: {len(ev.prompts)} prompts, {len(ev.sequences)} distinct sequences, batch {batch}, "
           f"{cfg}; {body / 1e6:.1f} MFLOP per token + LM head {head / 1e6:.1f}")
     for k in configs:
-        full, score = best[(k, True)], best[(k, False)]
-        tokens = scoring_tokens(evs[(k, True)])
-        res = results[(k, True)]
+        full, score, gen_s = best[(k, "total")], best[(k, "scoring")], best[(k, "generation")]
+        tokens = scoring_tokens(evs[k])
+        res = results[k]
         generated = sum(len(t) for t in res.generated_ids)
         steps = res.summary["decode_steps"]
         floor = max(max(len(t) for t in res.generated_ids) - 1, generated / batch)  # no idle row, no step wasted
         score_flop = tokens["padded"] * body + tokens["logits"] * head
         gen_flop = generated * (body + head)  # useful work only: one forward per generated token
-        print(f"{k}: evaluation {full:.1f}s = scoring {score:.1f}s + generation {full - score:.1f}s | scoring tokens: "
+        print(f"{k}: evaluation {full:.1f}s: scoring {score:.1f}s, generation {gen_s:.1f}s | scoring tokens: "
               f"data {tokens['data']:,}, fed {tokens['fed']:,} ({tokens['fed'] / tokens['data']:.2f}x), with padding "
               f"{tokens['padded']:,} | scoring {score_flop / score / 1e9:.1f} GFLOP/s = {score_flop / score / 1e9 / peak:.2f} of peak"
               f" | generation: {generated:,} tokens, {steps:.0f} decode steps = {steps / floor:.2f}x "
-              f"max(tokens / batch, longest), {gen_flop / max(full - score, 1e-9) / 1e9:.1f} GFLOP/s = "
-              f"{gen_flop / max(full - score, 1e-9) / 1e9 / peak:.2f} of peak")
-    print(f"speed-up new vs old: evaluation {best[('old', True)] / best[('new', True)]:.2f}x, scoring "
-          f"{best[('old', False)] / best[('new', False)]:.2f}x, generation "
-          f"{(best[('old', True)] - best[('old', False)]) / max(best[('new', True)] - best[('new', False)], 1e-9):.2f}x")
-    old, new = results[("old", True)], results[("new", True)]
+              f"max(tokens / batch, longest), {gen_flop / gen_s / 1e9:.1f} GFLOP/s = {gen_flop / gen_s / 1e9 / peak:.2f} of peak")
+    print("speed-up new vs old: " + ", ".join(f"{part} {best[('old', part)] / best[('new', part)]:.2f}x"
+                                              for part in ("total", "scoring", "generation")))
+    old, new = results["old"], results["new"]
     same = sum(a == b for a, b in zip(old.generated_ids, new.generated_ids))
     diff = max(np.nanmax(np.abs(old.per_example[c].to_numpy(float) - new.per_example[c].to_numpy(float)))
                for c in ("avg_nll", "truth_ratio", "es", "rougeL_recall"))

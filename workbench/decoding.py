@@ -11,8 +11,9 @@ schedules them:
   each step costs ``k`` more tokens per row and step. Whether that is worth it depends on the
   acceptance and on the machine (on a GPU extra tokens per step are nearly free, on a CPU they cost
   their FLOPs). A :class:`DraftPolicy` measures it: generated tokens per second of each option
-  (checking drafts or not; guessing 0, 2 or ``lookahead`` tokens), choosing the best so far and
-  trying a neighbouring option now and then, so that a change along a sweep is noticed.
+  (checking drafts or not; guessing 0, 2 or ``lookahead`` tokens; process time on a CPU, wall time
+  on a GPU), starting from plain decoding, choosing the best so far and trying a neighbouring option
+  now and then, so that a change along a sweep is noticed.
 * **Bounded cache.** Rejected draft and guess columns are masked in the cache; when the masked share
   passes one half the cache is compacted (:meth:`workbench.generation._Decoding.compact`).
 
@@ -53,6 +54,7 @@ class _Rate:
     seconds: float = 0.0
 
     def add(self, tokens: int, seconds: float) -> None:
+        seconds = max(seconds, 1e-9)
         self.tokens, self.seconds = self.tokens + tokens, self.seconds + seconds
 
     def value(self) -> float | None:
@@ -84,19 +86,20 @@ class DraftPolicy:
             rate.tokens, rate.seconds = rate.tokens / 2, rate.seconds / 2
 
     def guess(self) -> int:
-        """Tokens to guess ahead in the next step."""
+        """Tokens to guess ahead in the next step: the best option tried so far (plain decoding first);
+        every ``explore``-th step a neighbour of it, alternately the larger and the smaller."""
         if not self.adaptive:
             return self.lookahead
         options = list(self.guesses)
-        untried = [k for k in options if self.guesses[k].value() is None]
-        if untried:
-            return untried[-1]
-        best = max(options, key=lambda k: self.guesses[k].value())
+        tried = [k for k in options if self.guesses[k].value() is not None]
+        if not tried:
+            return options[0]
+        best = max(tried, key=lambda k: self.guesses[k].value())
         self._n += 1
-        if self._n % self.explore == 0:
-            i = options.index(best)
-            return options[i - 1] if i > 0 and (self._n // self.explore) % 2 else options[min(i + 1, len(options) - 1)]
-        return best
+        if self._n % self.explore:
+            return best
+        i = options.index(best) + (1 if (self._n // self.explore) % 2 else -1)
+        return options[min(max(i, 0), len(options) - 1)]
 
     def check(self) -> bool:
         """Whether to check the drafts of rows about to be admitted."""
@@ -121,6 +124,11 @@ def _merge(states: list[_Decoding]) -> _Decoding:
                      torch.cat([s.positions for s in states]), torch.cat([s.last for s in states]))
 
 
+def clock(device: torch.device):
+    """Process time on a CPU (what this process computed, robust on a shared machine), wall time on a GPU."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 class Decoder:
     """Greedy generation of many prompts through ``slots`` rows; see the module docstring.
 
@@ -142,6 +150,7 @@ class Decoder:
         self.state: _Decoding | None = None
         self.draft_tokens = self.accepted = self.steps = 0
         self.max_width = 0  # widest cache seen (columns)
+        self.clock = clock(next(model.parameters()).device)
 
     def add(self, ids: Sequence[int], prefix: Prefix, drafts: Sequence[Sequence[int]] | None = None) -> None:
         for i, row in enumerate(ids):
@@ -185,11 +194,11 @@ class Decoder:
         lengths = [len(self.drafts[i]) if check else 0 for i in ids]
         states = []
         for group in draft_groups(lengths):
-            start = time.perf_counter()
+            start = self.clock()
             rows = prefix if group == list(range(len(ids))) else select(prefix, torch.tensor(group, device=prefix.mask.device))
             state, settled = self._check([ids[j] for j in group], rows, check)
             if check:
-                self.policy.checks.add(settled, time.perf_counter() - start)
+                self.policy.checks.add(settled, self.clock() - start)
             states.append(state)
         return states
 
@@ -222,7 +231,7 @@ class Decoder:
     def _step(self) -> None:
         """Every active row's newest token plus ``k`` guessed ones (:func:`propose`) in one forward;
         the guesses are kept as far as they are the greedy output, as a draft is kept."""
-        state, out, start, k = self.state, self.tokens, time.perf_counter(), self.policy.guess()
+        state, out, start, k = self.state, self.tokens, self.clock(), self.policy.guess()
         room = [self.max_new - len(out[r]) - 1 for r in state.rows]  # the step adds one greedy token after them
         proposals = [propose(self.drafts[r], out[r], min(k, m)) for r, m in zip(state.rows, room)]
         tokens, fed = right_pad([[t] + p for t, p in zip(state.last.tolist(), proposals)], self.pad, state.mask.device)
@@ -244,7 +253,7 @@ class Decoder:
         self.max_width = max(self.max_width, state.mask.shape[1])
         state.keep(keep)
         state.compact(self.max_masked)
-        self.policy.guesses[k].add(produced, time.perf_counter() - start)
+        self.policy.guesses[k].add(produced, self.clock() - start)
 
 
 def greedy_from_drafts(

@@ -51,7 +51,7 @@ from workbench.data.formatting import (
     pad_id,
 )
 from workbench.data.schema import QA, UnlearningData
-from workbench.decoding import Decoder, DraftPolicy
+from workbench.decoding import Decoder, DraftPolicy, clock
 from workbench.generation import continue_prefix, prefill
 from workbench.likelihood import model_device
 from workbench.scoring import (
@@ -60,6 +60,7 @@ from workbench.scoring import (
     eos_ids,
     greedy_generate,
     plan_continuations,
+    truth_ratio_terms,
     score_continuations,
     score_sequences,
 )
@@ -244,12 +245,16 @@ class Evaluator:
 
     @torch.inference_mode()
     def _run_shared(self, model: nn.Module, drafts: Sequence[Sequence[int]] | None):
-        """Each batch's common prefixes once, then their continuations and generations: ``(nll, es, generated, cost)``."""
+        """Each batch's common prefixes once, then their continuations and generations: ``(nll, es, generated, cost)``.
+        ``self.seconds``: time spent scoring and generating (process time on a CPU)."""
         device, eos, cfg = model_device(model), eos_ids(model, self.tokenizer), self.cfg
         nll, es = np.full(len(self.sequences), math.nan), np.full(len(self.sequences), math.nan)
+        tick, self.seconds = clock(device), {"scoring": 0.0, "generation": 0.0}
+        start = tick()
         if not self.shared:
             nll, es = score_sequences(model, self.seq_batches, len(self.sequences), es_floor=cfg.es_floor)
             if not cfg.generate:
+                self.seconds["scoring"] = tick() - start
                 return nll, es, None, {"draft_accept": math.nan, "decode_steps": math.nan}
         self.policy.new_round()
         policy = self.policy if cfg.continuous else DraftPolicy(adaptive=False)
@@ -258,12 +263,17 @@ class Evaluator:
             prefix = prefill(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
             for chunk in chunks:
                 nll[chunk.seqs], es[chunk.seqs] = score_continuations(model, prefix, chunk, es_floor=cfg.es_floor)
+            self.seconds["scoring"] += tick() - start
+            start = tick()
             if cfg.generate:
                 tails = [self.prompts[r].gen_prompt_ids[self.prefix_len[r] :] for r in rows]
                 decoder.add(rows.tolist(), continue_prefix(model, prefix, tails, self.pad),
                             None if drafts is None else [drafts[r] for r in rows])
                 decoder.run(finish=not cfg.continuous)  # static batches: each ends before the next starts
+            self.seconds["generation"] += tick() - start
+            start = tick()
         decoder.run(finish=True)
+        self.seconds["generation"] += tick() - start
         generated = [decoder.tokens[r] for r in range(len(self.prompts))] if cfg.generate else None
         offered = decoder.draft_tokens
         cost = {"draft_accept": decoder.accepted / offered if offered else math.nan, "decode_steps": decoder.steps}
@@ -296,7 +306,7 @@ class Evaluator:
     def _split_table(self, split: str, nll: np.ndarray, es: np.ndarray, texts: list[str] | None) -> pd.DataFrame:
         refs, exs = self.refs[split], self.examples[split]
         answer_nll = nll[[r.answer for r in refs]]
-        tr, norm = _truth_ratio_terms(refs, nll)
+        tr, norm = truth_ratio_terms(refs, nll)
         gens = [texts[r.prompt] for r in refs] if texts is not None else [None] * len(refs)
         rouge = [self._rouge(g, ex.answer) if g is not None else math.nan for g, ex in zip(gens, exs)]
         return pd.DataFrame({
@@ -315,20 +325,6 @@ class Evaluator:
     def summarise(self, per_example: pd.DataFrame) -> dict[str, float]:
         """Aggregates of a per-example table (same keys for every data set; NaN where undefined)."""
         return aggregates.summarise(per_example, self.reference_forget_tr)
-
-
-def _truth_ratio_terms(refs: list[_Refs], nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example truth ratio and option-normalised probability (NaN without perturbed answers)."""
-    tr, norm = np.full(len(refs), math.nan), np.full(len(refs), math.nan)
-    counts = np.array([len(r.pert) for r in refs])
-    for c in set(counts.tolist()) - {0}:  # one vectorised call per number of perturbed answers
-        rows = np.flatnonzero(counts == c)
-        pert = torch.from_numpy(nll[[list(refs[i].pert) for i in rows]])
-        para = torch.from_numpy(nll[[refs[i].para for i in rows]])
-        answer = torch.from_numpy(nll[[refs[i].answer for i in rows]])
-        tr[rows] = m.truth_ratio(para, pert).numpy()
-        norm[rows] = m.normalised_probability(answer, pert).numpy()
-    return tr, norm
 
 
 # -- batched primitives ---------------------------------------------------------------------------

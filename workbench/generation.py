@@ -5,24 +5,27 @@ sweep repeats that at 21 neighbouring models θ(α). Two facts let it skip most 
 changing a single result:
 
 * **A prompt is a shared prefix.** The keys and values that a causal LM computes for the prompt (its
-  KV cache) do not depend on what follows. :func:`prefill` runs a batch of prompts once, and
+  KV cache) do not depend on what follows. :func:`prefill` runs a batch of prefixes once, and
   :func:`extend` continues any token sequences from any of its rows: the answer, the paraphrase and
-  the perturbed answers of a question, and the draft of its generation.
+  the perturbed answers of a question, and the draft of its generation; :func:`continue_prefix`
+  extends each row by its own tail (the rest of a generation prompt that shares only a prefix
+  with the sequences scored).
 * **A greedy generation can be checked in one forward.** A sequence is the greedy generation iff
   each of its tokens is the argmax after the tokens before it. One teacher-forced forward over
   prompt + draft gives all these argmaxes at once: the draft is the greedy output up to its first
   disagreement with them, the argmax there is the next greedy token, and KV-cached decoding goes on
   from that point (speculative decoding, Leviathan et al. 2023, with the generation at the
   neighbouring α as the draft). A draft accepted through its EOS needs no decoding at all.
-  :func:`greedy_from_drafts` does this for a batch; without drafts it is plain greedy decoding.
+  :mod:`workbench.decoding` schedules this for many prompts; without drafts it is plain greedy decoding.
 
 Layout of a batch: prompts are left-padded (all end in the same column) and everything after them
 is right-padded. Each row carries its own position ids and a 2-D mask over the cache columns, so
-the columns of a rejected draft stay in the cache, masked, while decoding appends new ones: no row
-is recomputed, and rows that reached EOS leave the batch.
+the columns of a rejected draft stay in the cache, masked, while decoding appends new ones (until
+:meth:`_Decoding.compact` drops them): no row is recomputed, and rows that reached EOS leave the batch.
 
 Exactness: the result is plain greedy decoding as long as a forward over a draft and one-token
-decoding steps pick the same argmax. They do the same arithmetic with different matmul shapes, so
+decoding steps pick the same argmax. They do the same arithmetic with different matmul shapes (and,
+after a compaction or a refill, the cache columns in another order), so
 their logits may differ in the last bits, and only a near-tie between the two best tokens can then
 flip a choice; ``benchmarks/sweep.py`` counts such flips.
 """

@@ -131,6 +131,21 @@ def score_sequences(
     return nll, es
 
 
+def truth_ratio_terms(refs: Sequence, nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example truth ratio and option-normalised probability (NaN without perturbed answers), from
+    each sequence's mean NLL; ``refs[i]`` names example ``i``'s ``answer``, ``para`` and ``pert`` sequences."""
+    tr, norm = np.full(len(refs), math.nan), np.full(len(refs), math.nan)
+    counts = np.array([len(r.pert) for r in refs])
+    for c in set(counts.tolist()) - {0}:  # one vectorised call per number of perturbed answers
+        rows = np.flatnonzero(counts == c)
+        pert = torch.from_numpy(nll[[list(refs[i].pert) for i in rows]])
+        para = torch.from_numpy(nll[[refs[i].para for i in rows]])
+        answer = torch.from_numpy(nll[[refs[i].answer for i in rows]])
+        tr[rows] = m.truth_ratio(para, pert).numpy()
+        norm[rows] = m.normalised_probability(answer, pert).numpy()
+    return tr, norm
+
+
 def eos_ids(model: nn.Module, tokenizer) -> list[int]:
     """The tokenizer's EOS plus the model's generation EOS ids (chat models stop on end-of-turn)."""
     ids = {tokenizer.eos_token_id}
