@@ -234,3 +234,15 @@ def test_jointly_tokenised_sequences_share_their_common_prefix(trained, template
     for col in ("avg_nll", "prob_norm", "truth_ratio"):
         torch.testing.assert_close(torch.tensor(got.per_example[col].to_numpy()), torch.tensor(want.per_example[col].to_numpy()),
                                    rtol=1e-5, atol=1e-6, equal_nan=True, msg=col)
+
+
+@pytest.mark.integration
+def test_auto_batch_size(trained, result):
+    """``batch_size="auto"`` (on a CPU: up to 32 rows) gives the numbers and generations of batch 4."""
+    tok, model, data = trained
+    evaluator = Evaluator(tok, data, EvalConfig(batch_size="auto", max_new_tokens=30))
+    auto = evaluator(model)
+    assert evaluator._batch_size == min(32, len(evaluator.prompts))
+    assert auto.per_example["generation"].tolist() == result.per_example["generation"].tolist()
+    torch.testing.assert_close(torch.tensor(auto.per_example["avg_nll"].to_numpy()),
+                               torch.tensor(result.per_example["avg_nll"].to_numpy()), rtol=1e-5, atol=1e-6)

@@ -151,3 +151,24 @@ def test_eval_estimate_bounds_the_decoding_cache():
     est = estimate_eval_memory(cfg, batch=len(ids), prompt_len=ids.shape[1], answer_len=0, new_tokens=max_new,
                                dtype="float32")
     assert max(sizes) * per_column <= est["kv_cache_bytes"]
+
+
+@pytest.mark.unit
+def test_auto_batch_is_the_largest_that_fits():
+    from types import SimpleNamespace
+
+    from workbench.evaluation import EvalConfig
+    from workbench.models import GIB, estimate_eval_memory
+    from workbench.models.memory import largest_batch
+
+    llama8b = SimpleNamespace(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                              num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False, model_type="llama")
+    shape = dict(prompt_len=60, answer_len=80, new_tokens=200, dtype="bfloat16")
+    batch = largest_batch(llama8b, 4000, 0.9 * 139 * GIB, **shape)
+    assert estimate_eval_memory(llama8b, batch=batch, **shape)["total_bytes"] <= 0.9 * 139 * GIB
+    assert estimate_eval_memory(llama8b, batch=batch + 1, **shape)["total_bytes"] > 0.9 * 139 * GIB
+    assert 32 < batch < 4000 and largest_batch(llama8b, 10, 0.9 * 139 * GIB, **shape) == 10
+    with pytest.raises(MemoryError, match="batch 1"):
+        largest_batch(llama8b, 10, 10 * GIB, **shape)
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalConfig(batch_size=0)

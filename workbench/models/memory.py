@@ -189,18 +189,21 @@ def eval_batch_size(model, n_prompts: int, *, prompt_len: int, answer_len: int, 
         return max(1, min(cpu_batch, n_prompts))
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     total = torch.cuda.get_device_properties(device).total_memory
+    return largest_batch(model.config, n_prompts, headroom * total, prompt_len=prompt_len, answer_len=answer_len,
+                         new_tokens=new_tokens, dtype=dtype if dtype in _BYTES else "float32")
 
+
+def largest_batch(config, n_prompts: int, budget_bytes: float, **shape) -> int:
+    """The largest batch (≤ ``n_prompts``) whose :func:`estimate_eval_memory` (``shape``: its other
+    arguments) is within ``budget_bytes``; a clear error when not even one row is."""
     def fits_batch(batch: int) -> bool:
-        est = estimate_eval_memory(model.config, batch=batch, prompt_len=prompt_len, answer_len=answer_len,
-                                   new_tokens=new_tokens, dtype=dtype if dtype in _BYTES else "float32")
-        return est["total_bytes"] <= headroom * total
+        return estimate_eval_memory(config, batch=batch, **shape)["total_bytes"] <= budget_bytes
 
-    low, high = 1, max(1, n_prompts)
-    if not fits_batch(low):
-        est = estimate_eval_memory(model.config, batch=1, prompt_len=prompt_len, answer_len=answer_len, new_tokens=new_tokens,
-                                   dtype=dtype if dtype in _BYTES else "float32")
-        raise MemoryError(f"evaluation does not fit this GPU even at batch 1 ({est['summary']}); "
+    if not fits_batch(1):
+        summary = estimate_eval_memory(config, batch=1, **shape)["summary"]
+        raise MemoryError(f"evaluation does not fit this GPU even at batch 1 ({summary}); "
                           "evaluate on a larger GPU or lower max_new_tokens / max_length")
+    low, high = 1, max(1, n_prompts)
     while low < high:  # the largest batch that fits
         mid = (low + high + 1) // 2
         low, high = (mid, high) if fits_batch(mid) else (low, mid - 1)
