@@ -132,12 +132,37 @@ def measure(name: str, rows: int, batch: int, repeats: int, peak: float) -> None
     print(f"agreement: generations {same}/{len(new.generated_ids)} identical; largest per-example difference {diff:.1e}")
 
 
+def draft_costs(name: str, rows: int, batch: int, repeats: int) -> None:
+    """Drafts that are mostly wrong (each prompt gets another prompt's generation): the adaptive
+    policy vs plain decoding vs drafts always checked with 10 guesses, generation time per evaluation."""
+    from workbench.decoding import DraftPolicy
+
+    model, tok, data, cfg = setup(name, rows)
+    policies = {"adaptive": DraftPolicy(), "plain": DraftPolicy(lookahead=0, adaptive=False),
+                "always": DraftPolicy(adaptive=False)}
+    evs = {k: Evaluator(tok, data, EvalConfig(batch_size=batch, truth_ratio=False, **cfg)) for k in policies}
+    truth = evs["plain"].evaluate(model).generated_ids
+    wrong = truth[1:] + truth[:1]
+    times = {k: [] for k in policies}
+    for _ in range(repeats):
+        for k, ev in evs.items():
+            ev.policy = policies[k]
+            got = ev.evaluate(model, drafts=None if k == "plain" else wrong)
+            assert got.generated_ids == truth
+            times[k].append(ev.seconds["generation"])
+    best = {k: min(t) for k, t in times.items()}
+    print(f"\n## {name}, wrong drafts (another prompt's generation): generation {best['adaptive']:.2f}s adaptive, "
+          f"{best['plain']:.2f}s plain ({best['plain'] / best['adaptive']:.2f}x), {best['always']:.2f}s drafts always + "
+          f"10 guesses ({best['always'] / best['adaptive']:.2f}x); draft acceptance {got.summary['draft_accept']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="both", choices=["parity", "smollm2", "both"])
     parser.add_argument("--rows", type=int, default=0, help="TOFU rows per split (0: all for parity, 40 for SmolLM2)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--wrong-drafts", action="store_true", help="only the draft-policy check with wrong drafts")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     for name in (["parity", "smollm2"] if args.model == "both" else [args.model]):
@@ -145,6 +170,9 @@ def main() -> None:
         peak = matmul_gflops(model.config.hidden_size, model.config.intermediate_size)
         print(f"\nmeasured matmul throughput ({name} MLP shape, fp32): {peak:.1f} GFLOP/s")
         rows = args.rows or (None if name == "parity" else 40)
+        if args.wrong_drafts:
+            draft_costs(name, rows, args.batch, args.repeats)
+            continue
         measure(name, rows, args.batch, args.repeats, peak)
 
 
