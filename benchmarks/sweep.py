@@ -41,7 +41,8 @@ from workbench.data import load_data, tokenizer_corpus
 from workbench.data.formatting import encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
-from workbench.generation import greedy_from_drafts, prefill
+from workbench.decoding import greedy_from_drafts
+from workbench.generation import prefill
 from workbench.mixing import ALPHAS, evaluated_in, mixing_sweep
 from workbench.regions import random_region
 from workbench.training import TrainConfig, TrainSpec, finetune, train_region
@@ -212,6 +213,7 @@ def run(args, model, tok, data, delta, repeats: int, tick) -> None:
         single_evaluations(model, tok, data, new, today, cfg, repeats, tick)
     new_alpha, new_example, _ = timed_sweep(model, delta, new, tick)
     table = new_alpha[["alpha", "FS", "RS", "MU", "draft_accept", "decode_steps", "time"]].rename(columns={"time": "new_s"})
+    draft_policy(model, tok, data, delta, cfg, new_alpha, tick)
     if args.skip_today:
         print(f"\nnew sweep {new_alpha['time'].sum():.1f}s\n{table.to_string(index=False, float_format='%.3f')}")
         return
@@ -239,6 +241,20 @@ def run(args, model, tok, data, delta, repeats: int, tick) -> None:
             flips = generation_flips(model, delta, new, eos)
         print(f"6. bf16 weights swept in {args.eval_dtype} (eval_dtype): {sum(flips)} draft-checked generations differ "
               f"from plain greedy over 21 α x {len(new.prompts)} prompts (per α: {flips}); {tick() - start:.0f}s")
+
+
+def draft_policy(model, tok, data, delta, cfg: dict, new_alpha: pd.DataFrame, tick) -> None:
+    """The new sweep (drafts where DraftPolicy finds they pay) vs the same sweep decoding plainly
+    (no drafts, no guesses) and vs drafts always checked with 10 guessed tokens (the policy before)."""
+    from workbench.decoding import DraftPolicy
+
+    plain, always = Evaluator(tok, data, EvalConfig(**cfg)), Evaluator(tok, data, EvalConfig(**cfg))
+    plain.policy, always.policy = DraftPolicy(lookahead=0, adaptive=False), DraftPolicy(adaptive=False)
+    plain_alpha, _, _ = timed_sweep(model, delta, lambda m, drafts=None: plain(m), tick)
+    always_alpha, _, _ = timed_sweep(model, delta, always, tick)
+    t_new, t_plain, t_always = (float(a["time"].sum()) for a in (new_alpha, plain_alpha, always_alpha))
+    print(f"2b. drafts: adaptive sweep {t_new:.1f}s, plain decoding {t_plain:.1f}s ({t_plain / t_new:.2f}x; target >= 1.0x), "
+          f"drafts always + 10 guesses {t_always:.1f}s ({t_always / t_new:.2f}x)")
 
 
 def report_sweeps(table: pd.DataFrame, t_new: float, today_times, floors: dict[str, float]) -> None:

@@ -205,3 +205,44 @@ def test_missing_splits_and_fast_mode(trained, result):
     s = Evaluator(tok, lume_like, EvalConfig(generate=False, truth_ratio=False))(model).summary
     assert math.isnan(s["MU"]) and math.isnan(s["FQ"]) and s["n_real_authors"] == 0
     assert s["FS"] == pytest.approx(result.summary["FS"]) and s["RS"] == pytest.approx(result.summary["RS"])
+
+
+CHAT = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("template", [None, CHAT], ids=["plain", "chat"])
+def test_jointly_tokenised_sequences_share_their_common_prefix(trained, template):
+    """open-unlearning's joint tokenisation (plain and chat): each question's common token prefix is
+    computed once and every sequence continues from it; numbers and generations are the reference's."""
+    import copy
+
+    tok, model, data = trained
+    tok = copy.deepcopy(tok)
+    tok.chat_template = template
+    cfg = dict(batch_size=3, max_new_tokens=20, prompt_format="open-unlearning", use_chat_template=template is not None)
+    new, reference = Evaluator(tok, data, EvalConfig(**cfg)), Evaluator(tok, data, EvalConfig(**cfg, reuse=False))
+    assert new.shared
+    if template is None:  # "Answer: " + answer merges the space into the answer's first token
+        assert any(e.generation_prompt is not None for e in new.sequences)
+    fed = sum(new.prefix_len) + sum(int(c.mask.sum()) for chunks in new.continuations for c in chunks)
+    assert fed < 0.7 * sum(len(e.input_ids) for e in new.sequences)
+    got, want = new(model), reference(model)
+    assert got.per_example["generation"].tolist() == want.per_example["generation"].tolist()
+    assert got.per_example["es"].tolist() == want.per_example["es"].tolist()
+    for col in ("avg_nll", "prob_norm", "truth_ratio"):
+        torch.testing.assert_close(torch.tensor(got.per_example[col].to_numpy()), torch.tensor(want.per_example[col].to_numpy()),
+                                   rtol=1e-5, atol=1e-6, equal_nan=True, msg=col)
+
+
+@pytest.mark.integration
+def test_auto_batch_size(trained, result):
+    """``batch_size="auto"`` (on a CPU: up to 32 rows) gives the numbers and generations of batch 4."""
+    tok, model, data = trained
+    evaluator = Evaluator(tok, data, EvalConfig(batch_size="auto", max_new_tokens=30))
+    auto = evaluator(model)
+    assert evaluator._batch_size == min(32, len(evaluator.prompts))
+    assert auto.per_example["generation"].tolist() == result.per_example["generation"].tolist()
+    torch.testing.assert_close(torch.tensor(auto.per_example["avg_nll"].to_numpy()),
+                               torch.tensor(result.per_example["avg_nll"].to_numpy()), rtol=1e-5, atol=1e-6)

@@ -7,19 +7,17 @@ separately to keep its token ids). Generations must agree token for token at eve
 number to float tolerance.
 """
 
+import signal
+
 import pytest
 import torch
+from conftest import make_tiny
 from test_evaluation import _greedy, build_trained
 from test_mixing import _forget
 
+from workbench.decoding import Decoder, DraftPolicy, greedy_from_drafts
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
-from workbench.generation import (
-    accept,
-    draft_groups,
-    greedy_from_drafts,
-    prefill,
-    propose,
-)
+from workbench.generation import accept, draft_groups, prefill, propose
 from workbench.mixing import ALPHAS, mixing_sweep
 from workbench.regions import random_region
 from workbench.training import TrainConfig, TrainSpec, train_region
@@ -52,6 +50,67 @@ def test_propose_guesses_from_the_draft_then_from_repetitions():
 def test_draft_groups_bound_the_padding():
     assert draft_groups([10, 0, 1, 10, 9, 1, 0]) == [[0, 3, 4, 2], [5], [1, 6]]
     assert draft_groups([]) == [] and draft_groups([0, 0]) == [[0, 1]]
+
+
+# -- bounds: length limit 0, cache width ---------------------------------------------------------
+def _prompts(n: int = 4, seed: int = 0):
+    """A random tiny LLaMA (it rarely emits EOS) and ``n`` left-padded random prompts of 3–8 tokens."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 9, (n,), generator=gen).tolist()
+    ids, mask = torch.zeros(n, max(lengths), dtype=torch.long), torch.zeros(n, max(lengths), dtype=torch.long)
+    for i, length in enumerate(lengths):
+        ids[i, -length:] = torch.randint(2, 64, (length,), generator=gen)
+        mask[i, -length:] = 1
+    return make_tiny("llama", seed=seed), ids, mask
+
+
+def _within(seconds: int, fn):
+    """``fn()``, failing after ``seconds`` (only the call is timed: imports on a loaded machine are slow)."""
+    def alarm(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        return fn()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.unit
+def test_zero_new_tokens_returns_empty_generations_at_once():  # it looped for ever before
+    model, ids, mask = _prompts()
+    prefix = prefill(model, ids, mask)
+    for drafts in (None, [[5, 6, 7]] * len(ids)):
+        gen = _within(20, lambda: greedy_from_drafts(model, prefix, [1], 0, drafts))
+        assert gen.tokens == [[]] * len(ids) and gen.decode_steps == 0
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        greedy_from_drafts(model, prefix, [1], -1)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        EvalConfig(max_new_tokens=-1)
+
+
+@pytest.mark.unit
+def test_rejected_columns_do_not_stay_in_the_cache():
+    """Wrong drafts and guesses at every step: the cache stays within twice the attended columns (plus one
+    step's feed), and the tokens are still the plain greedy ones."""
+    model, ids, mask = _prompts(seed=1)
+    widths = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        widths.append(kwargs["attention_mask"].shape[1])
+        return forward(*args, **kwargs)
+
+    max_new, lookahead = 60, 10
+    prefix = prefill(model, ids, mask)
+    truth = greedy_from_drafts(model, prefix, [1], max_new, lookahead=0)
+    wrong = [[(t + 1) % 64 for t in row] + [3] * 20 for row in truth.tokens]
+    model.forward = recording
+    got = greedy_from_drafts(model, prefix, [1], max_new, wrong, lookahead=lookahead, policy=DraftPolicy(adaptive=False))
+    assert got.tokens == truth.tokens
+    attended = ids.shape[1] + max_new  # the widest a row can attend to
+    assert max(widths) <= 2 * attended + 1 + lookahead, max(widths)
 
 
 # -- a trained tiny model's sweep -----------------------------------------------------------------
@@ -157,7 +216,37 @@ def test_shared_first_point(sweep):
     assert new.memoised(model, "theta_o") is first
     shared_alpha, shared_example = mixing_sweep(model, delta, counting, ALPHAS[:3], progress=False, first=first)
     assert calls == [False, False]  # α = 0 came from `first`; the other points were given drafts
-    assert shared_alpha.equals(per_alpha.iloc[:3])
+    cost = ["draft_accept", "decode_steps"]  # chosen from measured speed (DraftPolicy): they vary run to run
+    assert shared_alpha.drop(columns=cost).equals(per_alpha.iloc[:3].drop(columns=cost))
     assert shared_example.equals(per_example[per_example["alpha"] <= ALPHAS[2]])
     with pytest.raises(ValueError, match="α = 0"):
         mixing_sweep(model, delta, new, alphas=(0.5, 1.0), progress=False, first=first)
+
+
+@pytest.mark.integration
+def test_refilled_slots_give_the_greedy_generation(sweep):
+    """Two slots for all prompts: a row that ends hands its slot to the next prompt (with drafts from the
+    previous α and without), every generation is still plain greedy, and no step runs a half-empty
+    batch while prompts wait."""
+    tok, model, delta, new, results, *_, plain = sweep
+    eos = eos_ids(model, tok)
+    for k, use_drafts in ((10, True), (20, False)):
+        with delta.mixed(ALPHAS[k]):
+            batches = []
+            policy = DraftPolicy(lookahead=0, adaptive=False)
+            decoder = Decoder(model, eos, MAX_NEW, slots=2, pad=new.pad, policy=policy)
+            for rows, batch in new.prompt_batches:
+                prefix = prefill(model, batch["input_ids"], batch["attention_mask"])
+                drafts = [results[k - 1].generated_ids[r] for r in rows] if use_drafts else None
+                forward = model.forward
+                model.forward = lambda *a, **kw: batches.append(kw["input_ids"].shape) or forward(*a, **kw)
+                decoder.add(rows.tolist(), prefix, drafts)
+                decoder.run()
+                model.forward = forward
+            decoder.run(finish=True)
+            got = [_without_eos(decoder.tokens[r], eos) for r in range(len(new.prompts))]
+            assert got == plain[k], f"α = {ALPHAS[k]}"
+            if not use_drafts:  # every forward before the queue emptied was a full one-token step
+                assert all(shape == (2, 1) for shape in batches), batches
+                lengths = [len(decoder.tokens[r]) - 1 for r in range(len(new.prompts))]  # steps each row needs
+                assert decoder.steps <= -(-sum(lengths) // 2) + max(lengths)

@@ -120,7 +120,7 @@ def test_evaluating_an_8b_pair_needs_one_model_on_the_device():
     est = estimate_eval_memory(llama8b)
     assert est["weights_bytes"] == count_parameters(llama8b) * 2  # one bf16 model, not three
     assert est["mixing_bytes"] == 3 * 2**24 * 4 and est["total_bytes"] < 0.95 * 80e9
-    assert 20 * GIB < est["total_bytes"] < 26 * GIB and "22.8 GiB on the device" in est["summary"]
+    assert 20 * GIB < est["total_bytes"] < 32 * GIB and "28.2 GiB on the device" in est["summary"]
 
 
 def test_localization_needs_weights_down_projection_gradients_and_two_fp32_means():
@@ -134,3 +134,54 @@ def test_localization_needs_weights_down_projection_gradients_and_two_fp32_means
     parts = ("weights_bytes", "delta_bytes", "train_state_bytes", "activation_bytes", "logits_bytes", "overhead_bytes")
     assert est["total_bytes"] == sum(est[k] for k in parts)
     assert est["summary"].startswith(f"{est['total_bytes'] / 2**30:.1f} GiB") and "localize" in est["summary"]
+
+
+@pytest.mark.unit
+def test_eval_estimate_bounds_the_decoding_cache():
+    """Wrong drafts and guesses at every step (the widest cache decoding makes): the KV cache of the
+    generation, rows × columns × bytes per column, stays within ``estimate_eval_memory``'s count."""
+    from test_generation import _prompts
+
+    from workbench.decoding import DraftPolicy, greedy_from_drafts
+    from workbench.generation import prefill
+    from workbench.models import estimate_eval_memory
+
+    model, ids, mask = _prompts(seed=1)
+    sizes, forward = [], model.forward
+
+    def recording(*args, **kwargs):
+        sizes.append(kwargs["attention_mask"].numel())
+        return forward(*args, **kwargs)
+
+    max_new = 60
+    prefix = prefill(model, ids, mask)
+    truth = greedy_from_drafts(model, prefix, [1], max_new, lookahead=0)
+    model.forward = recording
+    greedy_from_drafts(model, prefix, [1], max_new, [[(t + 1) % 64 for t in row] for row in truth.tokens],
+                       policy=DraftPolicy(adaptive=False))
+    cfg = model.config
+    per_column = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
+    est = estimate_eval_memory(cfg, batch=len(ids), prompt_len=ids.shape[1], answer_len=0, new_tokens=max_new,
+                               dtype="float32")
+    assert max(sizes) * per_column <= est["kv_cache_bytes"]
+
+
+@pytest.mark.unit
+def test_auto_batch_is_the_largest_that_fits():
+    from types import SimpleNamespace
+
+    from workbench.evaluation import EvalConfig
+    from workbench.models import GIB, estimate_eval_memory
+    from workbench.models.memory import largest_batch
+
+    llama8b = SimpleNamespace(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                              num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False, model_type="llama")
+    shape = dict(prompt_len=60, answer_len=80, new_tokens=200, dtype="bfloat16")
+    batch = largest_batch(llama8b, 4000, 0.9 * 139 * GIB, **shape)
+    assert estimate_eval_memory(llama8b, batch=batch, **shape)["total_bytes"] <= 0.9 * 139 * GIB
+    assert estimate_eval_memory(llama8b, batch=batch + 1, **shape)["total_bytes"] > 0.9 * 139 * GIB
+    assert 32 < batch < 4000 and largest_batch(llama8b, 10, 0.9 * 139 * GIB, **shape) == 10
+    with pytest.raises(MemoryError, match="batch 1"):
+        largest_batch(llama8b, 10, 10 * GIB, **shape)
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalConfig(batch_size=0)

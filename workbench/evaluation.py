@@ -4,27 +4,22 @@ An :class:`Evaluator` is built once per (tokenizer, data) and called on a model;
 calls it 21 times, so everything that does not depend on the weights (tokenisation, deduplication,
 bucketing, padding) is done in the constructor. A call then costs:
 
-* **one forward per distinct prompt** (left-padded batches of prompts whose answers have similar
-  lengths, so that the answers pad little), whose KV cache every answer of that question continues
-  from (:mod:`workbench.generation`): the answer, the paraphrase and the perturbed answers run as
-  right-padded batches of answer tokens only, so a question's prompt (with a chat template often
-  longer than its answers) is computed once, not once per answer. From these forwards come each
-  answer's mean NLL (probability, truth-ratio terms) and its argmax predictions (ES). A real-author
-  or world-fact answer is also its truth-ratio "paraphrase": scored once.
-* **greedy generation from the same prompt cache** (each sequence stopping at EOS, ≤ 200 new
-  tokens), for ROUGE-L recall. Given ``drafts`` (a mixing sweep passes the previous α's
-  generations), each draft is checked in one forward and decoding starts only where the model
-  disagrees with it: most of a sweep's generation then costs one batched forward per α.
-  ``EvalConfig(generate=False)`` skips generation for sweeps that need only ES-based numbers (FS,
-  RS); ROUGE and MU are then NaN.
+* **one forward per question over what its sequences share**: the longest common token prefix of
+  its generation prompt, answer, paraphrase and perturbed answers (the whole prompt in the
+  workbench format; all but the boundary tokens where prompt and answer are tokenised jointly, as
+  open-unlearning and most of the field do, chat templates included). Every sequence continues
+  from that KV cache (:mod:`workbench.generation`) as right-padded batches of its remaining tokens,
+  which give its mean answer NLL (probability, truth-ratio terms) and argmax predictions (ES). A
+  real-author or world-fact answer is also its truth-ratio "paraphrase": scored once.
+* **greedy generation from the same cache** (≤ ``max_new_tokens``, stopping at EOS), for ROUGE-L
+  recall, continuously batched (:mod:`workbench.decoding`: a row that ends hands its slot to the
+  next prompt). Given ``drafts`` (a sweep passes the previous α's generations), drafts are checked
+  in one forward where that has paid so far. ``EvalConfig(generate=False)`` skips generation
+  (ROUGE and MU are then NaN).
 
 ``EvalConfig(reuse=False)`` is the reference path the above was checked against: one forward per
-distinct (prompt, answer) sequence (the LM head only on the batch's answer window) and transformers'
-``generate`` per prompt batch, without drafts. Both give the same numbers to float tolerance.
-
-``EvalConfig(prompt_format="open-unlearning")`` tokenises as open-unlearning does
-(:mod:`workbench.data.formatting`); its scoring sequences do not start with the generation prompt,
-so they are scored one forward per sequence, and generation still runs from shared prompt caches.
+distinct (prompt, answer) sequence and transformers' ``generate`` per prompt batch, without drafts.
+Both give the same numbers to float tolerance.
 Aggregates (:attr:`EvalResult.summary`) are :func:`workbench.aggregates.summarise`'s.
 """
 
@@ -57,9 +52,19 @@ from workbench.data.formatting import (
     pad_id,
 )
 from workbench.data.schema import QA, UnlearningData
-from workbench.generation import greedy_from_drafts, prefill, right_pad
+from workbench.decoding import Decoder, DraftPolicy, clock
+from workbench.generation import continue_prefix, prefill
 from workbench.likelihood import model_device
-from workbench.scoring import Continuations, _bucketed, eos_ids, greedy_generate, score_continuations, score_sequences
+from workbench.scoring import (
+    _bucketed,
+    common_prefixes,
+    eos_ids,
+    greedy_generate,
+    plan_continuations,
+    truth_ratio_terms,
+    score_continuations,
+    score_sequences,
+)
 
 
 @dataclass(frozen=True)
@@ -72,10 +77,14 @@ class EvalConfig:
     reference path (one forward per sequence, ``generate`` per prompt batch, drafts ignored).
     ``prompt_format``: ``"workbench"`` (**[choice]**, scores every answer token) or
     ``"open-unlearning"`` (its exact tokenisation, for numbers next to published ones);
-    ``use_chat_template``: None uses the tokenizer's template when it has one.
+    ``use_chat_template``: None uses the tokenizer's template when it has one. ``batch_size="auto"``:
+    the largest batch :func:`~workbench.models.memory.eval_batch_size` finds to fit the device.
+    ``common_prefix=False`` / ``continuous=False``: the previous schedule (a prefix only where a
+    sequence starts with its whole generation prompt; static generation batches, drafts always
+    checked), kept to measure against (``benchmarks/evaluation.py``).
     """
 
-    batch_size: int = 32
+    batch_size: int | str = 32
     generate: bool = True
     truth_ratio: bool = True
     max_new_tokens: int = 200
@@ -85,6 +94,14 @@ class EvalConfig:
     reuse: bool = True
     prompt_format: str = "workbench"
     use_chat_template: bool | None = None
+    common_prefix: bool = True
+    continuous: bool = True
+
+    def __post_init__(self):
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0 (0: empty generations), got {self.max_new_tokens}")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
 
 
 @dataclass
@@ -131,16 +148,19 @@ class Evaluator:
         self.prompts: list[Encoded] = []
         self.examples: dict[str, list[QA]] = {s: getattr(data, s) for s in cfg.splits if getattr(data, s)}
         self.refs = {s: [self._add_example(ex) for ex in exs] for s, exs in self.examples.items()}
-        self.seq_batches = _bucketed(self.sequences, cfg.batch_size, lambda e: len(e.input_ids), self.pad, collate)
-        self.prompt_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: len(e.gen_prompt_ids), self.pad, collate_prompts)
         self.prompt_of = [self._prompt_index[e.gen_prompt_ids] for e in self.sequences]
-        # Prompts whose answers have similar lengths share a batch: their continuations then pad little.
-        answer_len = self._mean_answer_lengths()
-        self.prefix_batches = _bucketed(self.prompts, cfg.batch_size, lambda e: answer_len[self._prompt_index[e.gen_prompt_ids]],
-                                        self.pad, collate_prompts)
-        # Sequences that continue their generation prompt are scored from its cache; others alone.
-        self.shared = all(e.generation_prompt is None for e in self.sequences)
-        self.continuations = [self._plan_continuations(rows) if self.shared else [] for rows, _ in self.prefix_batches]
+        # How much of each prompt its sequences share (all of it in the workbench format; all but the
+        # boundary tokens where prompt and answer are tokenised jointly): computed once per question.
+        gen_prompts = [e.gen_prompt_ids for e in self.prompts]
+        self.prefix_len = common_prefixes(gen_prompts, self.sequences, self.prompt_of, within_prompt=not cfg.common_prefix)
+        self.shared = min(self.prefix_len, default=1) >= 1
+        if not self.shared:  # some prompt shares nothing with its sequences: prefixes serve generation only
+            self.prefix_len = [len(p) for p in gen_prompts]
+        self.prefixes = [Encoded(p[:n], n) for p, n in zip(gen_prompts, self.prefix_len)]
+        self.policy = DraftPolicy()  # kept across calls: a sweep learns whether drafts pay
+        self._plans: dict[int, tuple] = {}
+        if cfg.batch_size != "auto":
+            self._plan(cfg.batch_size)
         self._rouge_cache: dict[tuple[str, str], float] = {}
         self._memo: dict[Hashable, EvalResult] = {}
 
@@ -165,33 +185,23 @@ class Evaluator:
             pert = tuple(self._seq(ex.question, p)[0] for p in ex.perturbed_answers)
         return _Refs(answer, para, pert, prompt)
 
-    def _answer(self, seq: int) -> list[int]:
-        enc = self.sequences[seq]
-        return list(enc.input_ids[enc.prompt_len :])
-
-    def _mean_answer_lengths(self) -> np.ndarray:
-        total, count = np.zeros(len(self.prompts)), np.zeros(len(self.prompts))
-        for s, p in enumerate(self.prompt_of):
-            total[p] += len(self._answer(s))
-            count[p] += 1
-        return total / count
-
-    def _plan_continuations(self, prompt_rows: np.ndarray) -> list[Continuations]:
-        """Every sequence of the batch's prompts, longest answers first, in batches of ``batch_size``."""
-        row_of = {int(p): i for i, p in enumerate(prompt_rows)}
-        members = [(s, row_of[p]) for s, p in enumerate(self.prompt_of) if p in row_of]
-        members.sort(key=lambda member: -len(self._answer(member[0])))
-        chunks = [members[i : i + self.cfg.batch_size] for i in range(0, len(members), self.cfg.batch_size)]
-        return [self._continuations(chunk) for chunk in chunks]
-
-    def _continuations(self, chunk: list[tuple[int, int]]) -> Continuations:
-        answers = [self._answer(s) for s, _ in chunk]
-        width = max(1, max(len(a) for a in answers) - 1)
-        tokens, mask = right_pad([a[:-1] for a in answers], self.pad, torch.device("cpu"), width)
-        targets = torch.full((len(answers), width + 1), m.IGNORE, dtype=torch.long)
-        for i, a in enumerate(answers):
-            targets[i, : len(a)] = torch.tensor(a)
-        return Continuations(np.array([s for s, _ in chunk]), torch.tensor([r for _, r in chunk]), tokens, mask, targets)
+    def _plan(self, batch_size: int) -> None:
+        """Batches for ``batch_size`` (every plan made is kept: ``batch_size="auto"`` may vary by model)."""
+        if batch_size not in self._plans:
+            tail = np.zeros(len(self.prompts))  # mean tokens after the prefix, per prompt
+            np.add.at(tail, self.prompt_of, [len(e.input_ids) for e in self.sequences])
+            tail = tail / np.bincount(self.prompt_of, minlength=len(self.prompts)) - np.array(self.prefix_len)
+            # Prompts whose sequences have similar lengths share a batch: their continuations then pad little.
+            tail_of = {id(e): t for e, t in zip(self.prefixes, tail)}
+            prefix_batches = _bucketed(self.prefixes, batch_size, lambda e: tail_of[id(e)], self.pad, collate_prompts)
+            self._plans[batch_size] = (
+                _bucketed(self.sequences, batch_size, lambda e: len(e.input_ids), self.pad, collate),
+                _bucketed(self.prompts, batch_size, lambda e: len(e.gen_prompt_ids), self.pad, collate_prompts),
+                prefix_batches,
+                [plan_continuations(self.sequences, self.prompt_of, self.prefix_len, rows, batch_size, self.pad)
+                 if self.shared else [] for rows, _ in prefix_batches],
+            )
+        self.seq_batches, self.prompt_batches, self.prefix_batches, self.continuations = self._plans[batch_size]
 
     # -- run ------------------------------------------------------------------------------------
     def __call__(self, model: nn.Module, *, drafts: Sequence[Sequence[int]] | None = None) -> EvalResult:
@@ -206,6 +216,8 @@ class Evaluator:
         if drafts is not None and len(drafts) != len(self.prompts):
             raise ValueError(f"drafts: expected one token list per distinct prompt ({len(self.prompts)}), got {len(drafts)}")
         generated, cost = None, {"draft_accept": math.nan, "decode_steps": math.nan}
+        self._batch_size = self._resolve_batch_size(model)
+        self._plan(self._batch_size)
         if self.cfg.reuse:
             nll, es, generated, cost = self._run_shared(model, drafts)
             texts = self._texts(model, generated) if generated is not None else None
@@ -216,6 +228,15 @@ class Evaluator:
         per_example = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         return EvalResult({**self.summarise(per_example), **cost}, per_example, generated)
 
+    def _resolve_batch_size(self, model: nn.Module) -> int:
+        if self.cfg.batch_size != "auto":
+            return self.cfg.batch_size
+        from workbench.models.memory import eval_batch_size
+
+        return eval_batch_size(model, len(self.prompts), prompt_len=max(len(e.gen_prompt_ids) for e in self.prompts),
+                               answer_len=max(len(e.input_ids) - self.prefix_len[p] for e, p in zip(self.sequences, self.prompt_of)),
+                               new_tokens=self.cfg.max_new_tokens)
+
     def memoised(self, model: nn.Module, key: Hashable) -> EvalResult:
         """``evaluate(model)`` once per ``key``, which the caller guarantees to name the model's state
         (e.g. θo's cache key): every sweep that starts at that state shares its first point."""
@@ -225,25 +246,38 @@ class Evaluator:
 
     @torch.inference_mode()
     def _run_shared(self, model: nn.Module, drafts: Sequence[Sequence[int]] | None):
-        """Prompt once per batch, then its continuations and generations: ``(nll, es, generated, cost)``."""
-        device, eos = model_device(model), eos_ids(model, self.tokenizer)
+        """Each batch's common prefixes once, then their continuations and generations: ``(nll, es, generated, cost)``.
+        ``self.seconds``: time spent scoring and generating (process time on a CPU)."""
+        device, eos, cfg = model_device(model), eos_ids(model, self.tokenizer), self.cfg
         nll, es = np.full(len(self.sequences), math.nan), np.full(len(self.sequences), math.nan)
+        tick, self.seconds = clock(device), {"scoring": 0.0, "generation": 0.0}
+        start = tick()
         if not self.shared:
-            nll, es = score_sequences(model, self.seq_batches, len(self.sequences), es_floor=self.cfg.es_floor)
-        generated = [[] for _ in self.prompts] if self.cfg.generate else None
-        offered = accepted = steps = 0
+            nll, es = score_sequences(model, self.seq_batches, len(self.sequences), es_floor=cfg.es_floor)
+            if not cfg.generate:
+                self.seconds["scoring"] = tick() - start
+                return nll, es, None, {"draft_accept": math.nan, "decode_steps": math.nan}
+        self.policy.new_round()
+        policy = self.policy if cfg.continuous else DraftPolicy(adaptive=False)
+        decoder = Decoder(model, eos, cfg.max_new_tokens, slots=self._batch_size, pad=self.pad, policy=policy)
         for (rows, batch), chunks in zip(self.prefix_batches, self.continuations):
             prefix = prefill(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
             for chunk in chunks:
-                nll[chunk.seqs], es[chunk.seqs] = score_continuations(model, prefix, chunk, es_floor=self.cfg.es_floor)
-            if generated is None:
-                continue
-            batch_drafts = None if drafts is None else [drafts[r] for r in rows]
-            gen = greedy_from_drafts(model, prefix, eos, self.cfg.max_new_tokens, batch_drafts, pad=self.pad)
-            for r, tokens in zip(rows, gen.tokens):
-                generated[r] = tokens
-            offered, accepted, steps = offered + gen.draft_tokens, accepted + gen.accepted, steps + gen.decode_steps
-        cost = {"draft_accept": accepted / offered if offered else math.nan, "decode_steps": steps}
+                nll[chunk.seqs], es[chunk.seqs] = score_continuations(model, prefix, chunk, es_floor=cfg.es_floor)
+            self.seconds["scoring"] += tick() - start
+            start = tick()
+            if cfg.generate:
+                tails = [self.prompts[r].gen_prompt_ids[self.prefix_len[r] :] for r in rows]
+                decoder.add(rows.tolist(), continue_prefix(model, prefix, tails, self.pad),
+                            None if drafts is None else [drafts[r] for r in rows])
+                decoder.run(finish=not cfg.continuous)  # static batches: each ends before the next starts
+            self.seconds["generation"] += tick() - start
+            start = tick()
+        decoder.run(finish=True)
+        self.seconds["generation"] += tick() - start
+        generated = [decoder.tokens[r] for r in range(len(self.prompts))] if cfg.generate else None
+        offered = decoder.draft_tokens
+        cost = {"draft_accept": decoder.accepted / offered if offered else math.nan, "decode_steps": decoder.steps}
         return nll, es, generated, cost
 
     def _texts(self, model: nn.Module, generated: list[list[int]]) -> list[str]:
@@ -278,7 +312,7 @@ class Evaluator:
     def _split_table(self, split: str, nll: np.ndarray, es: np.ndarray, texts: list[str] | None) -> pd.DataFrame:
         refs, exs = self.refs[split], self.examples[split]
         answer_nll = nll[[r.answer for r in refs]]
-        tr, norm = _truth_ratio_terms(refs, nll)
+        tr, norm = truth_ratio_terms(refs, nll)
         gens = [texts[r.prompt] for r in refs] if texts is not None else [None] * len(refs)
         rouge = [self._rouge(g, ex.answer) if g is not None else math.nan for g, ex in zip(gens, exs)]
         return pd.DataFrame({
@@ -298,20 +332,6 @@ class Evaluator:
     def summarise(self, per_example: pd.DataFrame) -> dict[str, float]:
         """Aggregates of a per-example table (same keys for every data set; NaN where undefined)."""
         return aggregates.summarise(per_example, self.reference_forget_tr)
-
-
-def _truth_ratio_terms(refs: list[_Refs], nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example truth ratio and option-normalised probability (NaN without perturbed answers)."""
-    tr, norm = np.full(len(refs), math.nan), np.full(len(refs), math.nan)
-    counts = np.array([len(r.pert) for r in refs])
-    for c in set(counts.tolist()) - {0}:  # one vectorised call per number of perturbed answers
-        rows = np.flatnonzero(counts == c)
-        pert = torch.from_numpy(nll[[list(refs[i].pert) for i in rows]])
-        para = torch.from_numpy(nll[[refs[i].para for i in rows]])
-        answer = torch.from_numpy(nll[[refs[i].answer for i in rows]])
-        tr[rows] = m.truth_ratio(para, pert).numpy()
-        norm[rows] = m.normalised_probability(answer, pert).numpy()
-    return tr, norm
 
 
 # -- batched primitives ---------------------------------------------------------------------------

@@ -5,24 +5,27 @@ sweep repeats that at 21 neighbouring models θ(α). Two facts let it skip most 
 without changing a result; in bf16, see *Exactness*):
 
 * **A prompt is a shared prefix.** The keys and values that a causal LM computes for the prompt (its
-  KV cache) do not depend on what follows. :func:`prefill` runs a batch of prompts once, and
+  KV cache) do not depend on what follows. :func:`prefill` runs a batch of prefixes once, and
   :func:`extend` continues any token sequences from any of its rows: the answer, the paraphrase and
-  the perturbed answers of a question, and the draft of its generation.
+  the perturbed answers of a question, and the draft of its generation; :func:`continue_prefix`
+  extends each row by its own tail (the rest of a generation prompt that shares only a prefix
+  with the sequences scored).
 * **A greedy generation can be checked in one forward.** A sequence is the greedy generation iff
   each of its tokens is the argmax after the tokens before it. One teacher-forced forward over
   prompt + draft gives all these argmaxes at once: the draft is the greedy output up to its first
   disagreement with them, the argmax there is the next greedy token, and KV-cached decoding goes on
   from that point (speculative decoding, Leviathan et al. 2023, with the generation at the
   neighbouring α as the draft). A draft accepted through its EOS needs no decoding at all.
-  :func:`greedy_from_drafts` does this for a batch; without drafts it is plain greedy decoding.
+  :mod:`workbench.decoding` schedules this for many prompts; without drafts it is plain greedy decoding.
 
 Layout of a batch: prompts are left-padded (all end in the same column) and everything after them
 is right-padded. Each row carries its own position ids and a 2-D mask over the cache columns, so
-the columns of a rejected draft stay in the cache, masked, while decoding appends new ones: no row
-is recomputed, and rows that reached EOS leave the batch.
+the columns of a rejected draft stay in the cache, masked, while decoding appends new ones (until
+:meth:`_Decoding.compact` drops them): no row is recomputed, and rows that reached EOS leave the batch.
 
 Exactness: the result is plain greedy decoding as long as a forward over a draft and one-token
-decoding steps pick the same argmax. They do the same arithmetic with different matmul shapes, so
+decoding steps pick the same argmax. They do the same arithmetic with different matmul shapes (and,
+after a compaction or a refill, the cache columns in another order), so
 their logits may differ in the last bits, and only a near-tie between the two best tokens can then
 flip a choice. In fp32 we measured none (every α equal to transformers' ``generate`` on tiny models
 and SmolLM2). In bf16 the last bits are coarse and near ties common: 27% of SmolLM2's bf16
@@ -116,6 +119,31 @@ def extend(model: nn.Module, prefix: Prefix, rows: torch.Tensor, tokens: torch.T
     return _forward(model, tokens, full_mask, positions, cache, keep=0), cache, full_mask
 
 
+@torch.inference_mode()
+def continue_prefix(model: nn.Module, prefix: Prefix, tails: Sequence[Sequence[int]], pad: int = 0) -> Prefix:
+    """The prefix with row ``i`` continued by ``tails[i]`` (any length, empty too), as one new prefix.
+
+    Lets sequences that share only part of a prompt (a jointly tokenised prompt and answer, whose
+    boundary token differs) share that part: each row's tail is fed after it, right-padded and
+    masked, and the new ``next_logits`` are those after each row's own last token.
+    """
+    if not any(tails):
+        return prefix
+    device = prefix.mask.device
+    tokens, mask = right_pad(tails, pad, device)
+    logits, cache, full_mask = extend(model, prefix, torch.arange(len(tails), device=device), tokens, mask)
+    n_tail = mask.sum(-1)
+    last = logits[torch.arange(len(tails), device=device), (n_tail - 1).clamp_min(0)]
+    next_logits = torch.where(n_tail[:, None] > 0, last, prefix.next_logits)
+    return Prefix(_cache_layers(cache), full_mask, prefix.lengths + n_tail, next_logits)
+
+
+def select(prefix: Prefix, rows: torch.Tensor) -> Prefix:
+    """Prefix rows ``rows`` as a prefix of their own (a copy)."""
+    return Prefix([(k[rows], v[rows]) for k, v in prefix.layers], prefix.mask[rows], prefix.lengths[rows],
+                  prefix.next_logits[rows])
+
+
 def right_pad(rows: Sequence[Sequence[int]], pad: int, device: torch.device, width: int | None = None):
     """``(tokens [n, width], mask [n, width])`` with each row's tokens first."""
     width = max((len(r) for r in rows), default=0) if width is None else width
@@ -165,6 +193,25 @@ class _Decoding:
             self.rows = [self.rows[i] for i in keep]
             self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
 
+    def compact(self, max_masked: float = 0.5) -> None:
+        """Drop masked cache columns once they are more than ``max_masked`` of the cache.
+
+        Rejected draft and lookahead columns, padding and the columns of finished rows' neighbours
+        are masked; each row's attended columns move to the right end (keys carry their rotary
+        position already, so attention over them is unchanged) and the width shrinks to the most
+        attended columns of any row: the cache stays within ``1 / (1 − max_masked)`` × that.
+        """
+        if not self.rows or self.mask.numel() == 0 or 1 - self.mask.float().mean() <= max_masked:
+            return
+        width = int(self.mask.sum(-1).max())
+        sorted_mask, order = torch.sort(self.mask, dim=1, stable=True)  # masked columns first, order kept
+        order, self.mask = order[:, -width:], sorted_mask[:, -width:]
+        layers = []
+        for keys, values in _cache_layers(self.cache):
+            index = order[:, None, :, None].expand(keys.shape[0], keys.shape[1], width, keys.shape[3])
+            layers.append((keys.gather(2, index), values.gather(2, index)))
+        self.cache = _new_cache(layers)
+
 
 def draft_groups(lengths: Sequence[int], slack: float = 1.5) -> list[list[int]]:
     """Rows in groups of similar draft length, longest first: a group's forward pads every draft to
@@ -181,75 +228,6 @@ def draft_groups(lengths: Sequence[int], slack: float = 1.5) -> list[list[int]]:
     return groups
 
 
-def _check_group(model: nn.Module, prefix: Prefix, rows: list[int], drafts: list[list[int]], out: list[list[int]],
-                 eos: Sequence[int], max_new_tokens: int, pad: int) -> tuple[_Decoding, int]:
-    """Check the drafts of prefix ``rows`` in one forward and write what they settle into ``out``.
-
-    Returns the rows left to decode and the number of draft tokens accepted.
-    """
-    index = torch.tensor(rows, dtype=torch.long, device=prefix.mask.device)
-    greedy = prefix.next_logits[index].argmax(-1, keepdim=True)
-    if any(drafts[r] for r in rows):
-        tokens, fed = right_pad([drafts[r] for r in rows], pad, index.device)
-        logits, cache, _ = extend(model, prefix, index, tokens, fed)
-        greedy = torch.cat([greedy, logits.argmax(-1)], dim=1)
-    else:
-        cache = _new_cache([(keys[index], values[index]) for keys, values in prefix.layers])
-    accepted, open_rows = [], []
-    for j, (row, row_greedy) in enumerate(zip(rows, greedy.tolist())):
-        out[row], n_accepted, complete = accept(drafts[row], row_greedy, eos, max_new_tokens)
-        accepted.append(n_accepted)
-        if not complete:
-            open_rows.append(j)
-    n_accepted = torch.tensor(accepted, device=index.device)
-    valid_draft = torch.arange(greedy.shape[1] - 1, device=index.device) < n_accepted[:, None]  # rejected columns stay masked
-    state = _Decoding(list(rows), cache, torch.cat([prefix.mask[index], valid_draft.long()], dim=1),
-                      prefix.lengths[index] + n_accepted, torch.tensor([out[r][-1] for r in rows], device=index.device))
-    state.keep(open_rows)
-    return state, sum(accepted)
-
-
-def _merge(states: list[_Decoding]) -> _Decoding:
-    """One batch from several: caches and masks padded on the right (masked) to the widest."""
-    states = [s for s in states if s.rows] or states[:1]
-    if len(states) == 1:
-        return states[0]
-    width = max(s.mask.shape[1] for s in states)
-    layers = zip(*[_cache_layers(s.cache) for s in states])
-    merged = [tuple(torch.cat([F.pad(t, (0, 0, 0, width - t.shape[-2])) for t in kv], dim=0) for kv in zip(*layer))
-              for layer in layers]
-    mask = torch.cat([F.pad(s.mask, (0, width - s.mask.shape[1])) for s in states], dim=0)
-    return _Decoding([r for s in states for r in s.rows], _new_cache(merged), mask,
-                     torch.cat([s.positions for s in states]), torch.cat([s.last for s in states]))
-
-
-@torch.inference_mode()
-def greedy_from_drafts(
-    model: nn.Module,
-    prefix: Prefix,
-    eos: Sequence[int],
-    max_new_tokens: int,
-    drafts: Sequence[Sequence[int]] | None = None,
-    *,
-    pad: int = 0,
-    lookahead: int = 10,
-) -> Generation:
-    """Greedy generation (≤ ``max_new_tokens``, stopping at any ``eos`` id) after every prefix row.
-
-    ``drafts[i]`` (any token list, e.g. the generation of a nearby model) is checked by a forward
-    (one per group of similar draft length) and kept as far as it is the greedy output; decoding
-    continues from there, each step checking up to ``lookahead`` further tokens guessed from the
-    draft (0: one token per step).
-    """
-    n = len(prefix.lengths)
-    drafts = [list(d)[:max_new_tokens] for d in drafts] if drafts is not None else [[] for _ in range(n)]
-    out: list[list[int]] = [[] for _ in range(n)]
-    checked = [_check_group(model, prefix, rows, drafts, out, eos, max_new_tokens, pad)
-               for rows in draft_groups([len(d) for d in drafts])]
-    steps = _decode(model, _merge([state for state, _ in checked]), out, drafts, eos, max_new_tokens, lookahead, pad)
-    return Generation(out, sum(len(d) for d in drafts), sum(a for _, a in checked), steps)
-
-
 def propose(draft: Sequence[int], out: Sequence[int], k: int, n: int = 2) -> list[int]:
     """Up to ``k`` tokens likely to follow ``out`` (prompt-lookup speculation; they are checked anyway).
 
@@ -264,33 +242,3 @@ def propose(draft: Sequence[int], out: Sequence[int], k: int, n: int = 2) -> lis
                 if list(source[i : i + n]) == tail:
                     return list(source[i + n : i + n + k])
     return list(draft[len(out) : len(out) + k])
-
-
-def _decode(model: nn.Module, state: _Decoding, out: list[list[int]], drafts: list[list[int]], eos: Sequence[int],
-            max_new_tokens: int, lookahead: int, pad: int) -> int:
-    """KV-cached greedy steps until every row has reached EOS or the limit; appends to ``out``.
-
-    Each step feeds every row its newest token plus up to ``lookahead`` proposed ones (:func:`propose`)
-    and keeps the proposals as far as they are the greedy output, as a draft is kept.
-    """
-    steps = 0
-    while state.rows:
-        room = [max_new_tokens - len(out[r]) - 1 for r in state.rows]  # the step adds one greedy token after them
-        proposals = [propose(drafts[r], out[r], min(lookahead, m)) for r, m in zip(state.rows, room)]
-        tokens, fed = right_pad([[t] + p for t, p in zip(state.last.tolist(), proposals)], pad, state.mask.device)
-        positions = state.positions[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
-        logits = _forward(model, tokens, torch.cat([state.mask, fed], dim=1), positions, state.cache, keep=0)
-        steps += 1
-        keep, kept = [], []
-        for j, (row, proposal, greedy) in enumerate(zip(state.rows, proposals, logits.argmax(-1).tolist())):
-            new, n_accepted, complete = accept(proposal, greedy, eos, max_new_tokens - len(out[row]))
-            out[row].extend(new)
-            kept.append(n_accepted)
-            if not complete:
-                keep.append(j)
-        n_kept = torch.tensor(kept, device=tokens.device)
-        state.mask = torch.cat([state.mask, (torch.arange(tokens.shape[1], device=tokens.device) <= n_kept[:, None]).long()], 1)
-        state.positions = state.positions + 1 + n_kept
-        state.last = torch.tensor([out[r][-1] for r in state.rows], device=tokens.device)
-        state.keep(keep)
-    return steps

@@ -2,14 +2,16 @@
 
 * :func:`score_sequences` — mean answer NLL and one-pass ES of whole sequences, one forward per
   length bucket (the reference path, and sequences without a shared prompt);
-* :func:`score_continuations` — the same for answers continuing a prompt computed once (a KV-cached
-  :class:`~workbench.generation.Prefix`): the prompt's last logits predict each answer's first token;
+* :func:`score_continuations` — the same for sequences continuing a prefix computed once (a KV-cached
+  :class:`~workbench.generation.Prefix`, planned by :func:`common_prefixes` and
+  :func:`plan_continuations`): the prefix's last logits predict the first token after it;
 * :func:`greedy_generate` — plain batched greedy decoding, left-padded, stopping at EOS per row.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +20,7 @@ from torch import nn
 
 from workbench import metrics as m
 from workbench.data.formatting import Encoded
-from workbench.generation import Prefix, extend
+from workbench.generation import Prefix, extend, right_pad
 from workbench.likelihood import model_device
 
 
@@ -28,9 +30,58 @@ class Continuations:
 
     seqs: np.ndarray  # [n] indices into Evaluator.sequences
     rows: torch.Tensor  # [n] row of each sequence's prompt in its prompt batch
-    tokens: torch.Tensor  # [n, pos] answer tokens but the last (the last predicts nothing)
+    tokens: torch.Tensor  # [n, pos] tokens after the prefix but the last (the last predicts nothing)
     mask: torch.Tensor  # [n, pos]
-    targets: torch.Tensor  # [n, pos + 1] answer tokens, −100 on padding
+    targets: torch.Tensor  # [n, pos + 1] tokens after the prefix, −100 on prompt tokens and padding
+
+
+def common_prefixes(prompts: Sequence[Sequence[int]], sequences: Sequence[Encoded], prompt_of: Sequence[int],
+                    *, within_prompt: bool = False) -> list[int]:
+    """Per generation prompt, how many leading tokens it shares with every sequence scored after it.
+
+    The longest common token prefix of the prompt and its sequences, no longer than any sequence's
+    prompt part (the prefix's last logits predict the first scored token; logits inside it are not
+    kept). Whatever the tokenisation: a jointly tokenised prompt and answer share all but the tokens
+    their boundary merged. ``within_prompt``: only the whole prompt counts (0 where a sequence does
+    not start with it).
+    """
+    shared = [len(p) for p in prompts]
+    for seq, p in zip(sequences, prompt_of):
+        prompt, ids = prompts[p], seq.input_ids
+        if within_prompt:
+            shared[p] = shared[p] if tuple(ids[: len(prompt)]) == tuple(prompt) and seq.prompt_len >= len(prompt) else 0
+            continue
+        n = min(shared[p], seq.prompt_len)
+        while n and tuple(ids[:n]) != tuple(prompt[:n]):
+            n -= 1
+        shared[p] = n
+    return shared
+
+
+def plan_continuations(sequences: Sequence[Encoded], prompt_of: Sequence[int], prefix_len: Sequence[int],
+                       prompt_rows: np.ndarray, batch_size: int, pad: int) -> list[Continuations]:
+    """Batches of the sequences whose prompts are ``prompt_rows`` (one prefix batch), each continuing
+    its prompt's row after ``prefix_len[prompt]`` tokens.
+
+    Each sequence's tokens after its prefix are fed (but the last); targets are −100 on what is left of
+    its prompt part, so only the answer is scored. Longest first, ``batch_size`` per batch.
+    """
+    row_of = {int(p): i for i, p in enumerate(prompt_rows)}
+    members = [(s, row_of[p], prefix_len[p]) for s, p in enumerate(prompt_of) if p in row_of]
+    tails = {s: list(sequences[s].input_ids[n:]) for s, _, n in members}
+    members = sorted(members, key=lambda member: -len(tails[member[0]]))
+    out = []
+    for chunk in (members[i : i + batch_size] for i in range(0, len(members), batch_size)):
+        rows = [tails[s] for s, _, _ in chunk]
+        width = max(1, max(len(r) for r in rows) - 1)
+        tokens, mask = right_pad([r[:-1] for r in rows], pad, torch.device("cpu"), width)
+        targets = torch.full((len(rows), width + 1), m.IGNORE, dtype=torch.long)
+        for i, (s, _, n) in enumerate(chunk):
+            skip = sequences[s].prompt_len - n
+            targets[i, skip : len(rows[i])] = torch.tensor(rows[i][skip:])
+        out.append(Continuations(np.array([s for s, _, _ in chunk]), torch.tensor([r for _, r, _ in chunk]), tokens, mask,
+                                 targets))
+    return out
 
 
 def _bucketed(items: list[Encoded], batch_size: int, length, pad: int, collate_fn) -> list[tuple[np.ndarray, dict]]:
@@ -78,6 +129,21 @@ def score_sequences(
         nll[rows] = m.answer_nll(logits, window).cpu().numpy()
         es[rows] = m.extraction_strength(logits, window, floor=es_floor).cpu().numpy()
     return nll, es
+
+
+def truth_ratio_terms(refs: Sequence, nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example truth ratio and option-normalised probability (NaN without perturbed answers), from
+    each sequence's mean NLL; ``refs[i]`` names example ``i``'s ``answer``, ``para`` and ``pert`` sequences."""
+    tr, norm = np.full(len(refs), math.nan), np.full(len(refs), math.nan)
+    counts = np.array([len(r.pert) for r in refs])
+    for c in set(counts.tolist()) - {0}:  # one vectorised call per number of perturbed answers
+        rows = np.flatnonzero(counts == c)
+        pert = torch.from_numpy(nll[[list(refs[i].pert) for i in rows]])
+        para = torch.from_numpy(nll[[refs[i].para for i in rows]])
+        answer = torch.from_numpy(nll[[refs[i].answer for i in rows]])
+        tr[rows] = m.truth_ratio(para, pert).numpy()
+        norm[rows] = m.normalised_probability(answer, pert).numpy()
+    return tr, norm
 
 
 def eos_ids(model: nn.Module, tokenizer) -> list[int]:

@@ -137,27 +137,32 @@ def fits(estimate: dict, gpu_bytes: int, *, headroom: float = 0.95) -> bool:
 
 def estimate_eval_memory(config, *, batch: int = 32, prompt_len: int = 128, answer_len: int = 128,
                          new_tokens: int = 200, dtype: str = "bfloat16", chunk_elements: int = 2**24,
-                         overhead_bytes: int = GIB) -> dict:
+                         overhead_bytes: int = GIB, lookahead: int = 10) -> dict:
     """Peak GPU memory of a mixing sweep of two full-parameter checkpoints (``evaluate_pair``).
 
     Exact: the weights of **one** model (θ_before's and θ_after's tensors stay in host memory or on
     disk) and the mixing slices (:class:`workbench.mixing.StateMixer`: θ_before's and θ_after's slice
-    and their fp32 interpolation, ``3 × chunk_elements × 4`` bytes at most). Rough **[choice]**: the KV
-    cache of a batch of prompts with their generations (and its copy per continuation batch), and the
-    logits of a batch of answers (model dtype plus the fp32 log-softmax and a float copy), plus
-    ``overhead_bytes``. ``host_bytes``: a copy of θ_before in host memory when it was not read from a
-    folder. Same keys as :func:`estimate_memory` where they apply, and a one-line ``summary``.
+    and their fp32 interpolation, ``3 × chunk_elements × 4`` bytes at most). A bound, for ``batch``
+    rows of ``prompt_len``-token prompts: the KV caches alive at once (:mod:`workbench.decoding`) —
+    a batch of prompts, its copy continued by the answers, the generation prompts waiting for a
+    slot, and the decoding cache, whose width compaction keeps within twice the attended columns
+    (``prompt_len + new_tokens``) plus one step's ``1 + lookahead`` columns, counted twice for the
+    copy a merge or a compaction makes. Rough **[choice]**: the logits of a batch of answers (model
+    dtype plus the fp32 log-softmax and a float copy), plus ``overhead_bytes``. ``host_bytes``: a
+    copy of θ_before in host memory when it was not read from a folder. Same keys as
+    :func:`estimate_memory` where they apply, and a one-line ``summary``.
     """
     s, b = _dims(config), _BYTES[dtype]
     n_params = count_parameters(config)
     kv_per_token = s["L"] * 2 * s["kv"] * b
+    decoding = 2 * (prompt_len + new_tokens) + 1 + lookahead
     est = {
         "mode": "evaluate",
         "n_params": n_params,
         "weights_bytes": n_params * b,
         "mixing_bytes": 3 * chunk_elements * 4,
-        "kv_cache_bytes": batch * (2 * prompt_len + max(new_tokens, answer_len)) * kv_per_token,
-        "logits_bytes": batch * answer_len * s["V"] * (b + 8),
+        "kv_cache_bytes": batch * (3 * prompt_len + answer_len + 2 * decoding) * kv_per_token,
+        "logits_bytes": batch * max(answer_len, 1 + lookahead) * s["V"] * (b + 8),
         "overhead_bytes": overhead_bytes,
     }
     est["total_bytes"] = sum(v for k, v in est.items() if k.endswith("_bytes"))
@@ -246,3 +251,39 @@ def require_fits(stages: list[tuple[str, dict, str]], device, *, headroom: float
                  for name, est, fix in over]
         raise DoesNotFit(f"does not fit {device} ({available / GIB:.1f} GiB, {how}; {headroom:.0%} usable), "
                          "stopped before any work:\n  " + "\n  ".join(lines))
+
+
+def eval_batch_size(model, n_prompts: int, *, prompt_len: int, answer_len: int, new_tokens: int,
+                    cpu_batch: int = 32, headroom: float = 0.9) -> int:
+    """``EvalConfig(batch_size="auto")``: the largest batch whose :func:`estimate_eval_memory` fits in
+    ``headroom`` × the GPU's memory (no larger than ``n_prompts``).
+
+    On a CPU memory is rarely the limit and a batch beyond a few dozen rows gains nothing (each step
+    is compute-bound), so ``cpu_batch`` (**[choice]**) is used there.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return max(1, min(cpu_batch, n_prompts))
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    total = torch.cuda.get_device_properties(device).total_memory
+    return largest_batch(model.config, n_prompts, headroom * total, prompt_len=prompt_len, answer_len=answer_len,
+                         new_tokens=new_tokens, dtype=dtype if dtype in _BYTES else "float32")
+
+
+def largest_batch(config, n_prompts: int, budget_bytes: float, **shape) -> int:
+    """The largest batch (≤ ``n_prompts``) whose :func:`estimate_eval_memory` (``shape``: its other
+    arguments) is within ``budget_bytes``; a clear error when not even one row is."""
+    def fits_batch(batch: int) -> bool:
+        return estimate_eval_memory(config, batch=batch, **shape)["total_bytes"] <= budget_bytes
+
+    if not fits_batch(1):
+        summary = estimate_eval_memory(config, batch=1, **shape)["summary"]
+        raise MemoryError(f"evaluation does not fit this GPU even at batch 1 ({summary}); "
+                          "evaluate on a larger GPU or lower max_new_tokens / max_length")
+    low, high = 1, max(1, n_prompts)
+    while low < high:  # the largest batch that fits
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits_batch(mid) else (low, mid - 1)
+    return low

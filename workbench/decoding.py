@@ -1,0 +1,283 @@
+"""Greedy decoding without idle rows, with drafts only where they pay, in a cache of bounded width.
+
+:mod:`workbench.generation` supplies the pieces (prompt caches, draft checks, proposals); this module
+schedules them:
+
+* **Continuous batching.** A :class:`Decoder` holds at most ``slots`` rows. When rows end (EOS or
+  the length limit), the next prompts waiting in its queue take their places (their prompt caches
+  merged into the running batch, each row with its own position ids and mask), so a decoding step
+  never computes a row that already ended while prompts are waiting.
+* **Drafts that pay.** Checking a draft costs one forward over it; guessing ``k`` tokens ahead of
+  each step costs ``k`` more tokens per row and step. Whether that is worth it depends on the
+  acceptance and on the machine (on a GPU extra tokens per step are nearly free, on a CPU they cost
+  their FLOPs). A :class:`DraftPolicy` measures it: generated tokens per second of each option
+  (checking drafts or not; guessing 0, 2 or ``lookahead`` tokens; process time on a CPU, wall time
+  on a GPU), starting from plain decoding, choosing the best so far and trying a neighbouring option
+  now and then, so that a change along a sweep is noticed.
+* **Bounded cache.** Rejected draft and guess columns are masked in the cache; when the masked share
+  passes one half the cache is compacted (:meth:`workbench.generation._Decoding.compact`).
+
+None of this changes the output: every token is the argmax after the tokens before it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.generation import (
+    Generation,
+    Prefix,
+    _cache_layers,
+    _Decoding,
+    _forward,
+    _new_cache,
+    accept,
+    draft_groups,
+    extend,
+    propose,
+    right_pad,
+    select,
+)
+
+
+@dataclass
+class _Rate:
+    """Tokens produced and seconds spent by one option, old evidence discounted."""
+
+    tokens: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, tokens: int, seconds: float) -> None:
+        seconds = max(seconds, 1e-9)
+        self.tokens, self.seconds = self.tokens + tokens, self.seconds + seconds
+
+    def value(self) -> float | None:
+        return self.tokens / self.seconds if self.seconds > 0 else None
+
+
+@dataclass
+class DraftPolicy:
+    """Chooses whether to check drafts and how far to guess, from generated tokens per second so far.
+
+    Keep one per sweep (an :class:`~workbench.evaluation.Evaluator` does): each evaluation halves the
+    weight of older evidence (:meth:`new_round`). ``adaptive=False`` always checks drafts and guesses
+    ``lookahead`` tokens (the behaviour before this policy). Every ``explore``-th decision tries the
+    option next to the best one (a smaller guess costs little), so a better option is found again.
+    """
+
+    lookahead: int = 10
+    adaptive: bool = True
+    explore: int = 16
+    guesses: dict[int, _Rate] = field(default_factory=dict)
+    checks: _Rate = field(default_factory=_Rate)
+    _n: int = 0
+
+    def __post_init__(self):
+        self.guesses = {k: _Rate() for k in sorted({0, min(2, self.lookahead), self.lookahead})}
+
+    def new_round(self) -> None:
+        for rate in [*self.guesses.values(), self.checks]:
+            rate.tokens, rate.seconds = rate.tokens / 2, rate.seconds / 2
+
+    def guess(self) -> int:
+        """Tokens to guess ahead in the next step: the best option tried so far (plain decoding first);
+        every ``explore``-th step a neighbour of it, alternately the larger and the smaller."""
+        if not self.adaptive:
+            return self.lookahead
+        options = list(self.guesses)
+        tried = [k for k in options if self.guesses[k].value() is not None]
+        if not tried:
+            return options[0]
+        best = max(tried, key=lambda k: self.guesses[k].value())
+        self._n += 1
+        if self._n % self.explore:
+            return best
+        i = options.index(best) + (1 if (self._n // self.explore) % 2 else -1)
+        return options[min(max(i, 0), len(options) - 1)]
+
+    def check(self) -> bool:
+        """Whether to check the drafts of rows about to be admitted."""
+        if not self.adaptive or self.checks.value() is None:
+            return True
+        decoding = max((r.value() or 0.0) for r in self.guesses.values())
+        self._n += 1
+        return self.checks.value() >= decoding or self._n % self.explore == 0
+
+
+def _merge(states: list[_Decoding]) -> _Decoding:
+    """One batch from several: caches and masks padded on the right (masked) to the widest."""
+    states = [s for s in states if s.rows] or states[:1]
+    if len(states) == 1:
+        return states[0]
+    width = max(s.mask.shape[1] for s in states)
+    layers = zip(*[_cache_layers(s.cache) for s in states])
+    merged = [tuple(torch.cat([F.pad(t, (0, 0, 0, width - t.shape[-2])) for t in kv], dim=0) for kv in zip(*layer))
+              for layer in layers]
+    mask = torch.cat([F.pad(s.mask, (0, width - s.mask.shape[1])) for s in states], dim=0)
+    return _Decoding([r for s in states for r in s.rows], _new_cache(merged), mask,
+                     torch.cat([s.positions for s in states]), torch.cat([s.last for s in states]))
+
+
+def clock(device: torch.device):
+    """Process time on a CPU (what this process computed, robust on a shared machine), wall time on a GPU."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
+class Decoder:
+    """Greedy generation of many prompts through ``slots`` rows; see the module docstring.
+
+    ``add`` queues prompts (a :class:`Prefix` and an id per row); ``run`` decodes until every queued
+    prompt has a slot (so the caller can prepare the next ones) or, with ``finish=True``, until all
+    have ended. ``tokens[id]``: the generation (ending with the EOS id where it stopped there).
+    """
+
+    def __init__(self, model: nn.Module, eos: Sequence[int], max_new_tokens: int, *, slots: int = 32, pad: int = 0,
+                 policy: DraftPolicy | None = None, max_masked: float = 0.5):
+        if max_new_tokens < 0 or slots < 1:
+            raise ValueError(f"max_new_tokens must be >= 0 and slots >= 1, got {max_new_tokens} and {slots}")
+        self.model, self.eos, self.max_new, self.slots, self.pad = model, list(eos), max_new_tokens, slots, pad
+        self.policy = policy or DraftPolicy()
+        self.max_masked = max_masked
+        self.tokens: dict[int, list[int]] = {}
+        self.drafts: dict[int, list[int]] = {}
+        self.queue: list[tuple[Prefix, list[int]]] = []
+        self.state: _Decoding | None = None
+        self.draft_tokens = self.accepted = self.steps = 0
+        self.max_width = 0  # widest cache seen (columns)
+        self.clock = clock(next(model.parameters()).device)
+
+    def add(self, ids: Sequence[int], prefix: Prefix, drafts: Sequence[Sequence[int]] | None = None) -> None:
+        for i, row in enumerate(ids):
+            self.tokens[row] = []
+            self.drafts[row] = list(drafts[i])[: self.max_new] if drafts is not None else []
+        if self.max_new > 0 and len(ids):
+            self.queue.append((prefix, list(ids)))
+
+    @torch.inference_mode()
+    def run(self, finish: bool = False) -> None:
+        while True:
+            self._admit()
+            if (not finish and not self.queue) or self.state is None or not self.state.rows:
+                return
+            self._step()
+
+    def result(self, ids: Sequence[int]) -> Generation:
+        return Generation([self.tokens[i] for i in ids], self.draft_tokens, self.accepted, self.steps)
+
+    # -- admission ---------------------------------------------------------------------------------
+    def _admit(self) -> None:
+        active = len(self.state.rows) if self.state is not None else 0
+        free = self.slots - active
+        waiting = sum(len(ids) for _, ids in self.queue)
+        if not waiting or free < min(max(1, self.slots // 8), waiting) and active:
+            return
+        states = [self.state] if self.state is not None else []
+        while free > 0 and self.queue:
+            prefix, ids = self.queue.pop(0)
+            n = min(free, len(ids))
+            if n < len(ids):  # the rest waits with its own part of the prefix
+                self.queue.insert(0, (select(prefix, torch.arange(n, len(ids), device=prefix.mask.device)), ids[n:]))
+                prefix = select(prefix, torch.arange(n, device=prefix.mask.device))
+            states += self._start(prefix, ids[:n])
+            free -= n
+        self.state = _merge(states)
+
+    def _start(self, prefix: Prefix, ids: list[int]) -> list[_Decoding]:
+        """Rows' first tokens: from their prompt's logits, or from a check of their drafts."""
+        check = any(self.drafts[i] for i in ids) and self.policy.check()
+        lengths = [len(self.drafts[i]) if check else 0 for i in ids]
+        states = []
+        for group in draft_groups(lengths):
+            start = self.clock()
+            rows = prefix if group == list(range(len(ids))) else select(prefix, torch.tensor(group, device=prefix.mask.device))
+            state, settled = self._check([ids[j] for j in group], rows, check)
+            if check:
+                self.policy.checks.add(settled, self.clock() - start)
+            states.append(state)
+        return states
+
+    def _check(self, ids: list[int], prefix: Prefix, check: bool) -> tuple[_Decoding, int]:
+        device = prefix.mask.device
+        greedy = prefix.next_logits.argmax(-1, keepdim=True)
+        drafts = [self.drafts[i] if check else [] for i in ids]
+        if any(drafts):
+            tokens, fed = right_pad(drafts, self.pad, device)
+            logits, cache, _ = extend(self.model, prefix, torch.arange(len(ids), device=device), tokens, fed)
+            greedy = torch.cat([greedy, logits.argmax(-1)], dim=1)
+            self.draft_tokens += sum(len(d) for d in drafts)
+        else:
+            cache = _new_cache(prefix.layers)
+        accepted, open_rows = [], []
+        for j, (row, draft, row_greedy) in enumerate(zip(ids, drafts, greedy.tolist())):
+            self.tokens[row], n_accepted, complete = accept(draft, row_greedy, self.eos, self.max_new)
+            accepted.append(n_accepted)
+            if not complete:
+                open_rows.append(j)
+        self.accepted += sum(accepted) if any(drafts) else 0
+        n_accepted = torch.tensor(accepted, device=device)
+        valid = torch.arange(greedy.shape[1] - 1, device=device) < n_accepted[:, None]  # rejected columns stay masked
+        state = _Decoding(list(ids), cache, torch.cat([prefix.mask, valid.long()], dim=1), prefix.lengths + n_accepted,
+                          torch.tensor([self.tokens[r][-1] for r in ids], device=device))
+        state.keep(open_rows)
+        return state, sum(accepted)
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _step(self) -> None:
+        """Every active row's newest token plus ``k`` guessed ones (:func:`propose`) in one forward;
+        the guesses are kept as far as they are the greedy output, as a draft is kept."""
+        state, out, start, k = self.state, self.tokens, self.clock(), self.policy.guess()
+        room = [self.max_new - len(out[r]) - 1 for r in state.rows]  # the step adds one greedy token after them
+        proposals = [propose(self.drafts[r], out[r], min(k, m)) for r, m in zip(state.rows, room)]
+        tokens, fed = right_pad([[t] + p for t, p in zip(state.last.tolist(), proposals)], self.pad, state.mask.device)
+        positions = state.positions[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
+        logits = _forward(self.model, tokens, torch.cat([state.mask, fed], dim=1), positions, state.cache, keep=0)
+        self.steps += 1
+        keep, kept, produced = [], [], 0
+        for j, (row, proposal, greedy) in enumerate(zip(state.rows, proposals, logits.argmax(-1).tolist())):
+            new, n_accepted, complete = accept(proposal, greedy, self.eos, self.max_new - len(out[row]))
+            out[row].extend(new)
+            kept.append(n_accepted)
+            produced += len(new)
+            if not complete:
+                keep.append(j)
+        n_kept = torch.tensor(kept, device=tokens.device)
+        state.mask = torch.cat([state.mask, (torch.arange(tokens.shape[1], device=tokens.device) <= n_kept[:, None]).long()], 1)
+        state.positions = state.positions + 1 + n_kept
+        state.last = torch.tensor([out[r][-1] for r in state.rows], device=tokens.device)
+        self.max_width = max(self.max_width, state.mask.shape[1])
+        state.keep(keep)
+        state.compact(self.max_masked)
+        self.policy.guesses[k].add(produced, self.clock() - start)
+
+
+def greedy_from_drafts(
+    model: nn.Module,
+    prefix: Prefix,
+    eos: Sequence[int],
+    max_new_tokens: int,
+    drafts: Sequence[Sequence[int]] | None = None,
+    *,
+    pad: int = 0,
+    lookahead: int = 10,
+    slots: int | None = None,
+    policy: DraftPolicy | None = None,
+) -> Generation:
+    """Greedy generation (≤ ``max_new_tokens``, stopping at any ``eos`` id) after every prefix row.
+
+    ``drafts[i]`` (any token list, e.g. the generation of a nearby model) may be checked by a forward
+    and kept as far as it is the greedy output; decoding continues from there, guessing up to
+    ``lookahead`` tokens per step (0: one token per step). ``slots``: rows decoded at once (default:
+    all); ``policy``: see :class:`DraftPolicy` (default: adaptive).
+    """
+    n = len(prefix.lengths)
+    decoder = Decoder(model, eos, max_new_tokens, slots=slots or max(n, 1), pad=pad,
+                      policy=policy or DraftPolicy(lookahead=lookahead))
+    decoder.add(range(n), prefix, drafts)
+    decoder.run(finish=True)
+    return decoder.result(range(n))
