@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from gpu_check import ARCHS, model_config  # noqa: E402
+from gpu_check import model_config  # noqa: E402
 
 from workbench.models import GIB, count_parameters, estimate_eval_memory, estimate_memory, fits  # noqa: E402
 from workbench.runs import config as config_mod  # noqa: E402

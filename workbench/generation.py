@@ -42,7 +42,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values [batch, kv_heads, pos, head_dim]

@@ -48,7 +48,7 @@ from workbench.models import resolve_device, save_model_folder, use_deterministi
 from workbench.regions import Region, random_region, random_weight_region
 from workbench.runs import cache as cache_mod
 from workbench.runs import config
-from workbench.runs.rundir import PARAMS, PER_ALPHA, RunDir
+from workbench.runs.rundir import PARAMS, PER_ALPHA
 
 __all__ = ["MODELS", "ExportError", "export_model", "run_models"]
 

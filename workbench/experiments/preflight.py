@@ -19,7 +19,6 @@ from typing import Any
 from torch import nn
 
 from workbench import objectives as obj
-from workbench.evaluation import EvalConfig
 from workbench.experiments.chain import THETA, finetune_stage, max_length
 from workbench.models import (
     check_single_device,
@@ -55,7 +54,10 @@ def memory_stages(cfg, config, seq_len: int, *, base: str = "retain") -> dict[st
         stages[f"localization with {localizer}"] = (estimate_localization_memory(config, lb, seq_len, **train),
                                                     f"lower {localizer}_batch_size (now {lb})")
     sweep_dtype = getattr(cfg, "eval_dtype", "") or cfg.dtype  # sweeps run in eval_dtype when it is set
-    stages["sweeps"] = (_eval_estimate(config, seq_len, cfg.eval_max_new_tokens if cfg.eval_generate else 0, sweep_dtype),
+    batch = cfg.eval_batch_size or 1  # "auto" (0) takes the largest batch that fits, at least 1
+    stages["sweeps"] = (_eval_estimate(config, seq_len, cfg.eval_max_new_tokens if cfg.eval_generate else 0, sweep_dtype,
+                                       batch),
+                        f"set eval_batch_size=0 (the largest batch that fits) or lower it (now {cfg.eval_batch_size}), "
                         f"lower eval_max_new_tokens (now {cfg.eval_max_new_tokens})"
                         + (" or use eval_dtype bfloat16 (greedy generation then depends on the decoding path)"
                            if sweep_dtype == "float32" else ""))
@@ -66,8 +68,8 @@ def memory_stages(cfg, config, seq_len: int, *, base: str = "retain") -> dict[st
     return stages
 
 
-def _eval_estimate(config, seq_len: int, new_tokens: int, dtype: str) -> dict:
-    return estimate_eval_memory(config, batch=EvalConfig.batch_size, prompt_len=seq_len, answer_len=seq_len,
+def _eval_estimate(config, seq_len: int, new_tokens: int, dtype: str, batch: int) -> dict:
+    return estimate_eval_memory(config, batch=batch, prompt_len=seq_len, answer_len=seq_len,
                                 new_tokens=new_tokens, dtype=dtype)
 
 

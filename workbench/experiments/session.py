@@ -283,7 +283,8 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
                                     check=lambda m, t: (check_model(cfg, m), preflight(cfg, data, m, t, base=base)))
     items = {s: encode_all(tok, getattr(data, s)) for s in ("forget", "retain", "retain_eval")}
     items["general"] = encode_all(tok, data.pretrain) if data.pretrain else []
-    eval_cfg = EvalConfig(generate=cfg.eval_generate, max_new_tokens=cfg.eval_max_new_tokens)
+    eval_cfg = EvalConfig(generate=cfg.eval_generate, max_new_tokens=cfg.eval_max_new_tokens,
+                          batch_size=cfg.eval_batch_size or "auto")
     session = Session(cfg, data, model, tok, r_key, cache, Evaluator(tok, data, eval_cfg), items, force=force,
                       progress=progress)
     reference = retain_reference(session)

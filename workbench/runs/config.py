@@ -79,6 +79,7 @@ class Config:
     unlearn_epochs: int = param(5, "epochs of unlearning", positive)
     eval_max_new_tokens: int = param(200, "greedy generation length for ROUGE-L (the paper: 200; EOS stops each answer)", positive)
     eval_generate: bool = param(True, "generate answers (ROUGE-L); False skips generation")
+    eval_batch_size: int = param(32, "prompts evaluated at once; 0 -> the largest that fits the GPU's memory (32 on a CPU)", non_negative)
     n_alpha: int = param(21, "mixing coefficients α = 0 … 1 (at least 2)", at_least_two)
     n_rounds: int = param(10000, "permutation / bootstrap rounds of the significance tests", positive)
     trust_remote_code: bool = param(False, "allow hub models with custom code")
