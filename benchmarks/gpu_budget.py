@@ -7,7 +7,8 @@ turns them into time:
 
 * compute-bound passes: FLOPs = tokens × (2N forward; + 4N backward with trainable weights, + 2N
   backward through frozen weights to a region delta; + 2N recomputation with gradient checkpointing;
-  + 2N per extra frozen model, e.g. π_ref or θr), at ``UTILISATION`` of the GPU's dense bf16 peak;
+  + 2N per extra frozen model, e.g. π_ref or θr), at ``UTILISATION`` of the GPU's dense bf16 peak, or of
+  its fp32 peak for sweeps evaluated in float32 (the paper files' ``eval_dtype``);
 * greedy generation (ROUGE-L): memory-bound, one read of the weights per decoding step of a batch,
   at ``BANDWIDTH_EFFICIENCY`` of the GPU's memory bandwidth, generating ``GENERATED_TOKENS`` per answer
   (EOS stops answers early; 200 is the cap).
@@ -17,6 +18,7 @@ Everything here is a model of the cost, not a measurement: treat the hours as ±
 
     python benchmarks/gpu_budget.py                       # markdown table, H100 80 GB
     python benchmarks/gpu_budget.py --gpu a100 --json out.json
+    python benchmarks/gpu_budget.py --eval-dtype bfloat16       # sweeps in bf16: the price of path-independent ones
 """
 
 from __future__ import annotations
@@ -34,18 +36,22 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from gpu_check import model_config  # noqa: E402
 
 from workbench.models import GIB, count_parameters, estimate_eval_memory, estimate_memory, fits  # noqa: E402
+from workbench.models.memory import largest_batch  # noqa: E402
 from workbench.runs import config as config_mod  # noqa: E402
 from workbench.runs.paramfiles import merge_params  # noqa: E402
 
 # ``memory``: what torch reports as the total of an "80 GB" card (about 79 GiB).
-GPUS = {"h100": {"name": "H100 80 GB (SXM)", "flops": 989e12, "bandwidth": 3.35e12, "memory": 79 * GIB},
-        "a100": {"name": "A100 80 GB (SXM)", "flops": 312e12, "bandwidth": 2.04e12, "memory": 79 * GIB}}
+# ``flops``: dense bf16 tensor-core peak; ``flops_fp32``: plain fp32 (no TF32: it would round the small
+# mixing steps away, as bf16 does), the rate of a sweep evaluated in float32 (``eval_dtype``).
+GPUS = {"h100": {"name": "H100 80 GB (SXM)", "flops": 989e12, "flops_fp32": 67e12, "bandwidth": 3.35e12,
+                 "memory": 79 * GIB},
+        "a100": {"name": "A100 80 GB (SXM)", "flops": 312e12, "flops_fp32": 19.5e12, "bandwidth": 2.04e12,
+                 "memory": 79 * GIB}}
 UTILISATION = 0.40  # [assumption] model-FLOPs utilisation of training and scoring passes
 BANDWIDTH_EFFICIENCY = 0.6  # [assumption] share of peak memory bandwidth a decoding step reaches
 CHARS_PER_TOKEN = 4.0  # [assumption] English text with a 100k-128k vocabulary
 TEMPLATE_TOKENS = {"llama": 30, "olmo": 8}  # chat-template tokens around one question (system header, roles)
 GENERATED_TOKENS = 60  # [assumption] mean generated length before EOS (answers are 1-3 sentences)
-GEN_BATCH = 32
 TOFU_EVAL = {"forget10_perturbed": 400, "retain_perturbed": 400, "real_authors_perturbed": 100,
              "world_facts_perturbed": 117}
 NOTEBOOKS = ["revisit-localizers", "oracle-vs-random", "l2-mlp-supervision", "lume"]
@@ -61,10 +67,11 @@ class Stage:
     flops: float = 0.0  # all runs together
     decode_steps: int = 0  # all runs together
     memory: dict = field(default_factory=dict)
+    fp32: bool = False  # computed in float32 (sweeps with eval_dtype float32): fp32 peak, 4-byte weights
 
-    def hours(self, gpu: dict, weight_bytes: int) -> float:
-        compute = self.flops / (gpu["flops"] * UTILISATION)
-        decode = self.decode_steps * weight_bytes / (gpu["bandwidth"] * BANDWIDTH_EFFICIENCY)
+    def hours(self, gpu: dict, n_params: int) -> float:
+        compute = self.flops / (gpu["flops_fp32" if self.fp32 else "flops"] * UTILISATION)
+        decode = self.decode_steps * n_params * (4 if self.fp32 else 2) / (gpu["bandwidth"] * BANDWIDTH_EFFICIENCY)
         return (compute + decode) / 3600
 
 
@@ -105,8 +112,9 @@ class Data:
                 self.max_len = max(self.max_len, *(qa(r, a) for a in answers))
 
 
-def stages(nb: str, cfg, data: Data, n_params: int, mconfig) -> list[Stage]:
-    """The notebook's stages with the counts its configuration gives."""
+def stages(nb: str, cfg, data: Data, n_params: int, mconfig, gpu_memory: float) -> list[Stage]:
+    """The notebook's stages with the counts its configuration gives (sweeps at ``eval_batch_size``, 0: the
+    largest batch that fits ``gpu_memory``, as ``EvalConfig(batch_size="auto")`` picks it)."""
     n, ckpt = n_params, 2 * n_params * bool(cfg.gradient_checkpointing)
     full_step, frozen_step = 6 * n + ckpt, 4 * n + ckpt  # per token: fwd + bwd (+ recompute)
     seq = 2 ** math.ceil(math.log2(data.max_len))  # padded length of the longest example, for memory
@@ -116,11 +124,13 @@ def stages(nb: str, cfg, data: Data, n_params: int, mconfig) -> list[Stage]:
                                 gradient_checkpointing=cfg.gradient_checkpointing)
     mem_restricted = estimate_memory(mconfig, getattr(cfg, "region_fraction", 0.1), cfg.batch_size, seq,
                                      dtype=cfg.dtype, gradient_checkpointing=cfg.gradient_checkpointing)
-    mem_eval = estimate_eval_memory(mconfig, batch=GEN_BATCH, prompt_len=seq, answer_len=seq,
-                                    new_tokens=cfg.eval_max_new_tokens, dtype=cfg.dtype)
+    sweep_dtype = cfg.eval_dtype or cfg.dtype
+    shape = {"prompt_len": seq, "answer_len": seq, "new_tokens": cfg.eval_max_new_tokens, "dtype": sweep_dtype}
+    batch = cfg.eval_batch_size or largest_batch(mconfig, data.eval_prompts, 0.9 * gpu_memory, **shape)
+    mem_eval = estimate_eval_memory(mconfig, batch=batch, **shape)
     one_sweep = Stage("sweep", 1, cfg.n_alpha * data.eval_tokens * 2 * n,
-                      cfg.n_alpha * math.ceil(data.eval_prompts / GEN_BATCH) * min(GENERATED_TOKENS, cfg.eval_max_new_tokens),
-                      mem_eval)
+                      cfg.n_alpha * math.ceil(data.eval_prompts / batch) * min(GENERATED_TOKENS, cfg.eval_max_new_tokens),
+                      mem_eval, fp32=sweep_dtype == "float32")
     out = [Stage("θr: full fine-tuning on the retain set", 1, data.retain * cfg.retain_epochs * full_step,
                  memory={"one GPU": mem_full, "two GPUs (FSDP)": mem_full2})]
     if nb == "revisit-localizers":
@@ -164,23 +174,25 @@ def _unlearn(runs: int, data: Data, epochs: int, step: float, mem: dict, what: s
 
 
 def _sweeps(runs: int, one: Stage) -> Stage:
-    return Stage("mixing sweeps (scoring + greedy generation per α)", runs, runs * one.flops, runs * one.decode_steps,
-                 {"": one.memory})
+    what = "in float32" if one.fp32 else "in bf16"
+    return Stage(f"mixing sweeps {what} (scoring + greedy generation per α)", runs, runs * one.flops,
+                 runs * one.decode_steps, {"": one.memory}, one.fp32)
 
 
-def budget(gpu: dict, tofu: Path, lume: Path) -> list[dict]:
+def budget(gpu: dict, tofu: Path, lume: Path, eval_dtype: str | None = None) -> list[dict]:
     """One row per (notebook, model, stage): runs, memory, fits one GPU, GPU-hours."""
     out = []
     for nb in NOTEBOOKS:
         for model in ("llama", "olmo"):
-            cfg = config_mod.from_params(nb, merge_params([str(ROOT / "params" / nb / f"paper-{model}.yaml")]))
+            params = merge_params([str(ROOT / "params" / nb / f"paper-{model}.yaml")])
+            cfg = config_mod.from_params(nb, params | ({"eval_dtype": eval_dtype} if eval_dtype else {}))
             mconfig = model_config(ARCH[model], tiny=False)
             n = count_parameters(mconfig)
-            for st in stages(nb, cfg, Data(cfg, model, tofu, lume), n, mconfig):
+            for st in stages(nb, cfg, Data(cfg, model, tofu, lume), n, mconfig, gpu["memory"]):
                 memory = {k: v["total_bytes"] / GIB for k, v in st.memory.items()}
                 fit = {k: fits(v, gpu["memory"]) for k, v in st.memory.items()}
                 out.append({"notebook": nb, "model": model, "stage": st.name, "runs": st.runs,
-                            "memory_gib": memory, "fits": fit, "gpu_hours": st.hours(gpu, n * 2)})
+                            "memory_gib": memory, "fits": fit, "gpu_hours": st.hours(gpu, n)})
     return out
 
 
@@ -204,12 +216,17 @@ def main(argv=None) -> int:
     p.add_argument("--tofu", default=str(ROOT.parent / "shared" / "data" / "tofu"), help="local TOFU folder")
     p.add_argument("--lume", default=str(ROOT.parent / "shared" / "data" / "lume"), help="local LUME Task 2 folder")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument("--eval-dtype", default=None, choices=["float32", "bfloat16"],
+                   help="sweeps in this dtype instead of the paper files' eval_dtype (bfloat16: ~9x cheaper, but greedy "
+                        "generation then depends on the decoding path)")
     args = p.parse_args(argv)
     gpu = GPUS[args.gpu]
-    table = budget(gpu, Path(args.tofu), Path(args.lume))
+    table = budget(gpu, Path(args.tofu), Path(args.lume), args.eval_dtype)
     print(markdown(table, gpu))
-    print(f"\nAssumptions: {UTILISATION:.0%} of {gpu['flops'] / 1e12:.0f} TFLOPS dense bf16 for training and scoring, "
-          f"{BANDWIDTH_EFFICIENCY:.0%} of {gpu['bandwidth'] / 1e12:.2f} TB/s for decoding (batch {GEN_BATCH}, "
+    print(f"\nAssumptions: {UTILISATION:.0%} of {gpu['flops'] / 1e12:.0f} TFLOPS dense bf16 for training and scoring "
+          f"(sweeps in float32: of {gpu['flops_fp32'] / 1e12:.0f} TFLOPS fp32), "
+          f"{BANDWIDTH_EFFICIENCY:.0%} of {gpu['bandwidth'] / 1e12:.2f} TB/s for decoding (sweeps at the "
+          f"parameter files' eval_batch_size, 0: the largest batch that fits; "
           f"{GENERATED_TOKENS} tokens per answer), {CHARS_PER_TOKEN:g} characters per token.")
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=1))
