@@ -8,6 +8,7 @@ the experiment implies.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -112,10 +113,17 @@ def test_parameters_cell_matches_config_defaults_and_default_yaml():
 
 @pytest.mark.parametrize("path", sorted(p for p in __import__("glob").glob("params/*/*.yaml") if "/campaign/" not in p))
 def test_every_parameter_file_validates(path):
-    """Paper-scale and local-data files are not run here, so at least their parameters must be valid."""
+    """Paper-scale and local-data files are not run here, so at least their parameters must be valid. A rehearsal
+    overlay (params/rehearsal/<notebook>.yaml) is validated on top of the file it follows."""
     from workbench.runs import config
 
-    config.from_params(path.split("/")[1], grid.load_yaml(open(path).read()))
+    folder, name = path.split("/")[1], Path(path).stem
+    if folder == "rehearsal":
+        base = "default" if name == "evaluate-checkpoints" else "paper-llama"
+        params = grid.load_yaml(open(f"params/{name}/{base}.yaml").read()) | grid.load_yaml(open(path).read())
+        config.from_params(name, params)
+    else:
+        config.from_params(folder, grid.load_yaml(open(path).read()))
 
 
 @pytest.mark.parametrize("path", sorted(__import__("glob").glob("params/campaign/*.yaml")))

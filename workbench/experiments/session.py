@@ -167,7 +167,9 @@ class Session:
 
     def fits(self, stage: str) -> None:
         """Refuse ``stage`` before its work when its memory estimate exceeds the device's memory now."""
-        stage_fits(self.cfg, self.model, max(len(e.input_ids) for items in self.items.values() for e in items), stage)
+        lengths = [len(e.input_ids) for items in self.items.values() for e in items]
+        if lengths:  # a session put together by hand, without encoded data, has nothing to estimate
+            stage_fits(self.cfg, self.model, max(lengths), stage)
 
     # -- unlearning --------------------------------------------------------------------------------
     def unlearn(self, region: Region | WeightRegion, objective: str, lr: float, *, start_key: str,
