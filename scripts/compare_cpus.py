@@ -26,7 +26,10 @@ KEYS = ["objective", "scenario"]
 
 def _mean(cell) -> float:
     """``0.751 ± 0.027`` → 0.751; numbers pass through."""
-    return float(str(cell).split("±")[0]) if pd.notna(cell) and str(cell).strip() else float("nan")
+    try:
+        return float(str(cell).split("±")[0])
+    except ValueError:  # '–' or empty: not computed (e.g. MU95 on LUME)
+        return float("nan")
 
 
 def cpu_of(folder: Path) -> str:
@@ -46,7 +49,7 @@ def compare(a: Path, b: Path) -> pd.DataFrame:
         row = {"objective": ra.objective, "scenario": ra.scenario}
         holds = True
         for q in ("AUES", "MU95"):
-            if q not in ta or pd.isna(ra.get(q)):
+            if q not in ta or pd.isna(_mean(ra.get(q))):
                 continue
             da, db = _mean(ra[q]) - _mean(ra[f"{q} baseline"]), _mean(rb[q]) - _mean(rb[f"{q} baseline"])
             pa, pb = ra.get(f"p {q} R–R"), rb.get(f"p {q} R–R")
@@ -67,18 +70,22 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def report(kept: Path, other: Path) -> str:
+    """Every notebook both folders hold, as markdown: a heading line with the two CPUs, then the rows."""
+    parts = []
+    for nb in NOTEBOOKS:
+        a, b = Path(kept) / nb, Path(other) / nb
+        if (a / "table.csv").is_file() and (b / "table.csv").is_file():
+            parts.append(f"**{nb}** — {cpu_of(a)} → {cpu_of(b)}\n\n{markdown(compare(a, b))}")
+    return "\n\n".join(parts)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("kept", help="folder of kept references (<nb>/table.csv), e.g. outputs/reference")
     p.add_argument("other", help="folder with the same notebooks run on another CPU")
     args = p.parse_args(argv)
-    for nb in NOTEBOOKS:
-        a, b = Path(args.kept) / nb, Path(args.other) / nb
-        if not (a / "table.csv").is_file() or not (b / "table.csv").is_file():
-            print(f"{nb}: missing in one of the folders, skipped", file=sys.stderr)
-            continue
-        print(f"\n**{nb}** — {cpu_of(a)} → {cpu_of(b)}\n")
-        print(markdown(compare(a, b)))
+    print(report(Path(args.kept), Path(args.other)))
     return 0
 
 

@@ -9,6 +9,7 @@ summary table whose rows link to them.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,15 @@ def test_the_readme_example_of_your_own_method_is_the_one_in_docs_extending():
     extending = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
     blocks = fenced.findall(readme)
     assert len(blocks) == 2 and all(b in extending for b in blocks), "copy the README's example into docs/extending.md"
+
+
+@pytest.mark.unit
+def test_the_second_cpu_comparison_equals_its_rendering_from_the_kept_runs():
+    """docs/results.md's two-CPU table is what scripts/compare_cpus.py computes from the kept references."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from compare_cpus import report
+
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    block = text.split("<!-- cpus -->\n", 1)[1].split("\n<!-- /cpus -->", 1)[0]
+    assert block == report(ROOT / "outputs" / "reference", ROOT / "outputs" / "reference" / "amd-epyc")
+    assert "**no**" in block  # it says plainly which conclusions did not survive
