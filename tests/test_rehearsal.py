@@ -163,7 +163,7 @@ def test_each_notebook_ran_on_the_stand_in_with_its_chat_template(rehearsal, mod
     assert RunDir(run).is_complete(), f"{run} is not a complete run"
     params = json.loads((run / "params.json").read_text())["params"]
     assert params["model"] == MODELS[model] and params["dtype"] == "bfloat16" and params["gradient_checkpointing"]
-    assert params["retain_model"].startswith(str(rehearsal))
+    assert Path(params["retain_model"]).resolve().is_relative_to(Path(rehearsal).resolve())  # θr from train_distributed
     prompts = per_example_prompts(run)
     header = standins.STANDINS[MODELS[model]].header
     assert prompts and all(p.startswith(header) for p in prompts), prompts[:2]
