@@ -178,13 +178,9 @@ def _hash_of(path: Path, mtime_ns: int, size: int) -> str:
 
 def environment() -> dict[str, str | None]:
     """Versions of the libraries that decide the numbers (from package metadata, nothing imported)."""
-    versions: dict[str, str | None] = {}
-    for dist in VERSIONED:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
-    return versions
+    from workbench.runs.provenance import installed_version
+
+    return {dist: installed_version(dist) for dist in VERSIONED}
 
 
 def machine(device: str | None = None) -> dict[str, Any]:

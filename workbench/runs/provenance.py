@@ -35,14 +35,16 @@ def now_iso() -> str:
 
 
 # -- provenance ----------------------------------------------------------------------------------------
+def installed_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` (package metadata, nothing imported), or None."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for key, dist in VERSIONED_PACKAGES.items():
-        try:
-            versions[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[key] = None
-    return versions
+    return {"python": platform.python_version()} | {key: installed_version(d) for key, d in VERSIONED_PACKAGES.items()}
 
 
 def git_state(repo: Path | None = None) -> dict[str, Any]:
