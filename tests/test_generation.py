@@ -20,6 +20,7 @@ from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
 from workbench.generation import accept, draft_groups, prefill, propose
 from workbench.mixing import ALPHAS, mixing_sweep
 from workbench.regions import random_region
+from workbench.slots import Slots
 from workbench.training import TrainConfig, TrainSpec, train_region
 
 MAX_NEW = 30
@@ -111,6 +112,46 @@ def test_rejected_columns_do_not_stay_in_the_cache():
     assert got.tokens == truth.tokens
     attended = ids.shape[1] + max_new  # the widest a row can attend to
     assert max(widths) <= 2 * attended + 1 + lookahead, max(widths)
+
+
+@pytest.mark.unit
+def test_packing_keeps_each_rows_attended_columns_in_order():
+    gen = torch.Generator().manual_seed(3)
+    keys = torch.randn(3, 2, 12, 4, generator=gen)
+    slots = Slots([(keys, keys)], 3, 12)
+    slots.layers = [(keys.clone(), keys.clone() + 1)]
+    slots.mask[:, :10] = (torch.rand(3, 10, generator=gen) < 0.5).long()
+    slots.mask[1, :10] = 0  # a free slot
+    slots.width, slots.rows = 10, [0, None, 2]
+    attended = [keys[s, :, :10][:, slots.mask[s, :10].bool()] for s in range(3)]
+    slots.pack()
+    assert slots.width == max(a.shape[1] for a in attended) and int(slots.mask[:, slots.width:].sum()) == 0
+    for s, want in enumerate(attended):
+        n = want.shape[1]
+        assert slots.mask[s, :n].all() and torch.equal(slots.layers[0][0][s, :, :n], want)
+        assert torch.equal(slots.layers[0][1][s, :, :n], want + 1)
+
+
+@pytest.mark.unit
+def test_decoding_writes_into_one_cache_in_place():
+    """Rows that end and rows that take their slots reuse one preallocated cache: a step copies nothing
+    but its new columns (transformers' cache concatenated, copying the whole cache at every step)."""
+    model, ids, mask = _prompts(n=6, seed=2)
+    prefix = prefill(model, ids, mask)
+    truth = greedy_from_drafts(model, prefix, [1], 40, lookahead=0)
+    decoder = Decoder(model, [1], 40, slots=3, policy=DraftPolicy(lookahead=0, adaptive=False))
+    decoder.add(range(6), prefix)
+    buffers = set()
+    step = decoder._step
+
+    def recording():
+        buffers.add(decoder.state.layers[0][0].data_ptr())
+        step()
+
+    decoder._step = recording
+    decoder.run(finish=True)
+    assert [decoder.tokens[r] for r in range(6)] == truth.tokens
+    assert len(buffers) <= 2  # the cache, and a smaller one while the last rows drain
 
 
 # -- a trained tiny model's sweep -----------------------------------------------------------------

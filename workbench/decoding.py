@@ -14,8 +14,11 @@ schedules them:
   (checking drafts or not; guessing 0, 2 or ``lookahead`` tokens; process time on a CPU, wall time
   on a GPU), starting from plain decoding, choosing the best so far and trying a neighbouring option
   now and then, so that a change along a sweep is noticed.
-* **Bounded cache.** Rejected draft and guess columns are masked in the cache; when the masked share
-  passes one half the cache is compacted (:meth:`workbench.generation._Decoding.compact`).
+* **A cache written in place.** Each row decodes in a slot of one preallocated cache: a step writes its
+  columns in place, a finished row's slot is refilled by copying the next prompt's cache into it, and
+  rejected draft and guess columns stay masked until the cache is full or twice as wide as any row's
+  attended columns, when those are packed together (:class:`workbench.slots.Slots`). A step copies
+  nothing but its new columns.
 
 None of this changes the output: every token is the argmax after the tokens before it.
 """
@@ -27,16 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from workbench.generation import (
     Generation,
     Prefix,
     _cache_layers,
-    _Decoding,
     _forward,
-    _new_cache,
     accept,
     draft_groups,
     extend,
@@ -44,6 +44,7 @@ from workbench.generation import (
     right_pad,
     select,
 )
+from workbench.slots import Ready, Slots
 
 
 @dataclass
@@ -110,20 +111,6 @@ class DraftPolicy:
         return self.checks.value() >= decoding or self._n % self.explore == 0
 
 
-def _merge(states: list[_Decoding]) -> _Decoding:
-    """One batch from several: caches and masks padded on the right (masked) to the widest."""
-    states = [s for s in states if s.rows] or states[:1]
-    if len(states) == 1:
-        return states[0]
-    width = max(s.mask.shape[1] for s in states)
-    layers = zip(*[_cache_layers(s.cache) for s in states])
-    merged = [tuple(torch.cat([F.pad(t, (0, 0, 0, width - t.shape[-2])) for t in kv], dim=0) for kv in zip(*layer))
-              for layer in layers]
-    mask = torch.cat([F.pad(s.mask, (0, width - s.mask.shape[1])) for s in states], dim=0)
-    return _Decoding([r for s in states for r in s.rows], _new_cache(merged), mask,
-                     torch.cat([s.positions for s in states]), torch.cat([s.last for s in states]))
-
-
 def clock(device: torch.device):
     """Process time on a CPU (what this process computed, robust on a shared machine), wall time on a GPU."""
     return time.perf_counter if device.type == "cuda" else time.process_time
@@ -138,18 +125,16 @@ class Decoder:
     """
 
     def __init__(self, model: nn.Module, eos: Sequence[int], max_new_tokens: int, *, slots: int = 32, pad: int = 0,
-                 policy: DraftPolicy | None = None, max_masked: float = 0.5):
+                 policy: DraftPolicy | None = None):
         if max_new_tokens < 0 or slots < 1:
             raise ValueError(f"max_new_tokens must be >= 0 and slots >= 1, got {max_new_tokens} and {slots}")
         self.model, self.eos, self.max_new, self.slots, self.pad = model, list(eos), max_new_tokens, slots, pad
         self.policy = policy or DraftPolicy()
-        self.max_masked = max_masked
         self.tokens: dict[int, list[int]] = {}
         self.drafts: dict[int, list[int]] = {}
         self.queue: list[tuple[Prefix, list[int]]] = []
-        self.state: _Decoding | None = None
+        self.state: Slots | None = None
         self.draft_tokens = self.accepted = self.steps = 0
-        self.max_width = 0  # widest cache seen (columns)
         self.clock = clock(next(model.parameters()).device)
 
     def add(self, ids: Sequence[int], prefix: Prefix, drafts: Sequence[Sequence[int]] | None = None) -> None:
@@ -163,8 +148,10 @@ class Decoder:
     def run(self, finish: bool = False) -> None:
         while True:
             self._admit()
-            if (not finish and not self.queue) or self.state is None or not self.state.rows:
+            if (not finish and not self.queue) or self.state is None or not self.state.active():
                 return
+            if not self.queue and 2 * len(self.state.active()) <= len(self.state.rows):  # draining: fewer slots
+                self.state = self.state.resized(len(self.state.active()), self.state.mask.shape[1])
             self._step()
 
     def result(self, ids: Sequence[int]) -> Generation:
@@ -172,47 +159,63 @@ class Decoder:
 
     # -- admission ---------------------------------------------------------------------------------
     def _admit(self) -> None:
-        active = len(self.state.rows) if self.state is not None else 0
-        free = self.slots - active
+        """Waiting prompts into free slots. Rows with drafts wait until a few slots are free (a draft check
+        is a forward of its own); without, each free slot is filled at once (a copy of its prompt cache)."""
         waiting = sum(len(ids) for _, ids in self.queue)
-        if not waiting or free < min(max(1, self.slots // 8), waiting) and active:
+        active = len(self.state.active()) if self.state is not None else 0
+        free = min(self.slots - active, waiting)
+        drafted = any(self.drafts[i] for _, ids in self.queue for i in ids)
+        if not waiting or active and free < (min(max(1, self.slots // 8), waiting) if drafted else 1):
             return
-        states = [self.state] if self.state is not None else []
         while free > 0 and self.queue:
             prefix, ids = self.queue.pop(0)
             n = min(free, len(ids))
             if n < len(ids):  # the rest waits with its own part of the prefix
                 self.queue.insert(0, (select(prefix, torch.arange(n, len(ids), device=prefix.mask.device)), ids[n:]))
                 prefix = select(prefix, torch.arange(n, device=prefix.mask.device))
-            states += self._start(prefix, ids[:n])
+            for ready in self._start(prefix, ids[:n]):
+                self._place(ready, prefix.mask.shape[1])
             free -= n
-        self.state = _merge(states)
 
-    def _start(self, prefix: Prefix, ids: list[int]) -> list[_Decoding]:
+    def _place(self, ready: Ready, prompt_width: int) -> None:
+        if not ready.open:
+            return
+        width = ready.mask.shape[1]
+        if self.state is None:  # room for the longest generation of the widest prompt, twice (packing is rare)
+            waiting = len(ready.open) + sum(len(ids) for _, ids in self.queue)
+            self.state = Slots(ready.layers, min(self.slots, waiting), 2 * (prompt_width + self.max_new))
+        state = self.state
+        if len(state.free()) < len(ready.open) or width > state.mask.shape[1]:
+            state = state.resized(max(len(state.rows), min(self.slots, len(state.active()) + len(ready.open))),
+                                  max(state.mask.shape[1], 2 * (prompt_width + self.max_new)))
+        state.put(state.free()[: len(ready.open)], ready)
+        self.state = state
+
+    def _start(self, prefix: Prefix, ids: list[int]) -> list[Ready]:
         """Rows' first tokens: from their prompt's logits, or from a check of their drafts."""
         check = any(self.drafts[i] for i in ids) and self.policy.check()
         lengths = [len(self.drafts[i]) if check else 0 for i in ids]
-        states = []
+        ready = []
         for group in draft_groups(lengths):
             start = self.clock()
             rows = prefix if group == list(range(len(ids))) else select(prefix, torch.tensor(group, device=prefix.mask.device))
             state, settled = self._check([ids[j] for j in group], rows, check)
             if check:
                 self.policy.checks.add(settled, self.clock() - start)
-            states.append(state)
-        return states
+            ready.append(state)
+        return ready
 
-    def _check(self, ids: list[int], prefix: Prefix, check: bool) -> tuple[_Decoding, int]:
+    def _check(self, ids: list[int], prefix: Prefix, check: bool) -> tuple[Ready, int]:
         device = prefix.mask.device
         greedy = prefix.next_logits.argmax(-1, keepdim=True)
         drafts = [self.drafts[i] if check else [] for i in ids]
+        layers = prefix.layers
         if any(drafts):
             tokens, fed = right_pad(drafts, self.pad, device)
             logits, cache, _ = extend(self.model, prefix, torch.arange(len(ids), device=device), tokens, fed)
             greedy = torch.cat([greedy, logits.argmax(-1)], dim=1)
+            layers = _cache_layers(cache)
             self.draft_tokens += sum(len(d) for d in drafts)
-        else:
-            cache = _new_cache(prefix.layers)
         accepted, open_rows = [], []
         for j, (row, draft, row_greedy) in enumerate(zip(ids, drafts, greedy.tolist())):
             self.tokens[row], n_accepted, complete = accept(draft, row_greedy, self.eos, self.max_new)
@@ -222,37 +225,41 @@ class Decoder:
         self.accepted += sum(accepted) if any(drafts) else 0
         n_accepted = torch.tensor(accepted, device=device)
         valid = torch.arange(greedy.shape[1] - 1, device=device) < n_accepted[:, None]  # rejected columns stay masked
-        state = _Decoding(list(ids), cache, torch.cat([prefix.mask, valid.long()], dim=1), prefix.lengths + n_accepted,
-                          torch.tensor([self.tokens[r][-1] for r in ids], device=device))
-        state.keep(open_rows)
-        return state, sum(accepted)
+        ready = Ready(list(ids), layers, torch.cat([prefix.mask, valid.long()], dim=1), prefix.lengths + n_accepted,
+                       torch.tensor([self.tokens[r][-1] for r in ids], device=device), open_rows)
+        return ready, sum(accepted)
 
     # -- one step ----------------------------------------------------------------------------------
     def _step(self) -> None:
-        """Every active row's newest token plus ``k`` guessed ones (:func:`propose`) in one forward;
-        the guesses are kept as far as they are the greedy output, as a draft is kept."""
-        state, out, start, k = self.state, self.tokens, self.clock(), self.policy.guess()
-        room = [self.max_new - len(out[r]) - 1 for r in state.rows]  # the step adds one greedy token after them
-        proposals = [propose(self.drafts[r], out[r], min(k, m)) for r, m in zip(state.rows, room)]
+        """Every slot's newest token plus ``k`` guessed ones (:func:`propose`) in one forward, written
+        into the cache in place; the guesses are kept as far as they are the greedy output, as a draft is."""
+        out, start, k = self.tokens, self.clock(), self.policy.guess()
+        state = self.state
+        rows = state.rows
+        room = [self.max_new - len(out[r]) - 1 if r is not None else 0 for r in rows]  # one greedy token after them
+        proposals = [propose(self.drafts[r], out[r], min(k, m)) if r is not None else [] for r, m in zip(rows, room)]
         tokens, fed = right_pad([[t] + p for t, p in zip(state.last.tolist(), proposals)], self.pad, state.mask.device)
+        state = self.state = state.reserve(tokens.shape[1])
+        width = state.width
         positions = state.positions[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
-        logits = _forward(self.model, tokens, torch.cat([state.mask, fed], dim=1), positions, state.cache, keep=0)
+        logits = _forward(self.model, tokens, torch.cat([state.mask[:, :width], fed], dim=1), positions, state.cache(), keep=0)
         self.steps += 1
-        keep, kept, produced = [], [], 0
-        for j, (row, proposal, greedy) in enumerate(zip(state.rows, proposals, logits.argmax(-1).tolist())):
-            new, n_accepted, complete = accept(proposal, greedy, self.eos, self.max_new - len(out[row]))
+        state.width = width + tokens.shape[1]
+        kept, produced, ended = [0] * len(rows), 0, []
+        for s, (row, proposal, greedy) in enumerate(zip(state.rows, proposals, logits.argmax(-1).tolist())):
+            if row is None:
+                continue
+            new, kept[s], complete = accept(proposal, greedy, self.eos, self.max_new - len(out[row]))
             out[row].extend(new)
-            kept.append(n_accepted)
             produced += len(new)
-            if not complete:
-                keep.append(j)
+            state.last[s] = out[row][-1]
+            if complete:
+                ended.append(s)
         n_kept = torch.tensor(kept, device=tokens.device)
-        state.mask = torch.cat([state.mask, (torch.arange(tokens.shape[1], device=tokens.device) <= n_kept[:, None]).long()], 1)
-        state.positions = state.positions + 1 + n_kept
-        state.last = torch.tensor([out[r][-1] for r in state.rows], device=tokens.device)
-        self.max_width = max(self.max_width, state.mask.shape[1])
-        state.keep(keep)
-        state.compact(self.max_masked)
+        state.mask[:, width : state.width] = (torch.arange(tokens.shape[1], device=tokens.device) <= n_kept[:, None]).long()
+        state.positions += 1 + n_kept
+        for s in [s for s, row in enumerate(state.rows) if row is None] + ended:
+            state.release(s)
         self.policy.guesses[k].add(produced, self.clock() - start)
 
 

@@ -20,8 +20,8 @@ without changing a result; in bf16, see *Exactness*):
 
 Layout of a batch: prompts are left-padded (all end in the same column) and everything after them
 is right-padded. Each row carries its own position ids and a 2-D mask over the cache columns, so
-the columns of a rejected draft stay in the cache, masked, while decoding appends new ones (until
-:meth:`_Decoding.compact` drops them): no row is recomputed, and rows that reached EOS leave the batch.
+the columns of a rejected draft stay in the cache, masked, while decoding writes new ones after them
+(until :mod:`workbench.decoding` packs the attended columns): no row is recomputed.
 
 Exactness: the result is plain greedy decoding as long as a forward over a draft and one-token
 decoding steps pick the same argmax. They do the same arithmetic with different matmul shapes (and,
@@ -172,44 +172,6 @@ def accept(draft: Sequence[int], greedy: Sequence[int], eos: Sequence[int], max_
     n_accepted = len(out)
     out.append(greedy[n_accepted])
     return out, n_accepted, out[-1] in eos or len(out) == max_new_tokens
-
-
-@dataclass
-class _Decoding:
-    """Rows still being decoded: their cache, mask over its columns, next position id and last token."""
-
-    rows: list[int]
-    cache: object
-    mask: torch.Tensor  # [n, cache columns]
-    positions: torch.Tensor  # [n] position id of ``last``
-    last: torch.Tensor  # [n] the newest token, not yet in the cache
-
-    def keep(self, keep: list[int]) -> None:
-        """Drop finished rows (``keep`` indexes the current rows)."""
-        if len(keep) < len(self.rows):
-            index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-            self.cache.batch_select_indices(index)
-            self.rows = [self.rows[i] for i in keep]
-            self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
-
-    def compact(self, max_masked: float = 0.5) -> None:
-        """Drop masked cache columns once they are more than ``max_masked`` of the cache.
-
-        Rejected draft and lookahead columns, padding and the columns of finished rows' neighbours
-        are masked; each row's attended columns move to the right end (keys carry their rotary
-        position already, so attention over them is unchanged) and the width shrinks to the most
-        attended columns of any row: the cache stays within ``1 / (1 − max_masked)`` × that.
-        """
-        if not self.rows or self.mask.numel() == 0 or 1 - self.mask.float().mean() <= max_masked:
-            return
-        width = int(self.mask.sum(-1).max())
-        sorted_mask, order = torch.sort(self.mask, dim=1, stable=True)  # masked columns first, order kept
-        order, self.mask = order[:, -width:], sorted_mask[:, -width:]
-        layers = []
-        for keys, values in _cache_layers(self.cache):
-            index = order[:, None, :, None].expand(keys.shape[0], keys.shape[1], width, keys.shape[3])
-            layers.append((keys.gather(2, index), values.gather(2, index)))
-        self.cache = _new_cache(layers)
 
 
 def draft_groups(lengths: Sequence[int], slack: float = 1.5) -> list[list[int]]:

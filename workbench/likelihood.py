@@ -54,8 +54,13 @@ def row_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Args:
         logits: ``[batch, pos, vocab]``; targets: ``[batch, pos]`` with −100 outside the answer.
     """
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-    return nll.sum(-1) / (targets != IGNORE).sum(-1)
+    return nll_sum(logits, targets) / (targets != IGNORE).sum(-1)
+
+
+def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed NLL of each row's targets, ``[batch]`` (the softmax over the contiguous vocabulary axis)."""
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
+    return nll.view(targets.shape).sum(-1)
 
 
 def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torch import nn
 from workbench import metrics as m
 from workbench.data.formatting import Encoded
 from workbench.generation import Prefix, extend, right_pad
-from workbench.likelihood import model_device
+from workbench.likelihood import nll_sum, model_device
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,12 @@ def score_continuations(model: nn.Module, prefix: Prefix, chunk: Continuations, 
     device = prefix.mask.device
     rows = chunk.rows.to(device)
     logits, _, _ = extend(model, prefix, rows, chunk.tokens.to(device), chunk.mask.to(device))
-    aligned = torch.cat([prefix.next_logits[rows, None], logits], dim=1)  # [n, pos + 1, vocab], predicts targets
-    targets = chunk.targets.to(device)
-    es = m.extraction_strength_from_predictions(aligned.argmax(-1), targets, floor=es_floor)
-    return m.row_nll(aligned, targets).cpu().numpy(), es.cpu().numpy()
+    targets = chunk.targets.to(device)  # [n, pos + 1]: the prompt's last logits predict the first
+    first = prefix.next_logits[rows, None]
+    pred = torch.cat([first.argmax(-1), logits.argmax(-1)], dim=1)
+    es = m.extraction_strength_from_predictions(pred, targets, floor=es_floor)
+    nll = (nll_sum(first, targets[:, :1]) + nll_sum(logits, targets[:, 1:])) / (targets != m.IGNORE).sum(-1)
+    return nll.cpu().numpy(), es.cpu().numpy()
 
 
 @torch.inference_mode()

@@ -145,9 +145,9 @@ def estimate_eval_memory(config, *, batch: int = 32, prompt_len: int = 128, answ
     and their fp32 interpolation, ``3 × chunk_elements × 4`` bytes at most). A bound, for ``batch``
     rows of ``prompt_len``-token prompts: the KV caches alive at once (:mod:`workbench.decoding`) —
     a batch of prompts, its copy continued by the answers, the generation prompts waiting for a
-    slot, and the decoding cache, whose width compaction keeps within twice the attended columns
-    (``prompt_len + new_tokens``) plus one step's ``1 + lookahead`` columns, counted twice for the
-    copy a merge or a compaction makes. Rough **[choice]**: the logits of a batch of answers (model
+    slot, and the decoding cache, preallocated at twice the attended columns (``prompt_len +
+    new_tokens``) per slot plus one step's ``1 + lookahead`` columns, counted twice for the copy a
+    resize makes. Rough **[choice]**: the logits of a batch of answers (model
     dtype plus the fp32 log-softmax and a float copy), plus ``overhead_bytes``. ``host_bytes``: a
     copy of θ_before in host memory when it was not read from a folder. Same keys as
     :func:`estimate_memory` where they apply, and a one-line ``summary``.
