@@ -17,7 +17,7 @@ from test_mixing import _forget
 
 from workbench.decoding import Decoder, DraftPolicy, greedy_from_drafts
 from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
-from workbench.generation import accept, draft_groups, prefill, propose
+from workbench.generation import _prefill, accept, draft_groups, prefill, propose
 from workbench.mixing import ALPHAS, mixing_sweep
 from workbench.regions import random_region
 from workbench.slots import Slots
@@ -112,6 +112,30 @@ def test_rejected_columns_do_not_stay_in_the_cache():
     assert got.tokens == truth.tokens
     attended = ids.shape[1] + max_new  # the widest a row can attend to
     assert max(widths) <= 2 * attended + 1 + lookahead, max(widths)
+
+
+@pytest.mark.unit
+def test_prompts_of_different_lengths_are_prefilled_apart():
+    """A 3-token and a 30-token prompt: prefilled in two forwards (no 27 padding tokens computed), the
+    cache and next-token logits are those of one padded forward."""
+    model = make_tiny("llama", seed=4)
+    gen = torch.Generator().manual_seed(4)
+    ids, mask = torch.zeros(4, 30, dtype=torch.long), torch.zeros(4, 30, dtype=torch.long)
+    for i, n in enumerate((3, 30, 4, 29)):
+        ids[i, -n:], mask[i, -n:] = torch.randint(2, 64, (n,), generator=gen), 1
+    fed = []
+    forward = model.forward
+    model.forward = lambda *a, **kw: fed.append(kw["input_ids"].numel()) or forward(*a, **kw)
+    grouped = prefill(model, ids, mask)
+    model.forward = forward
+    assert sum(fed) <= 2 * 4 + 2 * 30  # not 4 * 30
+    whole = _prefill(model, ids, mask)
+    torch.testing.assert_close(grouped.next_logits, whole.next_logits, rtol=1e-5, atol=1e-5)
+    for (k, v), (wk, wv) in zip(grouped.layers, whole.layers):
+        on = mask.bool()[:, None, :, None].expand_as(k)
+        torch.testing.assert_close(k[on], wk[on], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(v[on], wv[on], rtol=1e-5, atol=1e-5)
+    assert torch.equal(grouped.mask, whole.mask) and torch.equal(grouped.lengths, whole.lengths)
 
 
 @pytest.mark.unit

@@ -97,8 +97,33 @@ def _forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, positions:
 
 # -- prefixes and continuations -------------------------------------------------------------------
 @torch.inference_mode()
-def prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Prefix:
-    """Run left-padded prompts ``[batch, pos]`` once; their cache serves every continuation."""
+def prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, slack: float = 1.1) -> Prefix:
+    """Run left-padded prompts ``[batch, pos]`` once; their cache serves every continuation.
+
+    Prompts of similar length run together (:func:`draft_groups`: each group's padding within
+    ``slack`` × its tokens), so the forward computes few padding tokens; their caches are put back
+    into one left-padded batch.
+    """
+    lengths = attention_mask.sum(-1)
+    groups = draft_groups(lengths.tolist(), slack)
+    if len(groups) == 1:
+        return _prefill(model, input_ids, attention_mask)
+    width = input_ids.shape[1]
+    layers, next_logits = None, None
+    for group in groups:
+        rows = torch.tensor(group, device=input_ids.device)
+        n = int(lengths[rows].max())
+        part = _prefill(model, input_ids[rows, width - n :], attention_mask[rows, width - n :])
+        if layers is None:
+            layers = [tuple(t.new_zeros(len(lengths), *t.shape[1:2], width, t.shape[3]) for t in kv) for kv in part.layers]
+            next_logits = part.next_logits.new_zeros(len(lengths), part.next_logits.shape[1])
+        for (keys, values), (k, v) in zip(layers, part.layers):
+            keys[rows, :, width - n :], values[rows, :, width - n :] = k, v
+        next_logits[rows] = part.next_logits
+    return Prefix(layers, attention_mask, lengths, next_logits)
+
+
+def _prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Prefix:
     positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # as transformers' generate
     cache = _new_cache([])
     logits = _forward(model, input_ids, attention_mask, positions, cache, keep=1)
