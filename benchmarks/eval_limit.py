@@ -35,6 +35,7 @@ import torch
 
 from workbench.data.tofu import load_tofu
 from workbench.evaluation import EvalConfig, Evaluator
+from workbench.generation import PREFILL_SLACK, draft_groups
 from workbench.experiments.pair import subsample
 from workbench.models import count_parameters
 
@@ -70,7 +71,10 @@ def scoring_tokens(ev: Evaluator) -> dict[str, int]:
         padded = sum(batch["input_ids"].numel() for _, batch in ev.seq_batches)
         return {"data": data, "fed": fed, "padded": padded, "logits": padded}
     prefix = sum(int(batch["attention_mask"].sum()) for _, batch in ev.prefix_batches)
-    prefix_padded = sum(batch["input_ids"].numel() for _, batch in ev.prefix_batches)
+    prefix_padded = 0  # prompts of similar length are prefilled together (workbench.generation.prefill)
+    for _, batch in ev.prefix_batches:
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        prefix_padded += sum(len(g) * max(lengths[i] for i in g) for g in draft_groups(lengths, PREFILL_SLACK))
     cont = sum(int(c.mask.sum()) for chunks in ev.continuations for c in chunks)
     cont_padded = sum(c.mask.numel() for chunks in ev.continuations for c in chunks)
     return {"data": data, "fed": prefix + cont, "padded": prefix_padded + cont_padded, "logits": cont_padded}

@@ -96,8 +96,11 @@ def _forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, positions:
 
 
 # -- prefixes and continuations -------------------------------------------------------------------
+PREFILL_SLACK = 1.1  # **[choice]**: a prefill group pads its prompts by at most 10%
+
+
 @torch.inference_mode()
-def prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, slack: float = 1.1) -> Prefix:
+def prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, slack: float = PREFILL_SLACK) -> Prefix:
     """Run left-padded prompts ``[batch, pos]`` once; their cache serves every continuation.
 
     Prompts of similar length run together (:func:`draft_groups`: each group's padding within
