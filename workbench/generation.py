@@ -25,7 +25,7 @@ the columns of a rejected draft stay in the cache, masked, while decoding writes
 
 Exactness: the result is plain greedy decoding as long as a forward over a draft and one-token
 decoding steps pick the same argmax. They do the same arithmetic with different matmul shapes (and,
-after a compaction or a refill, the cache columns in another order), so
+after packing or a refill, the cache columns in another order), so
 their logits may differ in the last bits, and only a near-tie between the two best tokens can then
 flip a choice. In fp32 we measured none (every α equal to transformers' ``generate`` on tiny models
 and SmolLM2). In bf16 the last bits are coarse and near ties common: 27% of SmolLM2's bf16
