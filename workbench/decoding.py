@@ -102,13 +102,18 @@ class DraftPolicy:
         i = options.index(best) + (1 if (self._n // self.explore) % 2 else -1)
         return options[min(max(i, 0), len(options) - 1)]
 
-    def check(self) -> bool:
-        """Whether to check the drafts of rows about to be admitted."""
+    def pays(self) -> bool:
+        """Whether checking drafts has produced tokens at least as fast as decoding (or is untried)."""
         if not self.adaptive or self.checks.value() is None:
             return True
-        decoding = max((r.value() or 0.0) for r in self.guesses.values())
+        return self.checks.value() >= max((r.value() or 0.0) for r in self.guesses.values())
+
+    def check(self) -> bool:
+        """Whether to check the drafts of rows about to be admitted (now and then even when it does not pay)."""
+        if self.pays():
+            return True
         self._n += 1
-        return self.checks.value() >= decoding or self._n % self.explore == 0
+        return self._n % self.explore == 0
 
 
 def clock(device: torch.device):
@@ -159,12 +164,12 @@ class Decoder:
 
     # -- admission ---------------------------------------------------------------------------------
     def _admit(self) -> None:
-        """Waiting prompts into free slots. Rows with drafts wait until a few slots are free (a draft check
+        """Waiting prompts into free slots. Rows whose drafts pay to check wait until a few slots are free (a check
         is a forward of its own); without, each free slot is filled at once (a copy of its prompt cache)."""
         waiting = sum(len(ids) for _, ids in self.queue)
         active = len(self.state.active()) if self.state is not None else 0
         free = min(self.slots - active, waiting)
-        drafted = any(self.drafts[i] for _, ids in self.queue for i in ids)
+        drafted = self.policy.pays() and any(self.drafts[i] for _, ids in self.queue for i in ids)
         if not waiting or active and free < (min(max(1, self.slots // 8), waiting) if drafted else 1):
             return
         while free > 0 and self.queue:
