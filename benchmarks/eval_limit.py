@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.data import subsample
 from workbench.data.tofu import load_tofu
 from workbench.evaluation import EvalConfig, Evaluator
-from workbench.experiments.pair import subsample
 from workbench.models import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]

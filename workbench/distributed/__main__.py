@@ -126,12 +126,13 @@ def check_args(args) -> None:
 
 def notebook_job(args, accelerator):
     """θp, the examples and the optimiser settings of the notebook's θr / θ_full (θp built once, on rank 0)."""
+    from workbench.data import config_data
     from workbench.experiments import chain
     from workbench.runs import config, grid
     from workbench.runs.cache import Cache
 
     cfg = config.from_params(args.notebook, config.absolute_paths(grid.merge_params(args.params)))
-    data = chain.load_config_data(cfg)
+    data = config_data(cfg)
     with accelerator.main_process_first():  # rank 0 builds (or finds) θp in the cache, the others load it
         # fp32 weights: FSDP's mixed precision computes in bf16 and keeps fp32 shards as master weights
         model, tok, key = chain.pretrained_model(cfg, data, Cache(), accelerator.device, force=False,

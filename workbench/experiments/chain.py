@@ -29,9 +29,7 @@ from typing import Any
 
 import torch
 
-from workbench.data import load_data
 from workbench.data.formatting import encode_all, pad_id
-from workbench.data.schema import UnlearningData
 from workbench.models import (
     TinyLlamaConfig,
     hub_commit,
@@ -51,24 +49,6 @@ EVAL_SOURCES = ["workbench.experiments.session"]  # θo, unlearned deltas, sweep
 
 class CheckFailed(RuntimeError):
     """A configuration produced models that make the experiment meaningless; the message names the fix."""
-
-
-DATA_ARGS = {
-    "synthetic-tofu": lambda c: {"n_authors": c.n_retain_authors + c.n_forget_authors,
-                                 "n_forget_authors": c.n_forget_authors, "seed": c.seed},
-    "tofu": lambda c: {"source": c.data_path() or "locuslab/TOFU", "n_retain_authors": c.n_retain_authors,
-                       "n_forget_authors": c.n_forget_authors, "n_general": c.n_eval_general, "n_retain_eval": c.n_eval_retain, "seed": c.seed},
-    "synthetic-lume": lambda c: {"n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
-    "lume": lambda c: {"folder": c.data_path(), "n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
-}
-
-
-def load_config_data(cfg) -> UnlearningData:
-    """The data set a config names, with the loader arguments its parameters give."""
-    if cfg.data in ("lume",) and not cfg.data_path():
-        raise CheckFailed("data='lume' needs a folder: set data_dir (or $WORKBENCH_LUME_DIR) to the folder with "
-                          "task2_forget.jsonl and task2_retain.jsonl")
-    return load_data(cfg.data, **DATA_ARGS[cfg.data](cfg))
 
 
 # -- model storage --------------------------------------------------------------------------------------

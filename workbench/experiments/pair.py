@@ -36,8 +36,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from workbench.data import config_data
 from workbench.data.schema import UnlearningData
-from workbench.evaluation import EVAL_SPLITS, EvalConfig, Evaluator
+from workbench.evaluation import EvalConfig, Evaluator
 from workbench.experiments.preflight import evaluate_fits
 from workbench.experiments.tables import summarise
 from workbench.mixing import ALPHAS, StateMixer, mixing_sweep
@@ -192,32 +193,6 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
 
 
 # -- from a notebook's parameters -------------------------------------------------------------------
-def subsample(data: UnlearningData, rows: int | None, seed: int = 0) -> tuple[UnlearningData, dict[str, list[int]]]:
-    """``rows`` examples of each evaluation split drawn with ``seed`` (all when None or 0), in their
-    original order, and their row indices in the full split."""
-    import random
-
-    index = {}
-    for split in EVAL_SPLITS:
-        n = len(getattr(data, split))
-        index[split] = sorted(random.Random(f"{seed}-{split}").sample(range(n), rows)) if rows and rows < n else list(range(n))
-    return replace(data, **{s: [getattr(data, s)[i] for i in index[s]] for s in EVAL_SPLITS}), index
-
-
-def config_data(cfg) -> UnlearningData:
-    """TOFU (a folder, ``$WORKBENCH_TOFU_DIR`` or the hub) or its synthetic miniature, as ``cfg`` says."""
-    from workbench.data import load_data
-
-    if cfg.data == "tofu":
-        data = load_data("tofu", source=cfg.data_path() or "locuslab/TOFU", forget_split=cfg.forget_split,
-                         n_retain_authors=cfg.n_retain_authors or None, n_forget_authors=cfg.n_forget_authors or None,
-                         seed=cfg.seed)
-    else:
-        forget = cfg.n_forget_authors or 2
-        data = load_data(cfg.data, n_authors=(cfg.n_retain_authors or 8) + forget, n_forget_authors=forget, seed=cfg.seed)
-    return subsample(data, cfg.max_examples, cfg.seed)[0]
-
-
 def evaluate_checkpoints(cfg) -> PairResult:
     """:func:`evaluate_pair` with a notebook config (:mod:`workbench.runs.evaluate_config`)."""
     import numpy as np

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from workbench import metrics as m
+from workbench.data import subsample
 from workbench.data.tofu import load_tofu
 from workbench.evaluation import EvalConfig, Evaluator
-from workbench.experiments.pair import subsample
 from workbench.models import load_pretrained
 
 OU_CONFIG = EvalConfig(batch_size=32, max_new_tokens=200, es_floor=True, prompt_format="open-unlearning",

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from workbench import objectives as obj
+from workbench.data import config_data
 from workbench.data.formatting import Encoded, collate, encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.delta import RegionDelta
@@ -42,7 +43,6 @@ from workbench.experiments.chain import (
     EVAL_SOURCES,
     CheckFailed,
     chain_model,
-    load_config_data,
     train_cfg,
 )
 from workbench.metrics import extraction_strength
@@ -277,7 +277,7 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
     Every stage's memory is checked against the device once the first model is loaded, before any
     training (:mod:`workbench.experiments.preflight`); on CUDA, torch's deterministic kernels are asked for."""
     torch.manual_seed(cfg.seed)
-    data = load_config_data(cfg)
+    data = config_data(cfg)
     device = resolve_device(cfg.device)
     use_deterministic(device)
     cache = cache_mod.Cache(cache_root, device=device)
