@@ -132,7 +132,7 @@ def _recording_loader(monkeypatch):
 
     from workbench.experiments import pair as pair_mod
 
-    real, alive, seen = pair_mod.load_pretrained, [], []
+    real, alive, seen = pair_mod.load_model, [], []
 
     def load(*args, **kwargs):
         seen.append(sum(ref() is not None for ref in alive))
@@ -140,7 +140,7 @@ def _recording_loader(monkeypatch):
         alive.append(weakref.ref(model))
         return model, tok
 
-    monkeypatch.setattr(pair_mod, "load_pretrained", load)
+    monkeypatch.setattr(pair_mod, "load_model", load)
     return seen
 
 
@@ -164,7 +164,7 @@ def test_an_adapter_of_another_base_is_refused_by_name_before_loading(pair, monk
     folder = root / "foreign-lora"
     folder.mkdir(exist_ok=True)
     (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/other-model", "peft_type": "LORA"}))
-    monkeypatch.setattr(pair_mod, "load_pretrained", lambda *a, **k: pytest.fail("loaded a model before refusing"))
+    monkeypatch.setattr(pair_mod, "load_model", lambda *a, **k: pytest.fail("loaded a model before refusing"))
     with pytest.raises(ValueError, match=r"PEFT adapter of 'org/other-model'.*'before' is .*before'.*--before org/other-model"):
         evaluate_pair(str(root / "before"), str(folder), data, alphas=ALPHAS, device="cpu", progress=False)
     # the same base under its own name, or recorded as the before folder, is accepted

@@ -54,7 +54,7 @@ def _examples(source: str, n: int, seed: int) -> list:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m workbench.distributed", description="Train on every process of an accelerate launch")
     p.add_argument("--mode", choices=["restricted", "full"], default="restricted")
-    p.add_argument("--model", default="tiny", help="'tiny' (random, seeded) or a hub id / local path")
+    p.add_argument("--model", default="tiny", help="'tiny' (random, seeded), 'smollm2', a hub id or a local path")
     p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 (delta stays fp32)")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (random tokens), 'synthetic-pairs' (random preference pairs) or a JSON-lines file")
@@ -82,11 +82,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_model(args, accelerator) -> tuple[nn.Module, int]:
-    from workbench.models import load_pretrained, resolve_dtype
+    from workbench.models import load_model, resolve_dtype
 
     if args.model == "tiny":
         return random_model("llama", seed=args.seed).to(accelerator.device, resolve_dtype(args.dtype)), 0
-    model, tokenizer = load_pretrained(args.model, device=str(accelerator.device), dtype=args.dtype)
+    model, tokenizer = load_model(args.model, device=str(accelerator.device), dtype=args.dtype)
     return model, tokenizer.pad_token_id
 
 

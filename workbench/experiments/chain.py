@@ -35,7 +35,7 @@ from workbench.models import (
     hub_commit,
     build_tiny,
     estimate_memory,
-    load_pretrained,
+    load_model,
     require_fits,
     save_model_folder,
 )
@@ -57,10 +57,7 @@ def _save_model(pair, folder: Path) -> None:
 
 
 def _loader(device: torch.device, dtype: str):
-    def load(folder: Path):
-        return load_pretrained(str(folder / "model"), device=str(device), dtype=dtype, local_files_only=True)
-
-    return load
+    return lambda folder: load_model(folder / "model", device=str(device), dtype=dtype)
 
 
 def train_cfg(cfg, lr: float, epochs: int, *, weight_decay: float | None = None) -> TrainConfig:
@@ -87,7 +84,8 @@ def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool, d
     inputs = {"model": spec, "data": data.fingerprint(), "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr,
               "train": dataclasses.asdict(train_cfg(cfg, cfg.pretrain_lr, max(cfg.pretrain_epochs, 1)))}
     if spec["kind"] != "tiny-llama":
-        model, tok = load_named_model(cfg, device, dtype)
+        model, tok = load_model(cfg.model, device=str(device), dtype=dtype or cfg.dtype, revision=cfg.model_revision,
+                                trust_remote_code=cfg.trust_remote_code)
         return model, tok, cache_mod.fingerprint({**spec, **checkpoint_identity(cache, model, cfg.model, cfg.model_revision)})
 
     def build():
@@ -101,15 +99,6 @@ def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool, d
     model, tok = cache.get_or_build("theta_p", inputs, build, _save_model, _loader(device, dtype or cfg.dtype),
                                     force=force, sources=TRAINING_SOURCES)
     return model, tok, cache.key("theta_p", inputs, TRAINING_SOURCES)
-
-
-def load_named_model(cfg, device: torch.device, dtype: str | None = None):
-    if cfg.model == "smollm2":
-        from workbench.models.smollm import load_smollm2
-
-        return load_smollm2(device=str(device), dtype=dtype or cfg.dtype)
-    return load_pretrained(cfg.model, device=str(device), dtype=dtype or cfg.dtype, revision=cfg.model_revision,
-                           trust_remote_code=cfg.trust_remote_code)
 
 
 def checkpoint_identity(cache, model, name_or_path: str, revision: str = "") -> dict[str, Any]:
@@ -168,8 +157,8 @@ def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, wh
 def external_model(cfg, cache, device, *, which: str):
     """θr / θ_full trained elsewhere (``retain_model`` / ``full_model``), keyed by its content."""
     name, revision = getattr(cfg, f"{which}_model"), getattr(cfg, f"{which}_revision")
-    model, tok = load_pretrained(name, device=str(device), dtype=cfg.dtype, revision=revision,
-                                 trust_remote_code=cfg.trust_remote_code)
+    model, tok = load_model(name, device=str(device), dtype=cfg.dtype, revision=revision,
+                            trust_remote_code=cfg.trust_remote_code)
     identity = {"which": which, "dtype": cfg.dtype, **checkpoint_identity(cache, model, name, revision)}
     print(f"θ_{which} from {name}: {identity}")
     return cache_mod.fingerprint(identity), model, tok

@@ -42,13 +42,12 @@ from workbench.evaluation import EvalConfig, Evaluator
 from workbench.experiments.preflight import evaluate_fits
 from workbench.experiments.tables import summarise
 from workbench.mixing import ALPHAS, StateMixer, mixing_sweep
-from workbench.models import load_pretrained
+from workbench.models import load_model
 from workbench.models.checkpoints import (
     adapter_base_problem,
     after_tensors,
     checkpoint_name,
     folder_tensors,
-    is_adapter,
     local_folder,
 )
 
@@ -103,17 +102,6 @@ def _label_all(after: Sequence, labels: Sequence[str] | None) -> list[str]:
     return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
 
 
-def _load(spec, *, device: str, dtype: str, tokenizer=None, trust_remote_code: bool = False):
-    if isinstance(spec, nn.Module):
-        if tokenizer is None:
-            raise ValueError("a loaded model needs its tokenizer: evaluate_pair(..., tokenizer=tok)")
-        return spec, tokenizer
-    if is_adapter(spec):
-        raise ValueError(f"{spec} is an adapter folder: give it as an `after` checkpoint, with its base model as `before`")
-    model, tok = load_pretrained(str(local_folder(spec)), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    return model, tokenizer or tok
-
-
 def _tokenizer(spec, trust_remote_code: bool = False):
     """θ_before's tokenizer without its model (θr is evaluated in θ_before's prompt format before θ_before is loaded)."""
     from transformers import AutoTokenizer
@@ -136,7 +124,7 @@ def reference_truth_ratios(retain_model, tokenizer, data: UnlearningData, eval_c
                            dtype: str, trust_remote_code: bool = False) -> list[float]:
     """θr's per-example forget truth ratios (FQ's reference), in ``eval_config``'s prompt format.
     A θr loaded here leaves the device before this returns."""
-    model, _ = _load(retain_model, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    model, _ = load_model(retain_model, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     cfg = replace(eval_config, generate=False, splits=("forget",))
     table = Evaluator(tokenizer, data, cfg).evaluate(model).per_example
     loaded = model is not retain_model
@@ -169,7 +157,7 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
                                            trust_remote_code=trust_remote_code)
     else:
         notes["FQ"] = notes["MU95"] = NO_FQ
-    model, tok = _load(before, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    model, tok = load_model(before, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     evaluator = Evaluator(tok, data, eval_config, reference_forget_tr=reference)
     # below fp32 the mixer computes the changed modules in fp32 even at α = 0: each sweep evaluates its own
     first = evaluator.evaluate(model) if next(model.parameters()).dtype == torch.float32 else None
