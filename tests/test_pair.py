@@ -155,6 +155,32 @@ def test_theta_r_leaves_the_device_before_theta_before_arrives(pair, monkeypatch
     assert result.per_alpha.sort_values("alpha")["FQ"].iloc[0] == 0.0
 
 
+def test_theta_r_reference_is_the_forget_truth_ratio_of_a_full_evaluation_in_both_paths(pair, tmp_path):
+    """θr's reference truth ratios (forget split only, no generation) equal the forget rows' truth ratios of
+    a full evaluation with generation, which is what sessions used to cache; the session's cached copy and
+    evaluate_pair's θr give those numbers too."""
+    from types import SimpleNamespace
+
+    from workbench.experiments.reference import reference_truth_ratios
+    from workbench.experiments.session import Session, retain_reference
+    from workbench.runs.cache import Cache
+
+    tok, model, unlearned, data, root = pair
+    full = Evaluator(tok, data, CFG).evaluate(model).per_example
+    expected = full[full["split"] == "forget"]["truth_ratio"].to_numpy()
+    assert len(expected) == len(data.forget) and np.isfinite(expected).all()
+    # other batches (the forget split alone): equal to fp32 rounding (one ulp of an NLL, 6e-8 relative, seen here)
+    np.testing.assert_allclose(reference_truth_ratios(model, tok, data, CFG), expected, rtol=1e-6, atol=0)
+    session = Session(SimpleNamespace(dtype="float32", eval_dtype=""), data, model, tok, "θr", Cache(tmp_path),
+                      Evaluator(tok, data, CFG), progress=False)
+    for _ in range(2):  # built, then served from the cache
+        np.testing.assert_allclose(retain_reference(session), expected, rtol=1e-6, atol=0)
+    assert len(list((tmp_path / "reference_truth_ratios").iterdir())) == 1
+    result = evaluate_pair(model, unlearned, data, retain_model=str(root / "before"), tokenizer=tok, alphas=(0.0,),
+                           eval_config=CFG, device="cpu", progress=False)
+    assert result.per_alpha["FQ"].iloc[0] == 0.0  # θr's truth ratios are θ_before's own: KS p = 1
+
+
 def test_an_adapter_of_another_base_is_refused_by_name_before_loading(pair, monkeypatch):
     import json
 

@@ -28,10 +28,11 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -40,6 +41,7 @@ from workbench.data import config_data
 from workbench.data.schema import UnlearningData
 from workbench.evaluation import EvalConfig, Evaluator
 from workbench.experiments.preflight import evaluate_fits
+from workbench.experiments.reference import reference_truth_ratios
 from workbench.experiments.tables import summarise
 from workbench.mixing import ALPHAS, StateMixer, mixing_sweep
 from workbench.models import load_model
@@ -120,18 +122,17 @@ def _free_device() -> None:
         torch.cuda.empty_cache()
 
 
-def reference_truth_ratios(retain_model, tokenizer, data: UnlearningData, eval_config: EvalConfig, *, device: str,
-                           dtype: str, trust_remote_code: bool = False) -> list[float]:
-    """θr's per-example forget truth ratios (FQ's reference), in ``eval_config``'s prompt format.
-    A θr loaded here leaves the device before this returns."""
+def retain_truth_ratios(retain_model, tokenizer, data: UnlearningData, eval_config: EvalConfig, *, device: str,
+                        dtype: str, trust_remote_code: bool = False) -> np.ndarray:
+    """θr's :func:`~workbench.experiments.reference.reference_truth_ratios`, in ``eval_config``'s prompt
+    format. A θr loaded here leaves the device before this returns."""
     model, _ = load_model(retain_model, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
-    cfg = replace(eval_config, generate=False, splits=("forget",))
-    table = Evaluator(tokenizer, data, cfg).evaluate(model).per_example
+    reference = reference_truth_ratios(model, tokenizer, data, eval_config)
     loaded = model is not retain_model
     del model
     if loaded:
         _free_device()
-    return table["truth_ratio"].tolist()
+    return reference
 
 
 def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alphas: Sequence[float] = ALPHAS,
@@ -153,8 +154,8 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
     reference = None
     if retain_model:  # θr first, released before θ_before arrives: one model on the device
         tokenizer = tokenizer or (None if isinstance(before, nn.Module) else _tokenizer(before, trust_remote_code))
-        reference = reference_truth_ratios(retain_model, tokenizer, data, eval_config, device=device, dtype=dtype,
-                                           trust_remote_code=trust_remote_code)
+        reference = retain_truth_ratios(retain_model, tokenizer, data, eval_config, device=device, dtype=dtype,
+                                        trust_remote_code=trust_remote_code)
     else:
         notes["FQ"] = notes["MU95"] = NO_FQ
     model, tok = load_model(before, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)

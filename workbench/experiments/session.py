@@ -49,6 +49,7 @@ from workbench.metrics import extraction_strength
 from workbench.mixing import evaluated_in, mixing_sweep
 from workbench.models import architectures as arch
 from workbench.experiments.preflight import preflight, stage_fits
+from workbench.experiments.reference import reference_config, reference_truth_ratios
 from workbench.models import resolve_device, use_deterministic
 from workbench.regions import Region, WeightRegion
 from workbench.runs import cache as cache_mod
@@ -87,7 +88,6 @@ class Session:
     cache: cache_mod.Cache
     evaluator: Evaluator
     items: dict[str, list[Encoded]] = field(default_factory=dict)
-    reference: pd.DataFrame | None = None
     retain_model: nn.Module | None = None  # a frozen θr, for objectives that compare with it (l2_mlp)
     force: bool = False
     progress: bool = True
@@ -290,10 +290,9 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
     session = Session(cfg, data, model, tok, r_key, cache, Evaluator(tok, data, eval_cfg), items, force=force,
                       progress=progress)
     reference = retain_reference(session)
-    session.reference = reference
     if any(obj.objective_class(n).needs_reference_model for n in cfg.methods("objective")):
         session.retain_model = frozen_copy(model)
-    session.evaluator = Evaluator(tok, data, eval_cfg, reference_forget_tr=reference["truth_ratio"].to_numpy())
+    session.evaluator = Evaluator(tok, data, eval_cfg, reference_forget_tr=reference)
     if base == "full":
         del session.model, model  # θr is only needed for its reference truth ratios
         session.base_key, session.model, _ = chain_model(cfg, data, cache, device, which="full", force=force,
@@ -309,21 +308,22 @@ def check_model(cfg, model: nn.Module) -> None:
         raise ConfigError(cfg.notebook, problems)
 
 
-def retain_reference(session: Session) -> pd.DataFrame:
-    """θr's per-example forget-set results (its truth ratios are Forget Quality's reference)."""
-    inputs = {"model": session.base_key, "eval": dataclasses.asdict(session.evaluator.cfg)}
+def retain_reference(session: Session) -> np.ndarray:
+    """θr's per-example forget truth ratios, Forget Quality's reference (:mod:`workbench.experiments.reference`),
+    cached."""
+    cfg = session.evaluator.cfg
+    inputs = {"model": session.base_key, "eval": dataclasses.asdict(reference_config(cfg))}
     if eval_dtype := sweep_dtype(session.cfg):  # computed like the sweeps' truth ratios it is compared with
         inputs["eval_dtype"] = eval_dtype
 
     def build():
         with evaluated_in(session.model, eval_dtype):
-            return session.evaluator(session.model).per_example
+            return reference_truth_ratios(session.model, session.tokenizer, session.data, cfg)
 
-    result = session.cache.get_or_build(
-        "reference_eval", inputs, build,
-        lambda df, f: df.to_parquet(f / "per_example.parquet"), lambda f: pd.read_parquet(f / "per_example.parquet"),
+    return session.cache.get_or_build(
+        "reference_truth_ratios", inputs, build,
+        lambda tr, f: np.save(f / "truth_ratios.npy", tr), lambda f: np.load(f / "truth_ratios.npy"),
         force=session.force, sources=EVAL_SOURCES)
-    return result[result["split"] == "forget"].reset_index(drop=True)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
