@@ -34,7 +34,7 @@ from torch import nn
 
 from workbench import objectives as obj
 from workbench.data import config_data
-from workbench.data.formatting import Encoded, collate, encode_all, pad_id
+from workbench.data.formatting import Encoded, encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.delta import RegionDelta
 from workbench.evaluation import EvalConfig, Evaluator
@@ -45,7 +45,6 @@ from workbench.experiments.chain import (
     chain_model,
     train_cfg,
 )
-from workbench.metrics import extraction_strength
 from workbench.mixing import evaluated_in, mixing_sweep
 from workbench.models import architectures as arch
 from workbench.experiments.preflight import preflight, stage_fits
@@ -54,6 +53,7 @@ from workbench.models import resolve_device, use_deterministic
 from workbench.regions import Region, WeightRegion
 from workbench.runs import cache as cache_mod
 from workbench.runs.config import ConfigError, method_params, plugin_modules
+from workbench.scoring import score_sequences, sequence_batches
 from workbench.training import TrainSpec, train_region
 
 __all__ = ["CheckFailed", "Session", "check_fs", "check_injection", "delta_fingerprint", "delta_identity", "open_session"]
@@ -145,25 +145,15 @@ class Session:
         finally:
             delta.restore()
 
-    @torch.no_grad()
     def es_summary(self) -> dict[str, float]:
         """Teacher-forced mean ES on the forget and retain evaluation sets and, where the data has
-        one, θp's general-knowledge set (fast, no generation)."""
+        one, θp's general-knowledge set (fast, no generation: :func:`workbench.scoring.score_sequences`)."""
         out = {}
         for split in ("forget", "retain_eval", "general"):
-            if not self.items.get(split):
-                continue
-            vals = []
-            for start in range(0, len(self.items[split]), 32):
-                b = {k: v.to(self.device) for k, v in collate(self.items[split][start:start + 32], self.pad).items()}
-                logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                vals.append(extraction_strength(logits, b["labels"]).cpu())
-            out[split] = float(torch.cat(vals).mean())
+            if items := self.items.get(split):
+                _, es = score_sequences(self.model, sequence_batches(items, 32, self.pad), len(items))
+                out[split] = float(es.mean())
         return out
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def fits(self, stage: str) -> None:
         """Refuse ``stage`` before its work when its memory estimate exceeds the device's memory now."""
