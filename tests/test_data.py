@@ -88,7 +88,8 @@ def test_tofu_full_structure(tofu_dir):
     assert len(_groups(data.forget)) == 20 and set(_groups(data.forget).values()) == {20}
     assert len(_groups(data.retain)) == 180 and set(_groups(data.retain).values()) == {20}
     assert data.forget[0].group == "author-180" and data.forget[-1].group == "author-199"
-    assert data.has_truth_ratio and len(data.retain_eval) == 400 and len(data.refusals) == 100  # 99 newlines, last line unterminated
+    assert data.has_truth_ratio and len(data.retain_eval) == 400
+    assert len(data.refusals) == 100  # 99 newlines, last line unterminated
     assert set(_groups(data.retain_eval)) <= set(_groups(data.retain))
     assert len(data.real_authors) == 100 and data.real_authors[0].paraphrased_answer is None
     assert len(data.world_facts) == 117 and data.world_facts[0].perturbed_answers
@@ -133,9 +134,11 @@ def test_tofu_retain_eval_can_be_subsampled_per_author_by_seed(tofu_dir):
     assert {g: sum(ex.group == g for ex in a.retain_eval) for g in authors} == dict.fromkeys(authors, 4)
     order = [full.retain_eval.index(ex) for ex in a.retain_eval]
     assert order == sorted(order)  # a draw, kept in file order
-    positions = [[i for i, ex in enumerate(r for r in full.retain_eval if r.group == g) if ex in a.retain_eval] for g in sorted(authors)]
+    positions = [[i for i, ex in enumerate(r for r in full.retain_eval if r.group == g) if ex in a.retain_eval]
+                 for g in sorted(authors)]
     assert len({tuple(p) for p in positions}) > 1  # each author its own draw, not the same question numbers
-    assert load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=4, seed=4).retain_eval == b.retain_eval  # seeded
+    again = load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=4, seed=4)
+    assert again.retain_eval == b.retain_eval  # seeded
     # training splits and the other evaluation splits are untouched
     assert a.forget == full.forget and a.retain == full.retain and a.real_authors == full.real_authors
     assert load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=0, seed=3).retain_eval == full.retain_eval
@@ -201,7 +204,8 @@ def test_tofu_bad_rows_name_file_row_and_field(tmp_path):
 
 @pytest.mark.unit
 def test_tofu_json_list_file_and_hub_path(tmp_path, monkeypatch):
-    (tmp_path / "world_facts_perturbed.json").write_text(json.dumps([{"question": "q", "answer": "a", "perturbed_answer": ["b", "c"]}]))
+    row = {"question": "q", "answer": "a", "perturbed_answer": ["b", "c"]}
+    (tmp_path / "world_facts_perturbed.json").write_text(json.dumps([row]))
     (ex,) = load_tofu_split(tmp_path, "world_facts_perturbed")
     assert ex.perturbed_answers == ("b", "c") and ex.paraphrased_answer is None
     calls = []

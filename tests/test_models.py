@@ -84,7 +84,8 @@ def test_load_pretrained_local_tiny(tmp_path, tiny_and_data):
 def test_load_pretrained_rejects_unsupported_architecture(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
+    BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32).save_pretrained(tmp_path)
     with pytest.raises(arch.UnsupportedArchitectureError, match="'bert'") as err:
         load_pretrained(str(tmp_path), device="cpu", local_files_only=True)
     assert "llama" in str(err.value) and "gpt2" in str(err.value)

@@ -119,8 +119,12 @@ def test_an_adapter_without_peft_names_the_fix(pair, monkeypatch):
     folder.mkdir(exist_ok=True)
     (folder / ADAPTER_CONFIG).write_text("{}")
     real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__",
-                        lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "peft" else real_import(name, *a, **k))
+    def no_peft(name, *args, **kwargs):
+        if name == "peft":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_peft)
     with pytest.raises(ImportError, match=r"adapter folder.*pip install 'loc-unlearn-workbench\[peft\]'"):
         merged_adapter(folder, model)
 

@@ -121,7 +121,8 @@ def test_sweeps_from_one_start_share_its_first_point(tmp_path, monkeypatch):
     def count(random_per_seed: int, cache) -> int:
         calls = []
         original = Evaluator.evaluate
-        monkeypatch.setattr(Evaluator, "evaluate", lambda self, m, drafts=None: calls.append(1) or original(self, m, drafts=drafts))
+        monkeypatch.setattr(Evaluator, "evaluate",
+                            lambda self, m, drafts=None: calls.append(1) or original(self, m, drafts=drafts))
         cfg = _cfg(random_per_seed=random_per_seed, region_seeds=[7])
         session = pipeline.open_session(cfg, cache_root=str(cache), progress=False)
         result = experiments.run_controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook,

@@ -155,6 +155,7 @@ def test_sweeps_park_the_frozen_theta_r_on_the_host_and_bring_it_back():
     assert model.where == torch.device("cuda", 0)
     with parked(None):  # no objective needs θr
         pass
-    olmo_l2 = config.from_params("l2-mlp-supervision", yaml.safe_load(Path("params/l2-mlp-supervision/paper-olmo.yaml").read_text()))
+    olmo_l2 = config.from_params("l2-mlp-supervision",
+                                 yaml.safe_load(Path("params/l2-mlp-supervision/paper-olmo.yaml").read_text()))
     stages = preflight.memory_stages(olmo_l2, OLMO2_7B, 256)
     assert "reference_bytes" not in stages["sweeps"][0] and "reference_bytes" in stages["unlearning with l2_mlp"][0]

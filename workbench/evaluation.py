@@ -233,9 +233,9 @@ class Evaluator:
             return self.cfg.batch_size
         from workbench.models.memory import eval_batch_size
 
+        answers = (len(e.input_ids) - self.prefix_len[p] for e, p in zip(self.sequences, self.prompt_of))
         return eval_batch_size(model, len(self.prompts), prompt_len=max(len(e.gen_prompt_ids) for e in self.prompts),
-                               answer_len=max(len(e.input_ids) - self.prefix_len[p] for e, p in zip(self.sequences, self.prompt_of)),
-                               new_tokens=self.cfg.max_new_tokens)
+                               answer_len=max(answers), new_tokens=self.cfg.max_new_tokens)
 
     def memoised(self, model: nn.Module, key: Hashable) -> EvalResult:
         """``evaluate(model)`` once per ``key``, which the caller guarantees to name the model's state

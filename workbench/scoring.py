@@ -97,7 +97,8 @@ def sequence_batches(items: list[Encoded], batch_size: int, pad: int) -> list[tu
     return _bucketed(items, batch_size, lambda e: len(e.input_ids), pad, collate)
 
 
-def score_continuations(model: nn.Module, prefix: Prefix, chunk: Continuations, *, es_floor: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def score_continuations(model: nn.Module, prefix: Prefix, chunk: Continuations, *,
+                        es_floor: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean answer NLL and ES of answers continued from their prompts' cache, ``([n], [n])``.
 
     The prompt's last logits predict each answer's first token; the answer's own positions the rest.

@@ -52,7 +52,8 @@ def _examples(source: str, n: int, seed: int) -> list:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.distributed", description="Train on every process of an accelerate launch")
+    p = argparse.ArgumentParser(prog="python -m workbench.distributed",
+                                description="Train on every process of an accelerate launch")
     p.add_argument("--mode", choices=["restricted", "full"], default="restricted")
     p.add_argument("--model", default="tiny", help="'tiny' (random, seeded), 'smollm2', a hub id or a local path")
     p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 (delta stays fp32)")

@@ -196,6 +196,6 @@ def finetune_stage(cfg, config, seq_len: int, which: str) -> tuple[dict, str]:
     with HF ``config``, and what to do when it does not fit."""
     est = estimate_memory(config, 0.0, cfg.batch_size, seq_len, mode="full", dtype=cfg.dtype,
                           gradient_checkpointing=cfg.gradient_checkpointing)
-    return est, (f"{THETA[which]} full fine-tuning of {cfg.model} does not fit here: train it with `scripts/train_distributed.sh "
-                 f"full --notebook {getattr(cfg, 'notebook', '<notebook>')} --params <this file> --stage {which} --out <folder>` (FSDP over "
-                 f"several GPUs) and pass {which}_model=<folder>")
+    return est, (f"{THETA[which]} full fine-tuning of {cfg.model} does not fit here: train it with "
+                 f"`scripts/train_distributed.sh full --notebook {getattr(cfg, 'notebook', '<notebook>')} --params <this file> "
+                 f"--stage {which} --out <folder>` (FSDP over several GPUs) and pass {which}_model=<folder>")

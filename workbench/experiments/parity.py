@@ -145,7 +145,8 @@ def _compare_generations(report: Report, per_example: pd.DataFrame, ou: dict, in
             if text == theirs:
                 report.generations_equal += 1
             else:
-                report.generation_differences.append(f"{split} row {index[split][i]}: ours {text[:80]!r} | theirs {theirs[:80]!r}")
+                report.generation_differences.append(
+                    f"{split} row {index[split][i]}: ours {text[:80]!r} | theirs {theirs[:80]!r}")
 
 
 REASONS = {
@@ -164,5 +165,6 @@ def table_markdown(report: Report) -> str:
     for r in report.aggregates.itertuples():
         reason = REASONS.get(r.metric, "same definition; float32 batching/padding differences only")
         worst = "—" if pd.isna(r.max_example_difference) else f"{r.max_example_difference:.1e}"
-        lines.append(f"| {r.metric} (ours: {r.ours_key}) | {r.ours:.6f} | {r.theirs:.6f} | {r.difference:+.1e} | {worst} | {reason} |")
+        lines.append(f"| {r.metric} (ours: {r.ours_key}) | {r.ours:.6f} | {r.theirs:.6f} | {r.difference:+.1e} | {worst} "
+                     f"| {reason} |")
     return "\n".join(lines)

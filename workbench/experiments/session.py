@@ -209,9 +209,9 @@ class Session:
 
         Sweeps with one ``start_key`` start from the same model: its α = 0 evaluation is computed once."""
         alphas = np.linspace(0.0, 1.0, self.cfg.n_alpha).round(6).tolist()
+        reference = self.evaluator.reference_forget_tr
         inputs = {"start": start_key, "delta": delta_identity(delta), "alphas": alphas,
-                  "eval": dataclasses.asdict(self.evaluator.cfg),
-                  "reference": None if self.evaluator.reference_forget_tr is None else self.evaluator.reference_forget_tr.tolist()}
+                  "eval": dataclasses.asdict(self.evaluator.cfg), "reference": None if reference is None else reference.tolist()}
         if eval_dtype := sweep_dtype(self.cfg):
             inputs["eval_dtype"] = eval_dtype
 
