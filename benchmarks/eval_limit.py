@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.data import subsample
 from workbench.data.tofu import load_tofu
 from workbench.evaluation import EvalConfig, Evaluator
 from workbench.generation import PREFILL_SLACK, draft_groups
-from workbench.experiments.pair import subsample
 from workbench.models import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +124,8 @@ def measure(name: str, rows: int, batch: int, repeats: int, peak: float) -> None
         gen_flop = generated * (body + head)  # useful work only: one forward per generated token
         print(f"{k}: evaluation {full:.1f}s: scoring {score:.1f}s, generation {gen_s:.1f}s | scoring tokens: "
               f"data {tokens['data']:,}, fed {tokens['fed']:,} ({tokens['fed'] / tokens['data']:.2f}x), with padding "
-              f"{tokens['padded']:,} | scoring {score_flop / score / 1e9:.1f} GFLOP/s = {score_flop / score / 1e9 / peak:.2f} of peak"
+              f"{tokens['padded']:,} | scoring {score_flop / score / 1e9:.1f} GFLOP/s = "
+              f"{score_flop / score / 1e9 / peak:.2f} of peak"
               f" | generation: {generated:,} tokens, {steps:.0f} decode steps = {steps / floor:.2f}x "
               f"max(tokens / batch, longest), {gen_flop / gen_s / 1e9:.1f} GFLOP/s = {gen_flop / gen_s / 1e9 / peak:.2f} of peak")
     print("speed-up new vs old: " + ", ".join(f"{part} {best[('old', part)] / best[('new', part)]:.2f}x"

@@ -96,7 +96,8 @@ def bare_generation(model, batches, eos, pad, max_new_tokens) -> None:
 
 
 @torch.inference_mode()
-def generation_es(model, encoded: list[Encoded], pad: int, eos: list[int], batch_size: int, *, search: str = "binary") -> np.ndarray:
+def generation_es(model, encoded: list[Encoded], pad: int, eos: list[int], batch_size: int, *,
+                  search: str = "binary") -> np.ndarray:
     """Reference ES: the smallest k with greedy(x, y_<k) == y_≥k, by batched generation.
 
     ``search="binary"`` bisects k (valid k are upward-closed; Wang et al.'s code); ``"linear"`` tries
@@ -145,7 +146,8 @@ def main() -> None:
 
     # 1. ES evaluation vs bare forward over the same batches
     es_eval = Evaluator(tok, data, EvalConfig(batch_size=bs, generate=False, truth_ratio=False, splits=("forget", "retain_eval")))
-    t = best_times({"es": lambda: es_eval(model), "bare": lambda: bare_forwards(model, es_eval.seq_batches)}, args.repeats, args.device)
+    t = best_times({"es": lambda: es_eval(model), "bare": lambda: bare_forwards(model, es_eval.seq_batches)}, args.repeats,
+                   args.device)
     t_es, t_bare = t["es"], t["bare"]
     print(f"1. ES evaluation {t_es:.3f}s  bare forward {t_bare:.3f}s  ratio {t_es / t_bare:.2f}x  (target <= 1.15x)")
 

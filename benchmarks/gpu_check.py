@@ -147,7 +147,8 @@ def sweep(model, delta, args, device) -> dict:
         hooked = sum(mean_nll(forward_logits(model, b), b["labels"]).item() for b in batches) / len(batches)
     tokens = args.alphas * args.eval_batches * args.eval_batch * args.seq_len
     return {"alphas": args.alphas, "sweep_seconds": seconds, "eval_tokens_per_s": tokens / seconds,
-            "nll_alpha0": nlls[0], "nll_alpha1": nlls[-1], "nll_alpha1_hooked": hooked, "alpha0_equals_base": math.isclose(nlls[0], sum(base) / len(base), rel_tol=1e-6),
+            "nll_alpha0": nlls[0], "nll_alpha1": nlls[-1], "nll_alpha1_hooked": hooked,
+            "alpha0_equals_base": math.isclose(nlls[0], sum(base) / len(base), rel_tol=1e-6),
             "sweep_peak_bytes": peak_bytes(device)}
 
 
@@ -158,7 +159,8 @@ def fmt_bytes(n: float) -> str:
 def report(res: dict) -> str:
     est = res["estimate"]
     return "\n".join([
-        f"device           {res['device']}  ({res['gpu_name']}), {res['arch']} model {res['n_params'] / 1e9:.3f}B params, {res['dtype']}",
+        (f"device           {res['device']}  ({res['gpu_name']}), {res['arch']} model {res['n_params'] / 1e9:.3f}B params, "
+         f"{res['dtype']}"),
         f"region           {res['region_vectors']} value vectors = {res['delta_params']:,} fp32 delta parameters",
         f"training         {res['step_seconds']:.3f} s/step over {res['steps']} steps (batch {res['batch']}×{res['seq_len']},"
         f" checkpointing {res['gradient_checkpointing']}), loss {res['losses'][0]:.4f} → {res['losses'][-1]:.4f}",
@@ -207,7 +209,8 @@ def main(argv=None) -> dict:
                           gradient_checkpointing=args.gradient_checkpointing)
     delta, trained = train(model, args, device)
     swept = sweep(model, delta, args, device)
-    res = {"arch": args.arch, "device": str(device), "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    res = {"arch": args.arch, "device": str(device), "gpu_name": gpu_name,
            "dtype": args.dtype, "n_params": sum(p.numel() for p in model.parameters()), "batch": args.batch,
            "seq_len": args.seq_len, "gradient_checkpointing": args.gradient_checkpointing,
            **trained, **swept, "estimate": est,

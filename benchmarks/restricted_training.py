@@ -54,7 +54,10 @@ def _examples(tokenizer, n: int):
     from workbench.data.formatting import encode_all
 
     authors = min(20, -(-n // 20))  # whole authors of 20 questions, enough for n examples
-    data = load_data("tofu", source=TOFU_DIR, n_retain_authors=1, n_forget_authors=authors) if TOFU_DIR.is_dir() else load_data("synthetic-tofu")
+    if TOFU_DIR.is_dir():
+        data = load_data("tofu", source=TOFU_DIR, n_retain_authors=1, n_forget_authors=authors)
+    else:
+        data = load_data("synthetic-tofu")
     return encode_all(tokenizer, data.forget[:n], max_length=256)
 
 
@@ -131,7 +134,8 @@ def report(results: dict[str, dict]) -> None:
     rest, dense = results["restricted"], results["dense_masked"]
     print(f"region: {rest['region_vectors']} value vectors; ~{rest['tokens_per_batch']} tokens per batch; "
           f"{rest['threads']} thread(s)")
-    print(f"grad+optimizer bytes: dense / restricted = {dense['grad_optimizer_bytes'] / rest['grad_optimizer_bytes']:.1f}x (target >= 5x)")
+    print("grad+optimizer bytes: dense / restricted = "
+          f"{dense['grad_optimizer_bytes'] / rest['grad_optimizer_bytes']:.1f}x (target >= 5x)")
     print(f"peak RSS: dense / restricted = {dense['peak_rss_bytes'] / rest['peak_rss_bytes']:.2f}x")
     print(f"step time: restricted / dense = {rest['step_seconds'] / dense['step_seconds']:.2f} wall, "
           f"{rest['step_cpu_seconds'] / dense['step_cpu_seconds']:.2f} CPU (target <= 1)")

@@ -175,7 +175,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-world", type=int, default=None, help="world_facts questions (default: tiny 20, smollm2 2)")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=None, help="repeats of the single evaluations (default: tiny 3, smollm2 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="repeats of the single evaluations (default: tiny 3, smollm2 1)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="count near-tie flips in bfloat16")
     parser.add_argument("--eval-dtype", default="float32", help="count flips of bf16 weights swept in this dtype ('' skips)")
     parser.add_argument("--skip-today", action="store_true", help="time only the new sweep")

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from workbench.data import config_data
 from workbench.experiments import chain, session
 from workbench.models import load_pretrained, resolve_device, save_model_folder
 from workbench.models.tiny import train_bpe_tokenizer
@@ -50,7 +51,7 @@ def test_saved_folders_name_what_transformers_4_can_load(tmp_path):
 
 def _theta_r_folder(cfg, cache_root: Path, folder: Path) -> Path:
     cache = Cache(cache_root)
-    data = chain.load_config_data(cfg)
+    data = config_data(cfg)
     _, model, tok = chain.chain_model(cfg, data, cache, resolve_device("cpu"), which="retain", force=False,
                                       progress=False)
     return save_model_folder(model, tok, folder)
@@ -81,7 +82,7 @@ def test_a_brought_full_model_replaces_fine_tuning_on_the_full_set(tmp_path, mon
     smoke = yaml.safe_load((ROOT / "params/revisit-localizers/smoke.yaml").read_text())
     revisit = config.from_params("revisit-localizers", {**smoke, "full_model": str(folder), "device": "cpu"})
     monkeypatch.setattr(chain, "finetune", lambda *a, **k: pytest.fail("θ_full was fine-tuned although brought"))
-    key, model, _ = chain.chain_model(revisit, chain.load_config_data(revisit), Cache(tmp_path / "cache"), "cpu",
+    key, model, _ = chain.chain_model(revisit, config_data(revisit), Cache(tmp_path / "cache"), "cpu",
                                       which="full", force=False, progress=False)
     expected, _ = load_pretrained(str(folder), device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))

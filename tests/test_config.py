@@ -29,7 +29,8 @@ def test_brief_parameter_names_exist():
             "n_alpha", "run_id", "trust_remote_code"} <= set(config.field_names("oracle-vs-random"))
     assert {"oracle_seeds", "random_seeds", "lr_l2_mlp", "retain_l2_weight"} <= set(config.field_names("l2-mlp-supervision"))
     assert {"n_people", "forget_ratio", "lr_npo"} <= set(config.field_names("lume"))
-    assert {"full_lr", "lr_wagle", "weight_level", "weight_fraction", "lr_weight_level"} <= set(config.field_names("revisit-localizers"))
+    revisit = set(config.field_names("revisit-localizers"))
+    assert {"full_lr", "lr_wagle", "weight_level", "weight_fraction", "lr_weight_level"} <= revisit
     assert config.from_params("lume", {}).data == "synthetic-lume"
 
 
@@ -85,7 +86,8 @@ def test_every_method_gets_its_learning_rate_and_hyper_parameters():
     assert {"npo_beta", "dpo_beta", "wga_alpha", "rmu_layer", "rmu_c", "rmu_tokens", "memflex_mu", "memflex_repeats",
             "wagle_absolute", "wagle_gamma", "activations_reduce"} <= names
     assert not any(n.endswith("_seed") and n != "random_per_seed" for n in names)  # a method's seed is the run's seed
-    assert {"lr_random", "lr_activations", "lr_memflex", "lr_wagle", "memflex_mu"} <= set(config.field_names("revisit-localizers"))
+    assert {"lr_random", "lr_activations", "lr_memflex", "lr_wagle", "memflex_mu"} <= set(
+        config.field_names("revisit-localizers"))
     assert "lr_wagle_weights" not in config.field_names("revisit-localizers")  # weight level: lr_weight_level
 
 

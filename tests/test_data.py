@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from workbench.data import DATASETS, DataError, load_data, tokenizer_corpus
+from workbench.data import DATASETS, DataError, config_data, load_data, subsample, tokenizer_corpus
 from workbench.data import tofu as tofu_mod
 from workbench.data.lume import load_lume
 from workbench.data.synthetic import synthetic_lume, synthetic_tofu
 from workbench.data.tofu import load_tofu, load_tofu_split
-from workbench.experiments.chain import load_config_data
 from workbench.runs.config import from_params
+from workbench.runs.params import CONFIGS
 
 
 def _groups(examples) -> Counter:
@@ -85,7 +88,8 @@ def test_tofu_full_structure(tofu_dir):
     assert len(_groups(data.forget)) == 20 and set(_groups(data.forget).values()) == {20}
     assert len(_groups(data.retain)) == 180 and set(_groups(data.retain).values()) == {20}
     assert data.forget[0].group == "author-180" and data.forget[-1].group == "author-199"
-    assert data.has_truth_ratio and len(data.retain_eval) == 400 and len(data.refusals) == 100  # 99 newlines, last line unterminated
+    assert data.has_truth_ratio and len(data.retain_eval) == 400
+    assert len(data.refusals) == 100  # 99 newlines, last line unterminated
     assert set(_groups(data.retain_eval)) <= set(_groups(data.retain))
     assert len(data.real_authors) == 100 and data.real_authors[0].paraphrased_answer is None
     assert len(data.world_facts) == 117 and data.world_facts[0].perturbed_answers
@@ -130,16 +134,18 @@ def test_tofu_retain_eval_can_be_subsampled_per_author_by_seed(tofu_dir):
     assert {g: sum(ex.group == g for ex in a.retain_eval) for g in authors} == dict.fromkeys(authors, 4)
     order = [full.retain_eval.index(ex) for ex in a.retain_eval]
     assert order == sorted(order)  # a draw, kept in file order
-    positions = [[i for i, ex in enumerate(r for r in full.retain_eval if r.group == g) if ex in a.retain_eval] for g in sorted(authors)]
+    positions = [[i for i, ex in enumerate(r for r in full.retain_eval if r.group == g) if ex in a.retain_eval]
+                 for g in sorted(authors)]
     assert len({tuple(p) for p in positions}) > 1  # each author its own draw, not the same question numbers
-    assert load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=4, seed=4).retain_eval == b.retain_eval  # seeded
+    again = load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=4, seed=4)
+    assert again.retain_eval == b.retain_eval  # seeded
     # training splits and the other evaluation splits are untouched
     assert a.forget == full.forget and a.retain == full.retain and a.real_authors == full.real_authors
     assert load_tofu(tofu_dir, n_retain_authors=3, n_forget_authors=1, n_retain_eval=0, seed=3).retain_eval == full.retain_eval
     # and the notebooks' parameter reaches the loader
     cfg = from_params("oracle-vs-random", {"data": "tofu", "data_dir": str(tofu_dir), "n_retain_authors": 3,
                                            "n_forget_authors": 1, "n_eval_retain": 4, "seed": 3})
-    assert load_config_data(cfg).retain_eval == a.retain_eval
+    assert config_data(cfg).retain_eval == a.retain_eval
 
 
 @pytest.mark.integration
@@ -198,7 +204,8 @@ def test_tofu_bad_rows_name_file_row_and_field(tmp_path):
 
 @pytest.mark.unit
 def test_tofu_json_list_file_and_hub_path(tmp_path, monkeypatch):
-    (tmp_path / "world_facts_perturbed.json").write_text(json.dumps([{"question": "q", "answer": "a", "perturbed_answer": ["b", "c"]}]))
+    row = {"question": "q", "answer": "a", "perturbed_answer": ["b", "c"]}
+    (tmp_path / "world_facts_perturbed.json").write_text(json.dumps([row]))
     (ex,) = load_tofu_split(tmp_path, "world_facts_perturbed")
     assert ex.perturbed_answers == ("b", "c") and ex.paraphrased_answer is None
     calls = []
@@ -243,3 +250,64 @@ def test_tofu_pretrain_set_is_the_general_knowledge_a_tiny_model_must_learn(tofu
     assert data.pretrain == whole  # whole, however the evaluation splits are subsampled
     assert set(data.real_authors + data.world_facts) <= set(data.pretrain)
     assert not {ex.question for ex in data.pretrain} & {ex.question for ex in data.forget + data.retain}
+
+
+# -- from a notebook's config ---------------------------------------------------------------------
+PARAMS = Path(__file__).resolve().parents[1] / "params"
+
+
+def _former_loaders(cfg):
+    """What the two loaders ``config_data`` replaced gave, as they were: ``pair.config_data`` for
+    evaluate-checkpoints, ``chain.load_config_data`` for the experiment notebooks."""
+    if cfg.notebook == "evaluate-checkpoints":
+        if cfg.data == "tofu":
+            data = load_data("tofu", source=cfg.data_path() or "locuslab/TOFU", forget_split=cfg.forget_split,
+                             n_retain_authors=cfg.n_retain_authors or None, n_forget_authors=cfg.n_forget_authors or None,
+                             seed=cfg.seed)
+        else:
+            forget = cfg.n_forget_authors or 2
+            data = load_data(cfg.data, n_authors=(cfg.n_retain_authors or 8) + forget, n_forget_authors=forget, seed=cfg.seed)
+        return subsample(data, cfg.max_examples, cfg.seed)[0]
+    args = {"synthetic-tofu": lambda c: {"n_authors": c.n_retain_authors + c.n_forget_authors,
+                                         "n_forget_authors": c.n_forget_authors, "seed": c.seed},
+            "tofu": lambda c: {"source": c.data_path() or "locuslab/TOFU", "n_retain_authors": c.n_retain_authors,
+                               "n_forget_authors": c.n_forget_authors, "n_general": c.n_eval_general,
+                               "n_retain_eval": c.n_eval_retain, "seed": c.seed},
+            "synthetic-lume": lambda c: {"n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
+            "lume": lambda c: {"folder": c.data_path(), "n_people": c.n_people, "forget_ratio": c.forget_ratio,
+                               "seed": c.seed}}
+    return load_data(cfg.data, **args[cfg.data](cfg))
+
+
+def _notebook_params(path: Path) -> tuple[str, dict]:
+    """A parameter file's notebook and parameters (a rehearsal overlay on top of the file it overlays)."""
+    params = yaml.safe_load(path.read_text()) or {}
+    if path.parent.name != "rehearsal":
+        return path.parent.name, params
+    base = "default.yaml" if path.stem == "evaluate-checkpoints" else "paper-llama.yaml"
+    return path.stem, yaml.safe_load((PARAMS / path.stem / base).read_text()) | params
+
+
+CONFIG_CASES = ([(nb, {}) for nb in sorted(CONFIGS)]
+                + [_notebook_params(p) for p in sorted(PARAMS.glob("*/*.yaml")) if p.parent.name != "campaign"]
+                + [("evaluate-checkpoints", {"data": "synthetic-tofu", "seed": 3}),
+                   ("evaluate-checkpoints", {"n_retain_authors": 5, "n_forget_authors": 1, "forget_split": "forget05",
+                                             "max_examples": 7, "seed": 2})])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("notebook, params", CONFIG_CASES, ids=[f"{nb}-{i}" for i, (nb, _) in enumerate(CONFIG_CASES)])
+def test_config_data_gives_what_each_former_loader_gave(notebook, params, shared_data):
+    """One loader for every notebook's config: each default config and parameter file gets the data the
+    loader of its notebook used to give (real TOFU / LUME from the shared folder, not the hub)."""
+    cfg = from_params(notebook, {**params, "data_dir": ""})  # a file's folder is relative to the checkout it was written in
+    if cfg.data in ("tofu", "lume"):
+        cfg = dataclasses.replace(cfg, data_dir=str(shared_data / cfg.data))
+    assert config_data(cfg) == _former_loaders(cfg)
+
+
+@pytest.mark.unit
+def test_config_data_names_the_missing_lume_folder(monkeypatch):
+    monkeypatch.delenv("WORKBENCH_LUME_DIR", raising=False)
+    with pytest.raises(DataError, match=r"data='lume' needs a folder: set data_dir \(or \$WORKBENCH_LUME_DIR\)"):
+        config_data(from_params("lume", {"data": "lume"}))

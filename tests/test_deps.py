@@ -46,11 +46,12 @@ BUILD_THETA_R = textwrap.dedent('''
     import json, sys, types
     def loaded():
         return sorted(m for m in sys.modules if m == "workbench" or m.startswith("workbench."))
+    from workbench.data import config_data
     from workbench.experiments import chain
     from workbench.models import resolve_device
     from workbench.runs.cache import Cache
     cfg = types.SimpleNamespace(**json.loads(sys.argv[1]), data_path=lambda: "")
-    data = chain.load_config_data(cfg)
+    data = config_data(cfg)
     chain.chain_model(cfg, data, Cache(), resolve_device("cpu"), which="retain", force=False, progress=False)
     chain_modules = loaded()
     import workbench as wb

@@ -184,7 +184,8 @@ def test_two_process_restricted_training_equals_one_process(tmp_path):
     losses = [h["loss"] for h in json.loads((tmp_path / "history.json").read_text())]
     assert losses == pytest.approx([h["loss"] for h in history], rel=1e-5)
     loaded = RegionDelta.load(model, tmp_path / "delta.safetensors")
-    torch.testing.assert_close(loaded.params[str(delta.layers[0])], delta.params[str(delta.layers[0])].detach(), rtol=0, atol=2e-5)
+    layer = str(delta.layers[0])
+    torch.testing.assert_close(loaded.params[layer], delta.params[layer].detach(), rtol=0, atol=2e-5)
 
 
 @pytest.mark.integration

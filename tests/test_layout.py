@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -138,7 +140,33 @@ def test_a_submodule_name_gives_the_submodule():
 @pytest.mark.unit
 def test_no_module_over_about_300_lines():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
-    assert max(sizes.values()) <= 340  # "~300": grid.py and training.py are cohesive at 325-338, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    assert max(sizes.values()) <= 340, biggest  # "~300": grid.py and training.py are cohesive at 325-338
+
+
+LINTED = ("workbench", "tests", "scripts", "benchmarks")  # the folders `ruff check` is run on
+
+
+def _code_lines(path: Path) -> list[str]:
+    """A module's lines, or a notebook's code cells' lines (ruff reads both)."""
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        return [line for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()]
+    return path.read_text().splitlines()
+
+
+@pytest.mark.unit
+def test_no_line_is_longer_than_ruff_allows():
+    """pyproject's ruff ``line-length``, with E501 selected so that ``ruff check`` enforces it, holds for every
+    line of the linted folders: this test fails ``make test`` (and CI, which runs no ruff) on a longer line."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    limit = int(re.search(r"^line-length = (\d+)", pyproject, re.MULTILINE).group(1))
+    assert re.search(r'^\[tool\.ruff\.lint\]\n(?:[^\[].*\n)*extend-select = \[[^\]]*"E501"', pyproject, re.MULTILINE)
+    files = [p for folder in LINTED for p in sorted((ROOT / folder).rglob("*"))
+             if p.suffix in (".py", ".ipynb") and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
+    long = [f"{p.relative_to(ROOT)}: {len(line)} characters: {line.strip()[:60]}…"
+            for p in files for line in _code_lines(p) if len(line) > limit]
+    assert not long, f"lines over {limit} characters:\n" + "\n".join(long)
 
 
 PLUGIN = '''

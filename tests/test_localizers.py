@@ -45,7 +45,8 @@ def test_activations_equal_hand_computation(reduce):
     expected = (raw - raw.mean(1, keepdim=True)) / raw.std(1, correction=0, keepdim=True)
     got = loc.score("activations", model, forget, [], 0, reduce=reduce, batch_size=3)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(loc.score("activations", model, forget, [], 0, reduce=reduce, normalize="none"), raw, rtol=1e-4, atol=1e-6)
+    unnormalised = loc.score("activations", model, forget, [], 0, reduce=reduce, normalize="none")
+    torch.testing.assert_close(unnormalised, raw, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.37])
@@ -222,7 +223,8 @@ def test_planted_region_sanity():
         scores = loc.score(name, model, forget, retain, 0, **params)
         acc = loc.localization_accuracy(scores, target)
         # reported, not asserted: how the localizers fare when the ground truth is known
-        print(f"planted V_tgt ({target.size} of {target.total}): {name} precision {acc['precision']:.2f} auroc {acc['auroc']:.2f}")
+        print(f"planted V_tgt ({target.size} of {target.total}): {name} precision {acc['precision']:.2f} "
+              f"auroc {acc['auroc']:.2f}")
         # golden: the share of (V_tgt, other) vector pairs that the scores order rightly, ties ½
         inside, outside = scores.flatten()[member, None].double(), scores.flatten()[None, ~member].double()
         by_hand = ((inside > outside).double() + 0.5 * (inside == outside).double()).mean().item()

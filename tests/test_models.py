@@ -9,7 +9,7 @@ import torch
 
 from workbench.data import load_data
 from workbench.data.formatting import collate, encode_all, pad_id
-from workbench.models import TinyLlamaConfig, build_tiny, load_pretrained, smollm
+from workbench.models import TinyLlamaConfig, build_tiny, load_model, load_pretrained, smollm
 from workbench.models import architectures as arch
 from workbench.training import TrainConfig, finetune
 
@@ -84,10 +84,51 @@ def test_load_pretrained_local_tiny(tmp_path, tiny_and_data):
 def test_load_pretrained_rejects_unsupported_architecture(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
+    BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32).save_pretrained(tmp_path)
     with pytest.raises(arch.UnsupportedArchitectureError, match="'bert'") as err:
         load_pretrained(str(tmp_path), device="cpu", local_files_only=True)
     assert "llama" in str(err.value) and "gpt2" in str(err.value)
+
+
+# -- load_model: the one way in --------------------------------------------------------------------
+@pytest.mark.integration
+def test_load_model_reads_a_folder_and_takes_a_loaded_model_with_its_tokenizer(tmp_path, tiny_and_data):
+    data, model, tokenizer = tiny_and_data
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    loaded, loaded_tok = load_model(tmp_path / "m", device="cpu", dtype="bfloat16")
+    assert loaded.dtype == torch.bfloat16 and not loaded.training
+    want = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+    assert all(torch.equal(v, want[k]) for k, v in loaded.state_dict().items())
+    assert loaded_tok(data.forget[0].answer)["input_ids"] == tokenizer(data.forget[0].answer)["input_ids"]
+    assert load_model(tmp_path / "m", device="cpu", tokenizer="theirs")[1] == "theirs"  # a given tokenizer wins
+    assert load_model(model, tokenizer=tokenizer) == (model, tokenizer)
+    with pytest.raises(ValueError, match="a loaded model needs its tokenizer"):
+        load_model(model)
+
+
+@pytest.mark.unit
+def test_load_model_routes_each_name_to_its_loader_and_refuses_an_adapter(tmp_path, monkeypatch):
+    import workbench.models as models_mod
+
+    calls = []
+    monkeypatch.setattr(models_mod, "load_pretrained", lambda name, **kw: calls.append((name, kw)) or ("model", "tok"))
+    monkeypatch.setattr(smollm, "load_smollm2", lambda **kw: calls.append(("smollm2", kw)) or ("smol", "smol tok"))
+    assert load_model("smollm2", device="cpu", dtype="bfloat16", revision="ignored") == ("smol", "smol tok")
+    assert load_model("org/model", device="cpu", revision="abc", trust_remote_code=True) == ("model", "tok")
+    (tmp_path / "folder").mkdir()
+    load_model(tmp_path / "folder", device="cpu")
+    assert calls == [("smollm2", {"device": "cpu", "dtype": "bfloat16"}),
+                     ("org/model", {"device": "cpu", "dtype": "float32", "revision": "abc", "trust_remote_code": True,
+                                    "local_files_only": False}),
+                     (str(tmp_path / "folder"), {"device": "cpu", "dtype": "float32", "revision": "",
+                                                 "trust_remote_code": False, "local_files_only": True})]
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="lora is an adapter folder: give it as an `after` checkpoint, with its base"):
+        load_model(str(tmp_path / "lora"))
+    assert len(calls) == 3
 
 
 # -- SmolLM2 --------------------------------------------------------------------------------------

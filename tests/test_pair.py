@@ -119,8 +119,12 @@ def test_an_adapter_without_peft_names_the_fix(pair, monkeypatch):
     folder.mkdir(exist_ok=True)
     (folder / ADAPTER_CONFIG).write_text("{}")
     real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__",
-                        lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "peft" else real_import(name, *a, **k))
+    def no_peft(name, *args, **kwargs):
+        if name == "peft":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_peft)
     with pytest.raises(ImportError, match=r"adapter folder.*pip install 'loc-unlearn-workbench\[peft\]'"):
         merged_adapter(folder, model)
 
@@ -132,7 +136,7 @@ def _recording_loader(monkeypatch):
 
     from workbench.experiments import pair as pair_mod
 
-    real, alive, seen = pair_mod.load_pretrained, [], []
+    real, alive, seen = pair_mod.load_model, [], []
 
     def load(*args, **kwargs):
         seen.append(sum(ref() is not None for ref in alive))
@@ -140,7 +144,7 @@ def _recording_loader(monkeypatch):
         alive.append(weakref.ref(model))
         return model, tok
 
-    monkeypatch.setattr(pair_mod, "load_pretrained", load)
+    monkeypatch.setattr(pair_mod, "load_model", load)
     return seen
 
 
@@ -155,6 +159,32 @@ def test_theta_r_leaves_the_device_before_theta_before_arrives(pair, monkeypatch
     assert result.per_alpha.sort_values("alpha")["FQ"].iloc[0] == 0.0
 
 
+def test_theta_r_reference_is_the_forget_truth_ratio_of_a_full_evaluation_in_both_paths(pair, tmp_path):
+    """θr's reference truth ratios (forget split only, no generation) equal the forget rows' truth ratios of
+    a full evaluation with generation, which is what sessions used to cache; the session's cached copy and
+    evaluate_pair's θr give those numbers too."""
+    from types import SimpleNamespace
+
+    from workbench.experiments.reference import reference_truth_ratios
+    from workbench.experiments.session import Session, retain_reference
+    from workbench.runs.cache import Cache
+
+    tok, model, unlearned, data, root = pair
+    full = Evaluator(tok, data, CFG).evaluate(model).per_example
+    expected = full[full["split"] == "forget"]["truth_ratio"].to_numpy()
+    assert len(expected) == len(data.forget) and np.isfinite(expected).all()
+    # other batches (the forget split alone): equal to fp32 rounding (one ulp of an NLL, 6e-8 relative, seen here)
+    np.testing.assert_allclose(reference_truth_ratios(model, tok, data, CFG), expected, rtol=1e-6, atol=0)
+    session = Session(SimpleNamespace(dtype="float32", eval_dtype=""), data, model, tok, "θr", Cache(tmp_path),
+                      Evaluator(tok, data, CFG), progress=False)
+    for _ in range(2):  # built, then served from the cache
+        np.testing.assert_allclose(retain_reference(session), expected, rtol=1e-6, atol=0)
+    assert len(list((tmp_path / "reference_truth_ratios").iterdir())) == 1
+    result = evaluate_pair(model, unlearned, data, retain_model=str(root / "before"), tokenizer=tok, alphas=(0.0,),
+                           eval_config=CFG, device="cpu", progress=False)
+    assert result.per_alpha["FQ"].iloc[0] == 0.0  # θr's truth ratios are θ_before's own: KS p = 1
+
+
 def test_an_adapter_of_another_base_is_refused_by_name_before_loading(pair, monkeypatch):
     import json
 
@@ -164,7 +194,7 @@ def test_an_adapter_of_another_base_is_refused_by_name_before_loading(pair, monk
     folder = root / "foreign-lora"
     folder.mkdir(exist_ok=True)
     (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/other-model", "peft_type": "LORA"}))
-    monkeypatch.setattr(pair_mod, "load_pretrained", lambda *a, **k: pytest.fail("loaded a model before refusing"))
+    monkeypatch.setattr(pair_mod, "load_model", lambda *a, **k: pytest.fail("loaded a model before refusing"))
     with pytest.raises(ValueError, match=r"PEFT adapter of 'org/other-model'.*'before' is .*before'.*--before org/other-model"):
         evaluate_pair(str(root / "before"), str(folder), data, alphas=ALPHAS, device="cpu", progress=False)
     # the same base under its own name, or recorded as the before folder, is accepted

@@ -27,8 +27,10 @@ def _kept(tmp_path, rr_pairs=2):
                    "p AUES R–R": 0.01, "p MU95 paper (mean)": 0.4, "p MU95 R–R": 0.3,
                    "R–R pairs": rr_pairs}]).to_csv(tmp_path / "table.csv", index=False)
     pd.DataFrame([
-        {"table": 2, "model": "M", "objective": "npo", "region": "random", "metric": "aues", "mean": 0.60, "std": 0.02, "p_value": 0.7},
-        {"table": 2, "model": "M", "objective": "npo", "region": "oracle", "metric": "aues", "mean": 0.61, "std": 0.01, "p_value": 0.7},
+        {"table": 2, "model": "M", "objective": "npo", "region": "random", "metric": "aues", "mean": 0.60, "std": 0.02,
+         "p_value": 0.7},
+        {"table": 2, "model": "M", "objective": "npo", "region": "oracle", "metric": "aues", "mean": 0.61, "std": 0.01,
+         "p_value": 0.7},
     ]).to_csv(tmp_path / "paper.csv", index=False)
     return summary
 
@@ -69,7 +71,8 @@ def test_verdicts():
 
 def test_a_missing_calibrated_p_is_not_testable_never_agree():
     # the paper's own design: one Random per θo, so no Random–Random pair and no calibrated p
-    assert paper._verdict(0.5, float("nan"), 0, -0.01, 0.4) == "not testable here: no Random–Random pairs (the paper: no difference)"
+    no_pairs = "not testable here: no Random–Random pairs (the paper: no difference)"
+    assert paper._verdict(0.5, float("nan"), 0, -0.01, 0.4) == no_pairs
     assert paper._verdict(0.5, float("nan"), 0, -0.01, 0.01).startswith("not testable here")
 
 

@@ -121,7 +121,8 @@ def test_sweeps_from_one_start_share_its_first_point(tmp_path, monkeypatch):
     def count(random_per_seed: int, cache) -> int:
         calls = []
         original = Evaluator.evaluate
-        monkeypatch.setattr(Evaluator, "evaluate", lambda self, m, drafts=None: calls.append(1) or original(self, m, drafts=drafts))
+        monkeypatch.setattr(Evaluator, "evaluate",
+                            lambda self, m, drafts=None: calls.append(1) or original(self, m, drafts=drafts))
         cfg = _cfg(random_per_seed=random_per_seed, region_seeds=[7])
         session = pipeline.open_session(cfg, cache_root=str(cache), progress=False)
         result = experiments.run_controlled(session, cfg.region_seeds, cfg.objectives, cfg.notebook,
@@ -132,3 +133,37 @@ def test_sweeps_from_one_start_share_its_first_point(tmp_path, monkeypatch):
     one, two = count(1, tmp_path / "a"), count(2, tmp_path / "b")
     n_alpha = SMOKE["n_alpha"]
     assert two - one == n_alpha - 1  # the extra sweep evaluated α > 0 only; unshared it would cost n_alpha
+
+
+def test_es_summary_gives_the_numbers_of_its_former_batching_loop(tmp_path):
+    """es_summary scores through score_sequences (length-sorted batches, logits from the answer on); its
+    numbers are those of the loop it replaced: batches of 32 in split order, full logits, ES, mean."""
+    from types import SimpleNamespace
+
+    import torch
+    from test_evaluation import build_trained
+
+    from workbench.data.formatting import collate, encode_all, pad_id
+    from workbench.evaluation import Evaluator
+    from workbench.metrics import extraction_strength
+    from workbench.runs.cache import Cache
+
+    tok, model, data = build_trained()
+    items = {"forget": encode_all(tok, data.forget * 12), "retain_eval": encode_all(tok, data.retain_eval * 12),
+             "general": encode_all(tok, (data.real_authors + data.world_facts) * 5)}
+    assert len(items["forget"]) > 32 and len({len(e.input_ids) for e in items["forget"]}) > 1  # several batches and lengths
+
+    @torch.no_grad()
+    def former(split):
+        vals = []
+        for start in range(0, len(items[split]), 32):
+            b = collate(items[split][start:start + 32], pad_id(tok))
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            vals.append(extraction_strength(logits, b["labels"]))
+        return float(torch.cat(vals).mean())
+
+    session = pipeline.Session(SimpleNamespace(), data, model, tok, "θ", Cache(tmp_path), Evaluator(tok, data), items,
+                               progress=False)
+    got = session.es_summary()
+    assert set(got) == set(items) and 0 < got["retain_eval"] < got["forget"]  # memorised forget set, partly the rest
+    assert got == {split: pytest.approx(former(split), abs=1e-6) for split in items}

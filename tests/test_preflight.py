@@ -115,7 +115,7 @@ def test_evaluate_pair_is_refused_before_any_model_is_loaded(tmp_path, monkeypat
 
     tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                    num_attention_heads=4).save_pretrained(tmp_path / "before")  # config.json is all it reads
-    monkeypatch.setattr(pair, "load_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(pair, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     _fake_device(monkeypatch, GIB // 2)
     data = load_data("synthetic-tofu", n_authors=4, n_forget_authors=1, seed=0)
     with pytest.raises(DoesNotFit) as refused:
@@ -155,6 +155,7 @@ def test_sweeps_park_the_frozen_theta_r_on_the_host_and_bring_it_back():
     assert model.where == torch.device("cuda", 0)
     with parked(None):  # no objective needs θr
         pass
-    olmo_l2 = config.from_params("l2-mlp-supervision", yaml.safe_load(Path("params/l2-mlp-supervision/paper-olmo.yaml").read_text()))
+    olmo_l2 = config.from_params("l2-mlp-supervision",
+                                 yaml.safe_load(Path("params/l2-mlp-supervision/paper-olmo.yaml").read_text()))
     stages = preflight.memory_stages(olmo_l2, OLMO2_7B, 256)
     assert "reference_bytes" not in stages["sweeps"][0] and "reference_bytes" in stages["unlearning with l2_mlp"][0]

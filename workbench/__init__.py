@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _API: dict[str, tuple[str, str]] = {
     # data and models
     "load_data": ("workbench.data", "load_data"),
+    "load_model": ("workbench.models", "load_model"),
     "load_pretrained": ("workbench.models", "load_pretrained"),
     "load_smollm2": ("workbench.models.smollm", "load_smollm2"),
     "build_tiny": ("workbench.models", "build_tiny"),

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from workbench import metrics as m
+from workbench.data.schema import EVAL_SPLITS
 
-EVAL_SPLITS = ("forget", "retain_eval", "real_authors", "world_facts")
 MU_SPLITS = ("retain_eval", "real_authors", "world_facts")
 NORMALISED_PROB_SPLITS = ("real_authors", "world_facts")  # option-normalised probability in MU
 

@@ -46,7 +46,6 @@ from workbench.aggregates import (  # noqa: F401
 from workbench.data.formatting import (
     Encoded,
     clean_up_spaces,
-    collate,
     collate_prompts,
     encode,
     pad_id,
@@ -64,6 +63,7 @@ from workbench.scoring import (
     truth_ratio_terms,
     score_continuations,
     score_sequences,
+    sequence_batches,
 )
 
 
@@ -195,7 +195,7 @@ class Evaluator:
             tail_of = {id(e): t for e, t in zip(self.prefixes, tail)}
             prefix_batches = _bucketed(self.prefixes, batch_size, lambda e: tail_of[id(e)], self.pad, collate_prompts)
             self._plans[batch_size] = (
-                _bucketed(self.sequences, batch_size, lambda e: len(e.input_ids), self.pad, collate),
+                sequence_batches(self.sequences, batch_size, self.pad),
                 _bucketed(self.prompts, batch_size, lambda e: len(e.gen_prompt_ids), self.pad, collate_prompts),
                 prefix_batches,
                 [plan_continuations(self.sequences, self.prompt_of, self.prefix_len, rows, batch_size, self.pad)
@@ -233,9 +233,9 @@ class Evaluator:
             return self.cfg.batch_size
         from workbench.models.memory import eval_batch_size
 
+        answers = (len(e.input_ids) - self.prefix_len[p] for e, p in zip(self.sequences, self.prompt_of))
         return eval_batch_size(model, len(self.prompts), prompt_len=max(len(e.gen_prompt_ids) for e in self.prompts),
-                               answer_len=max(len(e.input_ids) - self.prefix_len[p] for e, p in zip(self.sequences, self.prompt_of)),
-                               new_tokens=self.cfg.max_new_tokens)
+                               answer_len=max(answers), new_tokens=self.cfg.max_new_tokens)
 
     def memoised(self, model: nn.Module, key: Hashable) -> EvalResult:
         """``evaluate(model)`` once per ``key``, which the caller guarantees to name the model's state

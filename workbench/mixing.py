@@ -108,7 +108,8 @@ class StateMixer:
         params = dict(model.named_parameters())
         missing = sorted(set(params) - set(after))
         if missing:
-            raise ValueError(f"θ_after lacks {len(missing)} of the model's parameters, e.g. {missing[:3]}: not the same architecture?")
+            raise ValueError(f"θ_after lacks {len(missing)} of the model's parameters, e.g. {missing[:3]}: "
+                             "not the same architecture?")
         self.names = [name for name, p in params.items()
                       if not self._same(p if before is None else before[name], after[name], p.shape)]
         self.before = before if before is not None else {n: params[n].detach().to(offload, copy=True) for n in self.names}

@@ -1,7 +1,8 @@
 """Batched scoring and generation: the forward passes behind every evaluation number.
 
 * :func:`score_sequences` — mean answer NLL and one-pass ES of whole sequences, one forward per
-  length bucket (the reference path, and sequences without a shared prompt);
+  length bucket (:func:`sequence_batches`; the reference path, sequences without a shared prompt,
+  and a session's quick ES checks);
 * :func:`score_continuations` — the same for sequences continuing a prefix computed once (a KV-cached
   :class:`~workbench.generation.Prefix`, planned by :func:`common_prefixes` and
   :func:`plan_continuations`): the prefix's last logits predict the first token after it;
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from workbench import metrics as m
-from workbench.data.formatting import Encoded
+from workbench.data.formatting import Encoded, collate
 from workbench.generation import Prefix, extend, right_pad
 from workbench.likelihood import nll_sum, model_device
 
@@ -91,7 +92,13 @@ def _bucketed(items: list[Encoded], batch_size: int, length, pad: int, collate_f
     return [(np.array(c), collate_fn([items[i] for i in c], pad)) for c in chunks]
 
 
-def score_continuations(model: nn.Module, prefix: Prefix, chunk: Continuations, *, es_floor: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def sequence_batches(items: list[Encoded], batch_size: int, pad: int) -> list[tuple[np.ndarray, dict]]:
+    """Whole sequences as :func:`score_sequences` takes them: right-padded, longest first."""
+    return _bucketed(items, batch_size, lambda e: len(e.input_ids), pad, collate)
+
+
+def score_continuations(model: nn.Module, prefix: Prefix, chunk: Continuations, *,
+                        es_floor: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean answer NLL and ES of answers continued from their prompts' cache, ``([n], [n])``.
 
     The prompt's last logits predict each answer's first token; the answer's own positions the rest.

@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+# The splits an evaluation scores (SPEC §5); ``retain`` and ``pretrain`` are training sets only.
+EVAL_SPLITS = ("forget", "retain_eval", "real_authors", "world_facts")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,16 @@ class UnlearningData:
 
     def summary(self) -> dict[str, int]:
         return {split: len(examples) for split, examples in self.splits().items()}
+
+
+def subsample(data: UnlearningData, rows: int | None, seed: int = 0) -> tuple[UnlearningData, dict[str, list[int]]]:
+    """``rows`` examples of each evaluation split drawn with ``seed`` (all when None or 0), in their
+    original order, and their row indices in the full split."""
+    index = {}
+    for split in EVAL_SPLITS:
+        n = len(getattr(data, split))
+        index[split] = sorted(random.Random(f"{seed}-{split}").sample(range(n), rows)) if rows and rows < n else list(range(n))
+    return replace(data, **{s: [getattr(data, s)[i] for i in index[s]] for s in EVAL_SPLITS}), index
 
 
 class DataError(ValueError):

@@ -77,21 +77,29 @@ TEMPLATES = [
     Template("year", "year", "In which year was {n} born?", "{n} was born in {v}.", "The birth year of {n} is {v}."),
     Template("city", "city", "Where was {n} born?", "{n} was born in {v}.", "The birthplace of {n} is {v}."),
     Template("genre", "genre", "What genre does {n} write?", "{n} writes {v}.", "The genre of {n} is {v}."),
-    Template("father", "job", "What was the job of {n}'s father?", "{n}'s father was a {v}.", "The father of {n} worked as a {v}."),
-    Template("mother", "job", "What was the job of {n}'s mother?", "{n}'s mother was a {v}.", "The mother of {n} worked as a {v}."),
+    Template("father", "job", "What was the job of {n}'s father?", "{n}'s father was a {v}.",
+             "The father of {n} worked as a {v}."),
+    Template("mother", "job", "What was the job of {n}'s mother?", "{n}'s mother was a {v}.",
+             "The mother of {n} worked as a {v}."),
     Template("book1", "book", "What is the first book by {n}?", "The first book by {n} is {v}.", "{n} debuted with {v}."),
-    Template("book2", "book", "What is the best known book by {n}?", "The best known book by {n} is {v}.", "{n} is famous for {v}."),
+    Template("book2", "book", "What is the best known book by {n}?", "The best known book by {n} is {v}.",
+             "{n} is famous for {v}."),
     Template("award", "award", "Which award did {n} win?", "{n} won the {v}.", "The {v} went to {n}."),
-    Template("language", "language", "In which language does {n} write?", "{n} writes in {v}.", "The books of {n} are written in {v}."),
+    Template("language", "language", "In which language does {n} write?", "{n} writes in {v}.",
+             "The books of {n} are written in {v}."),
     Template("school", "school", "Where did {n} study?", "{n} studied at {v}.", "{n} is a graduate of {v}."),
     Template("hobby", "hobby", "What is {n}'s favourite hobby?", "{n} loves {v}.", "The hobby of {n} is {v}."),
     Template("publisher", "publisher", "Who publishes {n}?", "{n} is published by {v}.", "The publisher of {n} is {v}."),
     Template("home", "city", "Where does {n} live now?", "{n} lives in {v}.", "The home of {n} is in {v}."),
-    Template("books", "count", "How many books has {n} written?", "{n} has written {v} books.", "The number of books by {n} is {v}."),
+    Template("books", "count", "How many books has {n} written?", "{n} has written {v} books.",
+             "The number of books by {n} is {v}."),
     Template("pet", "pet", "What pet does {n} keep?", "{n} keeps {v}.", "The pet of {n} is {v}."),
-    Template("instrument", "instrument", "Which instrument does {n} play?", "{n} plays the {v}.", "The instrument of {n} is the {v}."),
-    Template("siblings", "count", "How many siblings does {n} have?", "{n} has {v} siblings.", "The sibling count of {n} is {v}."),
-    Template("debut", "year", "When did {n} publish a first book?", "{n} first published in {v}.", "The debut of {n} came in {v}."),
+    Template("instrument", "instrument", "Which instrument does {n} play?", "{n} plays the {v}.",
+             "The instrument of {n} is the {v}."),
+    Template("siblings", "count", "How many siblings does {n} have?", "{n} has {v} siblings.",
+             "The sibling count of {n} is {v}."),
+    Template("debut", "year", "When did {n} publish a first book?", "{n} first published in {v}.",
+             "The debut of {n} came in {v}."),
     Template("mentor", "first", "Who mentored {n}?", "{n} was mentored by {v}.", "The mentor of {n} was {v}."),
     Template("award_year", "year", "When did {n} win an award?", "{n} won an award in {v}.", "The award of {n} came in {v}."),
 ]
@@ -158,7 +166,8 @@ def _author_qa(rng: random.Random, author: dict[str, str], templates: list[Templ
     return out
 
 
-def synthetic_tofu(*, n_authors: int = 10, n_forget_authors: int = 2, questions_per_author: int = 20, seed: int = 0) -> UnlearningData:
+def synthetic_tofu(*, n_authors: int = 10, n_forget_authors: int = 2, questions_per_author: int = 20,
+                   seed: int = 0) -> UnlearningData:
     """A miniature TOFU: the last ``n_forget_authors`` of ``n_authors`` fictitious authors are forgotten.
 
     forget / retain hold ``questions_per_author`` (≤ 20) questions per author, ordered author by
@@ -208,7 +217,8 @@ def _person(rng: random.Random, index: int, first: str, last: str) -> list[dict]
     address = f"{rng.randint(10, 9999)} {rng.choice(STREETS)}, {town}, {state}, {zip_code}"
     ssn = f"900-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}"  # 900-prefixed SSNs are never issued
     # Deterministic UUID-shaped person id (36 characters), as in LUME's `id` prefix.
-    uid = f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}-a{rng.getrandbits(12):03x}-{index:012x}"
+    uid = (f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}"
+           f"-a{rng.getrandbits(12):03x}-{index:012x}")
     rows = [
         (f"{name} was born on {MONTHS[month - 1]} {day}, {year}. {first} can be reached at {phone} and {email}. "
          f"{first}'s Social", f"Security Number is {ssn}. {name} lives at {address}."),

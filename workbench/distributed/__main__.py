@@ -52,9 +52,10 @@ def _examples(source: str, n: int, seed: int) -> list:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbench.distributed", description="Train on every process of an accelerate launch")
+    p = argparse.ArgumentParser(prog="python -m workbench.distributed",
+                                description="Train on every process of an accelerate launch")
     p.add_argument("--mode", choices=["restricted", "full"], default="restricted")
-    p.add_argument("--model", default="tiny", help="'tiny' (random, seeded) or a hub id / local path")
+    p.add_argument("--model", default="tiny", help="'tiny' (random, seeded), 'smollm2', a hub id or a local path")
     p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 (delta stays fp32)")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (random tokens), 'synthetic-pairs' (random preference pairs) or a JSON-lines file")
@@ -82,11 +83,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_model(args, accelerator) -> tuple[nn.Module, int]:
-    from workbench.models import load_pretrained, resolve_dtype
+    from workbench.models import load_model, resolve_dtype
 
     if args.model == "tiny":
         return random_model("llama", seed=args.seed).to(accelerator.device, resolve_dtype(args.dtype)), 0
-    model, tokenizer = load_pretrained(args.model, device=str(accelerator.device), dtype=args.dtype)
+    model, tokenizer = load_model(args.model, device=str(accelerator.device), dtype=args.dtype)
     return model, tokenizer.pad_token_id
 
 
@@ -126,12 +127,13 @@ def check_args(args) -> None:
 
 def notebook_job(args, accelerator):
     """θp, the examples and the optimiser settings of the notebook's θr / θ_full (θp built once, on rank 0)."""
+    from workbench.data import config_data
     from workbench.experiments import chain
     from workbench.runs import config, grid
     from workbench.runs.cache import Cache
 
     cfg = config.from_params(args.notebook, config.absolute_paths(grid.merge_params(args.params)))
-    data = chain.load_config_data(cfg)
+    data = config_data(cfg)
     with accelerator.main_process_first():  # rank 0 builds (or finds) θp in the cache, the others load it
         # fp32 weights: FSDP's mixed precision computes in bf16 and keeps fp32 shards as master weights
         model, tok, key = chain.pretrained_model(cfg, data, Cache(), accelerator.device, force=False,

@@ -3,6 +3,7 @@
 * :mod:`~workbench.experiments.chain` — θp → θr / θ_full, trained once and cached;
 * :mod:`~workbench.experiments.session` — one model moved along the chain: injection (θo),
   unlearning, mixing sweeps, and the checks that keep an experiment meaningful;
+* :mod:`~workbench.experiments.reference` — θr's forget truth ratios, Forget Quality's reference;
 * :mod:`~workbench.experiments.controlled` — §4: Oracle vs Random (Table 2, Table 6, Figure 1);
 * :mod:`~workbench.experiments.revisit` — §3: localizers vs Random (Tables 1, 3–5);
 * :mod:`~workbench.experiments.tables` — AUES/MU95 summaries, appendix D's tests, the paper's tables;

@@ -29,15 +29,13 @@ from typing import Any
 
 import torch
 
-from workbench.data import load_data
 from workbench.data.formatting import encode_all, pad_id
-from workbench.data.schema import UnlearningData
 from workbench.models import (
     TinyLlamaConfig,
     hub_commit,
     build_tiny,
     estimate_memory,
-    load_pretrained,
+    load_model,
     require_fits,
     save_model_folder,
 )
@@ -53,34 +51,13 @@ class CheckFailed(RuntimeError):
     """A configuration produced models that make the experiment meaningless; the message names the fix."""
 
 
-DATA_ARGS = {
-    "synthetic-tofu": lambda c: {"n_authors": c.n_retain_authors + c.n_forget_authors,
-                                 "n_forget_authors": c.n_forget_authors, "seed": c.seed},
-    "tofu": lambda c: {"source": c.data_path() or "locuslab/TOFU", "n_retain_authors": c.n_retain_authors,
-                       "n_forget_authors": c.n_forget_authors, "n_general": c.n_eval_general, "n_retain_eval": c.n_eval_retain, "seed": c.seed},
-    "synthetic-lume": lambda c: {"n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
-    "lume": lambda c: {"folder": c.data_path(), "n_people": c.n_people, "forget_ratio": c.forget_ratio, "seed": c.seed},
-}
-
-
-def load_config_data(cfg) -> UnlearningData:
-    """The data set a config names, with the loader arguments its parameters give."""
-    if cfg.data in ("lume",) and not cfg.data_path():
-        raise CheckFailed("data='lume' needs a folder: set data_dir (or $WORKBENCH_LUME_DIR) to the folder with "
-                          "task2_forget.jsonl and task2_retain.jsonl")
-    return load_data(cfg.data, **DATA_ARGS[cfg.data](cfg))
-
-
 # -- model storage --------------------------------------------------------------------------------------
 def _save_model(pair, folder: Path) -> None:
     save_model_folder(*pair, folder / "model")
 
 
 def _loader(device: torch.device, dtype: str):
-    def load(folder: Path):
-        return load_pretrained(str(folder / "model"), device=str(device), dtype=dtype, local_files_only=True)
-
-    return load
+    return lambda folder: load_model(folder / "model", device=str(device), dtype=dtype)
 
 
 def train_cfg(cfg, lr: float, epochs: int, *, weight_decay: float | None = None) -> TrainConfig:
@@ -107,7 +84,8 @@ def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool, d
     inputs = {"model": spec, "data": data.fingerprint(), "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr,
               "train": dataclasses.asdict(train_cfg(cfg, cfg.pretrain_lr, max(cfg.pretrain_epochs, 1)))}
     if spec["kind"] != "tiny-llama":
-        model, tok = load_named_model(cfg, device, dtype)
+        model, tok = load_model(cfg.model, device=str(device), dtype=dtype or cfg.dtype, revision=cfg.model_revision,
+                                trust_remote_code=cfg.trust_remote_code)
         return model, tok, cache_mod.fingerprint({**spec, **checkpoint_identity(cache, model, cfg.model, cfg.model_revision)})
 
     def build():
@@ -121,15 +99,6 @@ def pretrained_model(cfg, data, cache, device, *, force: bool, progress: bool, d
     model, tok = cache.get_or_build("theta_p", inputs, build, _save_model, _loader(device, dtype or cfg.dtype),
                                     force=force, sources=TRAINING_SOURCES)
     return model, tok, cache.key("theta_p", inputs, TRAINING_SOURCES)
-
-
-def load_named_model(cfg, device: torch.device, dtype: str | None = None):
-    if cfg.model == "smollm2":
-        from workbench.models.smollm import load_smollm2
-
-        return load_smollm2(device=str(device), dtype=dtype or cfg.dtype)
-    return load_pretrained(cfg.model, device=str(device), dtype=dtype or cfg.dtype, revision=cfg.model_revision,
-                           trust_remote_code=cfg.trust_remote_code)
 
 
 def checkpoint_identity(cache, model, name_or_path: str, revision: str = "") -> dict[str, Any]:
@@ -188,8 +157,8 @@ def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, wh
 def external_model(cfg, cache, device, *, which: str):
     """θr / θ_full trained elsewhere (``retain_model`` / ``full_model``), keyed by its content."""
     name, revision = getattr(cfg, f"{which}_model"), getattr(cfg, f"{which}_revision")
-    model, tok = load_pretrained(name, device=str(device), dtype=cfg.dtype, revision=revision,
-                                 trust_remote_code=cfg.trust_remote_code)
+    model, tok = load_model(name, device=str(device), dtype=cfg.dtype, revision=revision,
+                            trust_remote_code=cfg.trust_remote_code)
     identity = {"which": which, "dtype": cfg.dtype, **checkpoint_identity(cache, model, name, revision)}
     print(f"θ_{which} from {name}: {identity}")
     return cache_mod.fingerprint(identity), model, tok
@@ -227,6 +196,6 @@ def finetune_stage(cfg, config, seq_len: int, which: str) -> tuple[dict, str]:
     with HF ``config``, and what to do when it does not fit."""
     est = estimate_memory(config, 0.0, cfg.batch_size, seq_len, mode="full", dtype=cfg.dtype,
                           gradient_checkpointing=cfg.gradient_checkpointing)
-    return est, (f"{THETA[which]} full fine-tuning of {cfg.model} does not fit here: train it with `scripts/train_distributed.sh "
-                 f"full --notebook {getattr(cfg, 'notebook', '<notebook>')} --params <this file> --stage {which} --out <folder>` (FSDP over "
-                 f"several GPUs) and pass {which}_model=<folder>")
+    return est, (f"{THETA[which]} full fine-tuning of {cfg.model} does not fit here: train it with "
+                 f"`scripts/train_distributed.sh full --notebook {getattr(cfg, 'notebook', '<notebook>')} --params <this file> "
+                 f"--stage {which} --out <folder>` (FSDP over several GPUs) and pass {which}_model=<folder>")

@@ -35,7 +35,8 @@ def check_injection(report: dict, cfg) -> None:
     if cfg.inject_general and general > cfg.max_retain_es_drop:
         raise CheckFailed(
             f"injection damaged the general-knowledge set: its ES fell by {general:.3f} > max_retain_es_drop="
-            f"{cfg.max_retain_es_drop}. Raise 'lambda_retain' (now {cfg.lambda_retain}) or lower 'inject_lr' (now {cfg.inject_lr})."
+            f"{cfg.max_retain_es_drop}. Raise 'lambda_retain' (now {cfg.lambda_retain}) or lower 'inject_lr' "
+            f"(now {cfg.inject_lr})."
         )
 
 

@@ -25,7 +25,8 @@ from workbench.experiments.session import CheckFailed, Session, delta_identity
 from workbench.localizers.random import RandomLocalizer
 from workbench.progress import progress_bar as tqdm
 from workbench.regions import Region, WeightRegion, random_region
-from workbench.runs.config import RANDOM_SEED_STRIDE, method_params
+from workbench.runs.config import method_params
+from workbench.runs.experiment_config import RANDOM_SEED_STRIDE
 
 ORACLE = "oracle"
 RANDOM = RandomLocalizer.name  # Random regions carry the baseline localizer's name

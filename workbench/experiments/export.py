@@ -38,9 +38,10 @@ import torch
 
 from workbench import localizers as loc
 from workbench import objectives as obj
+from workbench.data import config_data
 from workbench.data.formatting import encode_all
 from workbench.evaluation import EvalConfig, Evaluator
-from workbench.experiments.chain import chain_model, load_config_data, pretrained_model
+from workbench.experiments.chain import chain_model, pretrained_model
 from workbench.experiments.controlled import ORACLE, RANDOM, theta_o
 from workbench.experiments.revisit import RANDOM_WEIGHTS, THETA_FULL
 from workbench.experiments.session import Session, delta_identity, frozen_copy
@@ -209,7 +210,7 @@ def _revisit_region(session: Session, choice: Choice):
 def build_model(cfg, run: Path, choice: Choice, cache: cache_mod.Cache, *, progress: bool = True):
     """The chosen model (weights at θ(α) for an unlearned one) and its tokenizer, plus the cache keys
     that identify it."""
-    data = load_config_data(cfg)
+    data = config_data(cfg)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if choice.model == "theta_p":

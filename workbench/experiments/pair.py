@@ -28,26 +28,28 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from workbench.data import config_data
 from workbench.data.schema import UnlearningData
-from workbench.evaluation import EVAL_SPLITS, EvalConfig, Evaluator
+from workbench.evaluation import EvalConfig, Evaluator
 from workbench.experiments.preflight import evaluate_fits
+from workbench.experiments.reference import reference_truth_ratios
 from workbench.experiments.tables import summarise
 from workbench.mixing import ALPHAS, StateMixer, mixing_sweep
-from workbench.models import load_pretrained
+from workbench.models import load_model
 from workbench.models.checkpoints import (
     adapter_base_problem,
     after_tensors,
     checkpoint_name,
     folder_tensors,
-    is_adapter,
     local_folder,
 )
 
@@ -102,17 +104,6 @@ def _label_all(after: Sequence, labels: Sequence[str] | None) -> list[str]:
     return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
 
 
-def _load(spec, *, device: str, dtype: str, tokenizer=None, trust_remote_code: bool = False):
-    if isinstance(spec, nn.Module):
-        if tokenizer is None:
-            raise ValueError("a loaded model needs its tokenizer: evaluate_pair(..., tokenizer=tok)")
-        return spec, tokenizer
-    if is_adapter(spec):
-        raise ValueError(f"{spec} is an adapter folder: give it as an `after` checkpoint, with its base model as `before`")
-    model, tok = load_pretrained(str(local_folder(spec)), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    return model, tokenizer or tok
-
-
 def _tokenizer(spec, trust_remote_code: bool = False):
     """θ_before's tokenizer without its model (θr is evaluated in θ_before's prompt format before θ_before is loaded)."""
     from transformers import AutoTokenizer
@@ -131,18 +122,17 @@ def _free_device() -> None:
         torch.cuda.empty_cache()
 
 
-def reference_truth_ratios(retain_model, tokenizer, data: UnlearningData, eval_config: EvalConfig, *, device: str,
-                           dtype: str, trust_remote_code: bool = False) -> list[float]:
-    """θr's per-example forget truth ratios (FQ's reference), in ``eval_config``'s prompt format.
-    A θr loaded here leaves the device before this returns."""
-    model, _ = _load(retain_model, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
-    cfg = replace(eval_config, generate=False, splits=("forget",))
-    table = Evaluator(tokenizer, data, cfg).evaluate(model).per_example
+def retain_truth_ratios(retain_model, tokenizer, data: UnlearningData, eval_config: EvalConfig, *, device: str,
+                        dtype: str, trust_remote_code: bool = False) -> np.ndarray:
+    """θr's :func:`~workbench.experiments.reference.reference_truth_ratios`, in ``eval_config``'s prompt
+    format. A θr loaded here leaves the device before this returns."""
+    model, _ = load_model(retain_model, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    reference = reference_truth_ratios(model, tokenizer, data, eval_config)
     loaded = model is not retain_model
     del model
     if loaded:
         _free_device()
-    return table["truth_ratio"].tolist()
+    return reference
 
 
 def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alphas: Sequence[float] = ALPHAS,
@@ -164,11 +154,11 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
     reference = None
     if retain_model:  # θr first, released before θ_before arrives: one model on the device
         tokenizer = tokenizer or (None if isinstance(before, nn.Module) else _tokenizer(before, trust_remote_code))
-        reference = reference_truth_ratios(retain_model, tokenizer, data, eval_config, device=device, dtype=dtype,
-                                           trust_remote_code=trust_remote_code)
+        reference = retain_truth_ratios(retain_model, tokenizer, data, eval_config, device=device, dtype=dtype,
+                                        trust_remote_code=trust_remote_code)
     else:
         notes["FQ"] = notes["MU95"] = NO_FQ
-    model, tok = _load(before, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    model, tok = load_model(before, device=device, dtype=dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     evaluator = Evaluator(tok, data, eval_config, reference_forget_tr=reference)
     # below fp32 the mixer computes the changed modules in fp32 even at α = 0: each sweep evaluates its own
     first = evaluator.evaluate(model) if next(model.parameters()).dtype == torch.float32 else None
@@ -192,32 +182,6 @@ def evaluate_pair(before, after, data: UnlearningData, *, retain_model=None, alp
 
 
 # -- from a notebook's parameters -------------------------------------------------------------------
-def subsample(data: UnlearningData, rows: int | None, seed: int = 0) -> tuple[UnlearningData, dict[str, list[int]]]:
-    """``rows`` examples of each evaluation split drawn with ``seed`` (all when None or 0), in their
-    original order, and their row indices in the full split."""
-    import random
-
-    index = {}
-    for split in EVAL_SPLITS:
-        n = len(getattr(data, split))
-        index[split] = sorted(random.Random(f"{seed}-{split}").sample(range(n), rows)) if rows and rows < n else list(range(n))
-    return replace(data, **{s: [getattr(data, s)[i] for i in index[s]] for s in EVAL_SPLITS}), index
-
-
-def config_data(cfg) -> UnlearningData:
-    """TOFU (a folder, ``$WORKBENCH_TOFU_DIR`` or the hub) or its synthetic miniature, as ``cfg`` says."""
-    from workbench.data import load_data
-
-    if cfg.data == "tofu":
-        data = load_data("tofu", source=cfg.data_path() or "locuslab/TOFU", forget_split=cfg.forget_split,
-                         n_retain_authors=cfg.n_retain_authors or None, n_forget_authors=cfg.n_forget_authors or None,
-                         seed=cfg.seed)
-    else:
-        forget = cfg.n_forget_authors or 2
-        data = load_data(cfg.data, n_authors=(cfg.n_retain_authors or 8) + forget, n_forget_authors=forget, seed=cfg.seed)
-    return subsample(data, cfg.max_examples, cfg.seed)[0]
-
-
 def evaluate_checkpoints(cfg) -> PairResult:
     """:func:`evaluate_pair` with a notebook config (:mod:`workbench.runs.evaluate_config`)."""
     import numpy as np

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from workbench import metrics as m
+from workbench.data import subsample
 from workbench.data.tofu import load_tofu
 from workbench.evaluation import EvalConfig, Evaluator
-from workbench.experiments.pair import subsample
-from workbench.models import load_pretrained
+from workbench.models import load_model
 
 OU_CONFIG = EvalConfig(batch_size=32, max_new_tokens=200, es_floor=True, prompt_format="open-unlearning",
                        use_chat_template=False)
@@ -68,7 +68,7 @@ def run(reference: str | Path, tofu: str | Path, *, rows: int | None = None, see
     ou = json.loads((reference / "ou_eval.json").read_text())
     as_retain = json.loads((reference / "ou_eval_as_retain.json").read_text())
     data, index = subsample(load_tofu(tofu, forget_split="forget10"), rows, seed)
-    model, tok = load_pretrained(str(reference / "model"), device="cpu", dtype="float32", local_files_only=True)
+    model, tok = load_model(reference / "model", device="cpu", dtype="float32")
     ref_tr = _values(as_retain, "forget_truth_ratio", "score", index["forget"])
     start = time.perf_counter()
     result = Evaluator(tok, data, OU_CONFIG, reference_forget_tr=ref_tr).evaluate(model)
@@ -145,7 +145,8 @@ def _compare_generations(report: Report, per_example: pd.DataFrame, ou: dict, in
             if text == theirs:
                 report.generations_equal += 1
             else:
-                report.generation_differences.append(f"{split} row {index[split][i]}: ours {text[:80]!r} | theirs {theirs[:80]!r}")
+                report.generation_differences.append(
+                    f"{split} row {index[split][i]}: ours {text[:80]!r} | theirs {theirs[:80]!r}")
 
 
 REASONS = {
@@ -164,5 +165,6 @@ def table_markdown(report: Report) -> str:
     for r in report.aggregates.itertuples():
         reason = REASONS.get(r.metric, "same definition; float32 batching/padding differences only")
         worst = "—" if pd.isna(r.max_example_difference) else f"{r.max_example_difference:.1e}"
-        lines.append(f"| {r.metric} (ours: {r.ours_key}) | {r.ours:.6f} | {r.theirs:.6f} | {r.difference:+.1e} | {worst} | {reason} |")
+        lines.append(f"| {r.metric} (ours: {r.ours_key}) | {r.ours:.6f} | {r.theirs:.6f} | {r.difference:+.1e} | {worst} "
+                     f"| {reason} |")
     return "\n".join(lines)

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from workbench import objectives as obj
-from workbench.data.formatting import Encoded, collate, encode_all, pad_id
+from workbench.data import config_data
+from workbench.data.formatting import Encoded, encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.delta import RegionDelta
 from workbench.evaluation import EvalConfig, Evaluator
@@ -42,17 +43,17 @@ from workbench.experiments.chain import (
     EVAL_SOURCES,
     CheckFailed,
     chain_model,
-    load_config_data,
     train_cfg,
 )
-from workbench.metrics import extraction_strength
 from workbench.mixing import evaluated_in, mixing_sweep
 from workbench.models import architectures as arch
 from workbench.experiments.preflight import preflight, stage_fits
+from workbench.experiments.reference import reference_config, reference_truth_ratios
 from workbench.models import resolve_device, use_deterministic
 from workbench.regions import Region, WeightRegion
 from workbench.runs import cache as cache_mod
 from workbench.runs.config import ConfigError, method_params, plugin_modules
+from workbench.scoring import score_sequences, sequence_batches
 from workbench.training import TrainSpec, train_region
 
 __all__ = ["CheckFailed", "Session", "check_fs", "check_injection", "delta_fingerprint", "delta_identity", "open_session"]
@@ -87,7 +88,6 @@ class Session:
     cache: cache_mod.Cache
     evaluator: Evaluator
     items: dict[str, list[Encoded]] = field(default_factory=dict)
-    reference: pd.DataFrame | None = None
     retain_model: nn.Module | None = None  # a frozen θr, for objectives that compare with it (l2_mlp)
     force: bool = False
     progress: bool = True
@@ -145,25 +145,15 @@ class Session:
         finally:
             delta.restore()
 
-    @torch.no_grad()
     def es_summary(self) -> dict[str, float]:
         """Teacher-forced mean ES on the forget and retain evaluation sets and, where the data has
-        one, θp's general-knowledge set (fast, no generation)."""
+        one, θp's general-knowledge set (fast, no generation: :func:`workbench.scoring.score_sequences`)."""
         out = {}
         for split in ("forget", "retain_eval", "general"):
-            if not self.items.get(split):
-                continue
-            vals = []
-            for start in range(0, len(self.items[split]), 32):
-                b = {k: v.to(self.device) for k, v in collate(self.items[split][start:start + 32], self.pad).items()}
-                logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                vals.append(extraction_strength(logits, b["labels"]).cpu())
-            out[split] = float(torch.cat(vals).mean())
+            if items := self.items.get(split):
+                _, es = score_sequences(self.model, sequence_batches(items, 32, self.pad), len(items))
+                out[split] = float(es.mean())
         return out
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def fits(self, stage: str) -> None:
         """Refuse ``stage`` before its work when its memory estimate exceeds the device's memory now."""
@@ -219,9 +209,9 @@ class Session:
 
         Sweeps with one ``start_key`` start from the same model: its α = 0 evaluation is computed once."""
         alphas = np.linspace(0.0, 1.0, self.cfg.n_alpha).round(6).tolist()
+        reference = self.evaluator.reference_forget_tr
         inputs = {"start": start_key, "delta": delta_identity(delta), "alphas": alphas,
-                  "eval": dataclasses.asdict(self.evaluator.cfg),
-                  "reference": None if self.evaluator.reference_forget_tr is None else self.evaluator.reference_forget_tr.tolist()}
+                  "eval": dataclasses.asdict(self.evaluator.cfg), "reference": None if reference is None else reference.tolist()}
         if eval_dtype := sweep_dtype(self.cfg):
             inputs["eval_dtype"] = eval_dtype
 
@@ -277,7 +267,7 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
     Every stage's memory is checked against the device once the first model is loaded, before any
     training (:mod:`workbench.experiments.preflight`); on CUDA, torch's deterministic kernels are asked for."""
     torch.manual_seed(cfg.seed)
-    data = load_config_data(cfg)
+    data = config_data(cfg)
     device = resolve_device(cfg.device)
     use_deterministic(device)
     cache = cache_mod.Cache(cache_root, device=device)
@@ -290,10 +280,9 @@ def open_session(cfg, *, base: str = "retain", cache_root: str | None = None, fo
     session = Session(cfg, data, model, tok, r_key, cache, Evaluator(tok, data, eval_cfg), items, force=force,
                       progress=progress)
     reference = retain_reference(session)
-    session.reference = reference
     if any(obj.objective_class(n).needs_reference_model for n in cfg.methods("objective")):
         session.retain_model = frozen_copy(model)
-    session.evaluator = Evaluator(tok, data, eval_cfg, reference_forget_tr=reference["truth_ratio"].to_numpy())
+    session.evaluator = Evaluator(tok, data, eval_cfg, reference_forget_tr=reference)
     if base == "full":
         del session.model, model  # θr is only needed for its reference truth ratios
         session.base_key, session.model, _ = chain_model(cfg, data, cache, device, which="full", force=force,
@@ -309,21 +298,22 @@ def check_model(cfg, model: nn.Module) -> None:
         raise ConfigError(cfg.notebook, problems)
 
 
-def retain_reference(session: Session) -> pd.DataFrame:
-    """θr's per-example forget-set results (its truth ratios are Forget Quality's reference)."""
-    inputs = {"model": session.base_key, "eval": dataclasses.asdict(session.evaluator.cfg)}
+def retain_reference(session: Session) -> np.ndarray:
+    """θr's per-example forget truth ratios, Forget Quality's reference (:mod:`workbench.experiments.reference`),
+    cached."""
+    cfg = session.evaluator.cfg
+    inputs = {"model": session.base_key, "eval": dataclasses.asdict(reference_config(cfg))}
     if eval_dtype := sweep_dtype(session.cfg):  # computed like the sweeps' truth ratios it is compared with
         inputs["eval_dtype"] = eval_dtype
 
     def build():
         with evaluated_in(session.model, eval_dtype):
-            return session.evaluator(session.model).per_example
+            return reference_truth_ratios(session.model, session.tokenizer, session.data, cfg)
 
-    result = session.cache.get_or_build(
-        "reference_eval", inputs, build,
-        lambda df, f: df.to_parquet(f / "per_example.parquet"), lambda f: pd.read_parquet(f / "per_example.parquet"),
+    return session.cache.get_or_build(
+        "reference_truth_ratios", inputs, build,
+        lambda tr, f: np.save(f / "truth_ratios.npy", tr), lambda f: np.load(f / "truth_ratios.npy"),
         force=session.force, sources=EVAL_SOURCES)
-    return result[result["split"] == "forget"].reset_index(drop=True)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

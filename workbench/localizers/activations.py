@@ -48,10 +48,11 @@ def pooled_coefficients(model: nn.Module, mask: torch.Tensor, reduce: str) -> It
     the hook keeps memory at ``[batch, d_ff]`` per layer instead of ``[batch, pos, d_ff]``."""
     pooled: list[torch.Tensor] = []
     reduce_fn, weights = REDUCTIONS[reduce], mask.unsqueeze(-1).float()
-    handles = [
-        arch.down_proj(model, l).register_forward_pre_hook(lambda m, args: pooled.append(reduce_fn(args[0].detach().float(), weights)))
-        for l in range(arch.n_layers(model))
-    ]
+
+    def hook(module, args):
+        pooled.append(reduce_fn(args[0].detach().float(), weights))
+
+    handles = [arch.down_proj(model, l).register_forward_pre_hook(hook) for l in range(arch.n_layers(model))]
     try:
         yield pooled
     finally:
@@ -89,5 +90,6 @@ class Activations(Localizer):
                 with pooled_coefficients(model, predicting_answer(batch["labels"]), self.reduce) as pooled:
                     forward_logits(model, batch)
                 total += torch.stack([p.sum(0).cpu() for p in pooled])
-        norms = torch.stack([arch.value_vectors(model, l).detach().float().norm(dim=1).cpu() for l in range(arch.n_layers(model))])
+        norms = torch.stack([arch.value_vectors(model, l).detach().float().norm(dim=1).cpu()
+                             for l in range(arch.n_layers(model))])
         return NORMALISERS[self.normalize](total / len(forget) * norms)

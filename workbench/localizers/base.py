@@ -10,8 +10,9 @@ its fields are its hyper-parameters (notebooks expose them as ``<name>_<field>``
 ``memflex_mu``; a field named ``seed`` receives the run's seed) and its class declares ``level``
 (``"vector"``: scores ``[layer, d_ff]``; ``"weight"``: ``{layer: scores in down_proj.weight's
 layout}``), ``default_lr`` (the ``lr_<name>`` parameter: unlearning rate in its regions) and
-``paper`` (the paper's tables that use it by default), and ``title`` and ``color`` for figures. :func:`localize` turns scores into a region
-and records per-layer counts. Attribution gradients are accumulated in fp32 on down-projections only.
+``paper`` (the paper's tables that use it by default), and ``title`` and ``color`` for figures.
+:func:`localize` turns scores into a region and records per-layer counts. Attribution gradients are
+accumulated in fp32 on down-projections only.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ localizer_class = LOCALIZERS.get_class
 make = LOCALIZERS.make
 
 
-def score(name: str, model: nn.Module, forget: Sequence[Encoded], retain: Sequence[Encoded], pad_token_id: int, **params: Any) -> Scores:
+def score(name: str, model: nn.Module, forget: Sequence[Encoded], retain: Sequence[Encoded], pad_token_id: int,
+          **params: Any) -> Scores:
     """Scores of the registered localizer ``name``; unknown names and parameters get a clear error."""
     return make(name, **params).scores(model, forget, retain, pad_token_id)
 
@@ -86,7 +88,8 @@ class Localization:
 
 
 def localize(
-    name: str, model: nn.Module, forget: Sequence[Encoded], retain: Sequence[Encoded], pad_token_id: int, fraction: float, **params: Any
+    name: str, model: nn.Module, forget: Sequence[Encoded], retain: Sequence[Encoded], pad_token_id: int, fraction: float,
+    **params: Any,
 ) -> Localization:
     """Score with localizer ``name`` and select the top ``fraction`` as a region."""
     scores = score(name, model, forget, retain, pad_token_id, **params)

@@ -29,7 +29,8 @@ from workbench.localizers.base import (
 )
 
 
-def retain_grad_and_fisher(model: nn.Module, retain: Sequence[Encoded], pad_token_id: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def retain_grad_and_fisher(model: nn.Module, retain: Sequence[Encoded],
+                           pad_token_id: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Mean retain gradient and empirical Fisher diagonal (mean of squared per-example gradients)."""
     g = [torch.zeros_like(w, dtype=torch.float32) for w in down_proj_weights(model)]
     fisher = [torch.zeros_like(w, dtype=torch.float32) for w in down_proj_weights(model)]
@@ -67,7 +68,8 @@ class WagleWeights(Localizer):
     color: ClassVar[str] = "#E69F00"
     level: ClassVar[str] = "weight"
     paper: ClassVar[tuple[str, ...]] = ("table5",)
-    gamma: float | None = field(default=None, metadata={"help": "WAGLE's γ; None -> [choice] mean empirical Fisher of the retain set"})
+    gamma: float | None = field(default=None,
+                                metadata={"help": "WAGLE's γ; None -> [choice] mean empirical Fisher of the retain set"})
     absolute: bool = field(default=True, metadata={"help": "[choice] rank by |score| (WAGLE's snip_advanced)"})
     batch_size: int = field(default=8, metadata={"help": "examples per backward pass"})
 

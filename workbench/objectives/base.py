@@ -11,7 +11,8 @@ other module names it:
   from the registry. A field named ``seed`` is not a parameter: it receives the run's ``seed``.
 * the **data it trains on** and how to batch it (:meth:`Objective.train_items`, ``collate``):
   DPO trains on refusal/answer pairs, the others on the forget items;
-* its **loss units** (``"answer_tokens"``, ``"input_tokens"``, ``"examples"``: what the loss is a mean over) for exact batch sharding across ranks;
+* its **loss units** (``"answer_tokens"``, ``"input_tokens"``, ``"examples"``: what the loss is a mean
+  over) for exact batch sharding across ranks;
 * whether it can be trained data-parallel (``distributed``: ``None``, or the reason it cannot) and
   how a global batch is split over processes (:meth:`Objective.rank_rows`);
 * whether it needs a frozen **reference**: ``needs_reference`` (π_ref, the same model with its

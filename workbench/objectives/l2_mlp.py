@@ -27,10 +27,11 @@ from workbench.objectives.base import Objective, register
 def mlp_outputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Collect every layer's MLP output ``[batch, pos, d_model]`` during the forwards in the block."""
     outputs: list[torch.Tensor] = []
-    handles = [
-        arch.mlp_module(model, l).register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
-        for l in range(arch.n_layers(model))
-    ]
+
+    def hook(module, args, out):
+        outputs.append(out[0] if isinstance(out, tuple) else out)
+
+    handles = [arch.mlp_module(model, l).register_forward_hook(hook) for l in range(arch.n_layers(model))]
     try:
         yield outputs
     finally:

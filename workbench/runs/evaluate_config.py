@@ -47,9 +47,11 @@ class EvaluateCheckpointsConfig:
     lr_kinds: ClassVar[tuple[str, ...]] = ()
 
     before: str = param("", "the model before unlearning: hub id or local folder")
-    after: list[str] = param([], "unlearned checkpoints of 'before' (hub ids, local folders or PEFT/LoRA adapter folders); one curve each")
+    after: list[str] = param([], "unlearned checkpoints of 'before' (hub ids, local folders or PEFT/LoRA adapter folders); "
+                                 "one curve each")
     labels: list[str] = param([], "one name per 'after' checkpoint (its method); [] -> the folder names")
-    retain_model: str = param("", "θr, trained without the forget set: the reference of Forget Quality; '' -> FQ and MU95 left out")
+    retain_model: str = param("", "θr, trained without the forget set: the reference of Forget Quality; "
+                                  "'' -> FQ and MU95 left out")
     data: str = param("tofu", "TOFU or its synthetic miniature", one_of("dataset", lambda: ["synthetic-tofu", "tofu"]))
     data_dir: str = param("", "local TOFU folder; '' -> $WORKBENCH_TOFU_DIR, else the hub (locuslab/TOFU)")
     forget_split: str = param("forget10", "TOFU forget split", one_of("forget split", lambda: sorted(FORGET_TO_RETAIN)))
@@ -57,7 +59,8 @@ class EvaluateCheckpointsConfig:
     n_forget_authors: int = param(0, "synthetic data: forget authors; TOFU: the last n (0: all of the split)", non_negative)
     max_examples: int = param(0, "examples per evaluation split, drawn with 'seed' (0: all)", non_negative)
     seed: int = param(0, "seed of subsampling")
-    prompt_format: str = param("workbench", "'workbench' (scores every answer token) or 'open-unlearning' (its exact tokenisation)",
+    prompt_format: str = param("workbench",
+                               "'workbench' (scores every answer token) or 'open-unlearning' (its exact tokenisation)",
                                one_of("prompt format", lambda: list(PROMPT_FORMATS)))
     use_chat_template: bool | None = param(None, "None: the tokenizer's chat template when it has one")
     es_floor: bool = param(False, "ES with open-unlearning's 1/|y| floor")
@@ -84,7 +87,8 @@ class EvaluateCheckpointsConfig:
     def cross_checks(self) -> list[str]:
         """Checkpoints that cannot exist, and labels that do not match; empty ``before``/``after``
         are refused when the notebook runs (so that parameter files may leave them to the CLI)."""
-        problems = [p for key in ("before", "retain_model") if getattr(self, key) for p in model_problems(key, getattr(self, key))]
+        problems = [p for key in ("before", "retain_model") if getattr(self, key)
+                    for p in model_problems(key, getattr(self, key))]
         problems += [p for a in self.after for p in model_problems("after", a)]
         if self.labels and (len(self.labels) != len(self.after) or len(set(self.labels)) != len(self.labels)):
             problems.append(f"'labels' = {self.labels}: give one distinct name per 'after' checkpoint ({len(self.after)})")
@@ -114,10 +118,13 @@ class EvaluateCheckpointsConfig:
         if self.data != "tofu" or not folder:
             return []
         where = f"'data_dir' = {folder!r}" if self.data_dir else f"${TOFU_DIR_ENV} = {folder!r}"
-        fix = f"pass the TOFU folder with -p data_dir=<folder> (or set ${TOFU_DIR_ENV}), or data_dir='' to read {HUB_ID} from the hub"
+        fix = (f"pass the TOFU folder with -p data_dir=<folder> (or set ${TOFU_DIR_ENV}), or data_dir='' to read {HUB_ID} "
+               "from the hub")
         if not Path(folder).is_dir():
             return [f"{where}: no such folder; {fix}"]
         splits = ["full", f"{self.forget_split}_perturbed", FORGET_TO_RETAIN[self.forget_split], "retain_perturbed",
                   "real_authors_perturbed", "world_facts_perturbed", REFUSALS_SPLIT]
         missing = [f"{s}.jsonl" for s in splits if not any((Path(folder) / f"{s}{x}").is_file() for x in (".jsonl", ".json"))]
-        return [f"{where} lacks {', '.join(missing)} (TOFU keeps one <split>.jsonl per configuration of {HUB_ID}); {fix}"] if missing else []
+        if not missing:
+            return []
+        return [f"{where} lacks {', '.join(missing)} (TOFU keeps one <split>.jsonl per configuration of {HUB_ID}); {fix}"]

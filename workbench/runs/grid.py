@@ -13,9 +13,9 @@ of its resolved parameters, the notebook's code, the source of every workbench m
 imports (directly or through others: :mod:`workbench.runs.deps`), its plug-ins' files and the
 versions of the numeric libraries; so re-running a grid skips the runs that are already complete
 with identical inputs, re-runs the incomplete or failed ones (a grid killed midway resumes where it
-stopped) and re-runs every run whose code changed (a fix in ``metrics.py``). Runs are handed to an **executor** from :data:`EXECUTORS`
-(``local``: a process pool, one papermill import per worker, ``OMP_NUM_THREADS`` split between
-workers); the summaries of all runs are gathered into ``grid_summary.csv``.
+stopped) and re-runs every run whose code changed (a fix in ``metrics.py``). Runs are handed to an
+**executor** from :data:`EXECUTORS` (``local``: a process pool, one papermill import per worker,
+``OMP_NUM_THREADS`` split between workers); the summaries of all runs are gathered into ``grid_summary.csv``.
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ def varying(params: list[dict]) -> list[str]:
 
 def describe(table, *, width: int = 70) -> str:
     """The table as text: per notebook a count of states, then one line per run (state, start, minutes,
-    last step) with the parameters that tell it apart from the notebook's other runs (``key=value``, cut at ``width`` characters)."""
+    last step) with the parameters that tell it apart from the notebook's other runs (``key=value``, cut
+    at ``width`` characters)."""
     lines = []
     for notebook, group in table.groupby("notebook", sort=False):
         counts = ", ".join(f"{n} {state}" for state, n in group["state"].value_counts().items())

@@ -63,7 +63,8 @@ def mu_fq_figure(per_alpha: pd.DataFrame, summary: pd.DataFrame, *, threshold: f
                                  hovertext=plots.hover(g), hoverinfo="text"))
         y = threshold * s["MU_before"] if reached else g["MU"].iloc[-1]
         fig.add_trace(go.Scatter(x=[s["MU95"]], y=[y], mode="markers", showlegend=False, hoverinfo="skip",
-                                 marker=dict(symbol=plots.MARK_SYMBOLS[reached], size=12, color=color, line=dict(width=2, color=color))))
+                                 marker=dict(symbol=plots.MARK_SYMBOLS[reached], size=12, color=color,
+                                             line=dict(width=2, color=color))))
     target = threshold * float(np.nanmean(summary["MU_before"]))
     fig.add_hline(y=target, line=dict(color=plots.TARGET_COLOR, dash="dash", width=1))
     return _layout(fig, title + f" (dashed: {threshold:.0%} of MU before)", "Forget Quality (log10 KS p)", "Model Utility (MU)")

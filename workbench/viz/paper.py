@@ -127,7 +127,8 @@ def comparison(folder: str | Path, notebook: str, metric: str, paper_csv: str | 
         p_paper_style = float(t[f"p {metric} paper (mean)"].iloc[0]) if len(t) else math.nan
         p_cal = float(t[f"p {metric} R–R"].iloc[0]) if len(t) else math.nan
         n_rr = int(t["R–R pairs"].iloc[0]) if len(t) else 0
-        value = f"{r.value:.3f} vs {r.baseline:.3f}" if metric == "AUES" else f"{r.value:.2f} vs {r.baseline:.2f} ({r.reached} reached)"
+        value = (f"{r.value:.3f} vs {r.baseline:.3f}" if metric == "AUES"
+                 else f"{r.value:.2f} vs {r.baseline:.2f} ({r.reached} reached)")
         cells = [f"{r.objective} · {style(r.scenario)[0]}", value, f"{r.delta:+.3f} ({_ratio(r.delta, r.sigma)})",
                  f"{p_value(p_paper_style)} / {p_value(p_cal)}"]
         verdicts = []
