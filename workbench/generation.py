@@ -118,7 +118,7 @@ def prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
         n = int(lengths[rows].max())
         part = _prefill(model, input_ids[rows, width - n :], attention_mask[rows, width - n :])
         if layers is None:
-            layers = [tuple(t.new_zeros(len(lengths), *t.shape[1:2], width, t.shape[3]) for t in kv) for kv in part.layers]
+            layers = [tuple(t.new_zeros(len(lengths), t.shape[1], width, t.shape[3]) for t in kv) for kv in part.layers]
             next_logits = part.next_logits.new_zeros(len(lengths), part.next_logits.shape[1])
         for (keys, values), (k, v) in zip(layers, part.layers):
             keys[rows, :, width - n :], values[rows, :, width - n :] = k, v
