@@ -8,17 +8,16 @@ schedules them:
   merged into the running batch, each row with its own position ids and mask), so a decoding step
   never computes a row that already ended while prompts are waiting.
 * **Drafts that pay.** Checking a draft costs one forward over it; guessing ``k`` tokens ahead of
-  each step costs ``k`` more tokens per row and step. Whether that is worth it depends on the
-  acceptance and on the machine (on a GPU extra tokens per step are nearly free, on a CPU they cost
-  their FLOPs). A :class:`DraftPolicy` measures it: generated tokens per second of each option
-  (checking drafts or not; guessing 0, 2 or ``lookahead`` tokens; process time on a CPU, wall time
-  on a GPU), starting from plain decoding, choosing the best so far and trying a neighbouring option
-  now and then, so that a change along a sweep is noticed.
+  each step costs ``k`` more tokens per row and step. A :class:`~workbench.draft_policy.DraftPolicy`
+  decides from what it measured: tokens settled per second by checks, tokens kept per row and step by
+  each guess option, and a fitted cost per step (so options are compared at equal rows); a check is cut
+  to twice what rows kept, and while checks do not pay only a probe of rows is checked now and then.
 * **A cache written in place.** Each row decodes in a slot of one preallocated cache: a step writes its
-  columns in place, a finished row's slot is refilled by copying the next prompt's cache into it, and
-  rejected draft and guess columns stay masked until the cache is full or twice as wide as any row's
-  attended columns, when those are packed together (:class:`workbench.slots.Slots`). A step copies
-  nothing but its new columns.
+  columns in place, a finished row's slot is refilled by copying only the attended columns of the next
+  prompt's cache into it (not its padding or rejected draft), guesses no row kept are overwritten by the
+  next step, and columns some rows rejected stay masked until the cache is full or twice as wide as any
+  row's attended columns, when those are packed together (:class:`workbench.slots.Slots`). A step
+  copies nothing but its new columns.
 
 None of this changes the output: every token is the argmax after the tokens before it.
 """
@@ -27,11 +26,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from workbench.draft_policy import DraftPolicy
 from workbench.generation import (
     Generation,
     Prefix,
@@ -46,74 +45,7 @@ from workbench.generation import (
 )
 from workbench.slots import Ready, Slots
 
-
-@dataclass
-class _Rate:
-    """Tokens produced and seconds spent by one option, old evidence discounted."""
-
-    tokens: float = 0.0
-    seconds: float = 0.0
-
-    def add(self, tokens: int, seconds: float) -> None:
-        seconds = max(seconds, 1e-9)
-        self.tokens, self.seconds = self.tokens + tokens, self.seconds + seconds
-
-    def value(self) -> float | None:
-        return self.tokens / self.seconds if self.seconds > 0 else None
-
-
-@dataclass
-class DraftPolicy:
-    """Chooses whether to check drafts and how far to guess, from generated tokens per second so far.
-
-    Keep one per sweep (an :class:`~workbench.evaluation.Evaluator` does): each evaluation halves the
-    weight of older evidence (:meth:`new_round`). ``adaptive=False`` always checks drafts and guesses
-    ``lookahead`` tokens (the behaviour before this policy). Every ``explore``-th decision tries the
-    option next to the best one (a smaller guess costs little), so a better option is found again.
-    """
-
-    lookahead: int = 10
-    adaptive: bool = True
-    explore: int = 16
-    guesses: dict[int, _Rate] = field(default_factory=dict)
-    checks: _Rate = field(default_factory=_Rate)
-    _n: int = 0
-
-    def __post_init__(self):
-        self.guesses = {k: _Rate() for k in sorted({0, min(2, self.lookahead), self.lookahead})}
-
-    def new_round(self) -> None:
-        for rate in [*self.guesses.values(), self.checks]:
-            rate.tokens, rate.seconds = rate.tokens / 2, rate.seconds / 2
-
-    def guess(self) -> int:
-        """Tokens to guess ahead in the next step: the best option tried so far (plain decoding first);
-        every ``explore``-th step a neighbour of it, alternately the larger and the smaller."""
-        if not self.adaptive:
-            return self.lookahead
-        options = list(self.guesses)
-        tried = [k for k in options if self.guesses[k].value() is not None]
-        if not tried:
-            return options[0]
-        best = max(tried, key=lambda k: self.guesses[k].value())
-        self._n += 1
-        if self._n % self.explore:
-            return best
-        i = options.index(best) + (1 if (self._n // self.explore) % 2 else -1)
-        return options[min(max(i, 0), len(options) - 1)]
-
-    def pays(self) -> bool:
-        """Whether checking drafts has produced tokens at least as fast as decoding (or is untried)."""
-        if not self.adaptive or self.checks.value() is None:
-            return True
-        return self.checks.value() >= max((r.value() or 0.0) for r in self.guesses.values())
-
-    def check(self) -> bool:
-        """Whether to check the drafts of rows about to be admitted (now and then even when it does not pay)."""
-        if self.pays():
-            return True
-        self._n += 1
-        return self._n % self.explore == 0
+__all__ = ["Decoder", "DraftPolicy", "clock", "greedy_from_drafts"]
 
 
 def clock(device: torch.device):
@@ -128,6 +60,8 @@ class Decoder:
     prompt has a slot (so the caller can prepare the next ones) or, with ``finish=True``, until all
     have ended. ``tokens[id]``: the generation (ending with the EOS id where it stopped there).
     """
+
+    probe = 2  # rows whose drafts are checked to see whether checks pay again
 
     def __init__(self, model: nn.Module, eos: Sequence[int], max_new_tokens: int, *, slots: int = 32, pad: int = 0,
                  policy: DraftPolicy | None = None):
@@ -197,23 +131,27 @@ class Decoder:
         self.state = state
 
     def _start(self, prefix: Prefix, ids: list[int]) -> list[Ready]:
-        """Rows' first tokens: from their prompt's logits, or from a check of their drafts."""
+        """Rows' first tokens: from their prompt's logits, or from a check of their drafts (when checks do not
+        pay, now and then the drafts of ``probe`` rows, to see whether they pay again)."""
         check = any(self.drafts[i] for i in ids) and self.policy.check()
-        lengths = [len(self.drafts[i]) if check else 0 for i in ids]
+        probe = len(ids) if self.policy.pays() else self.probe
+        length = self.policy.draft_length()
+        drafts = [self.drafts[i][:length] if check and j < probe else [] for j, i in enumerate(ids)]
         ready = []
-        for group in draft_groups(lengths):
+        for group in draft_groups([len(d) for d in drafts]):
             start = self.clock()
             rows = prefix if group == list(range(len(ids))) else select(prefix, torch.tensor(group, device=prefix.mask.device))
-            state, settled = self._check([ids[j] for j in group], rows, check)
-            if check:
+            checked = [drafts[j] for j in group]
+            state, settled = self._check([ids[j] for j in group], rows, checked)
+            if any(checked):
                 self.policy.checks.add(settled, self.clock() - start)
+                self.policy.kept.add(settled, sum(map(bool, checked)))
             ready.append(state)
         return ready
 
-    def _check(self, ids: list[int], prefix: Prefix, check: bool) -> tuple[Ready, int]:
+    def _check(self, ids: list[int], prefix: Prefix, drafts: list[list[int]]) -> tuple[Ready, int]:
         device = prefix.mask.device
         greedy = prefix.next_logits.argmax(-1, keepdim=True)
-        drafts = [self.drafts[i] if check else [] for i in ids]
         layers = prefix.layers
         if any(drafts):
             tokens, fed = right_pad(drafts, self.pad, device)
@@ -239,18 +177,19 @@ class Decoder:
         """Every slot's newest token plus ``k`` guessed ones (:func:`propose`) in one forward, written
         into the cache in place; the guesses are kept as far as they are the greedy output, as a draft is."""
         out, start, k = self.tokens, self.clock(), self.policy.guess()
-        state = self.state
+        room = {r: self.max_new - len(out[r]) - 1 for r in self.state.rows if r is not None}  # one greedy token after
+        guessed = {r: propose(self.drafts[r], out[r], min(k, m)) for r, m in room.items()}
+        # Room first: a grown cache may put rows in other slots, so the step is laid out after it.
+        state = self.state = self.state.reserve(1 + max(map(len, guessed.values()), default=0))
         rows = state.rows
-        room = [self.max_new - len(out[r]) - 1 if r is not None else 0 for r in rows]  # one greedy token after them
-        proposals = [propose(self.drafts[r], out[r], min(k, m)) if r is not None else [] for r, m in zip(rows, room)]
+        proposals = [guessed[r] if r is not None else [] for r in rows]
         tokens, fed = right_pad([[t] + p for t, p in zip(state.last.tolist(), proposals)], self.pad, state.mask.device)
-        state = self.state = state.reserve(tokens.shape[1])
         width = state.width
         positions = state.positions[:, None] + torch.arange(tokens.shape[1], device=tokens.device)
         logits = _forward(self.model, tokens, torch.cat([state.mask[:, :width], fed], dim=1), positions, state.cache(), keep=0)
         self.steps += 1
-        state.width = width + tokens.shape[1]
         kept, produced, ended = [0] * len(rows), 0, []
+        free = [s for s, row in enumerate(rows) if row is None]
         for s, (row, proposal, greedy) in enumerate(zip(state.rows, proposals, logits.argmax(-1).tolist())):
             if row is None:
                 continue
@@ -261,11 +200,13 @@ class Decoder:
             if complete:
                 ended.append(s)
         n_kept = torch.tensor(kept, device=tokens.device)
-        state.mask[:, width : state.width] = (torch.arange(tokens.shape[1], device=tokens.device) <= n_kept[:, None]).long()
+        state.width = width + 1 + max(kept)  # guesses no row kept are overwritten by the next step
+        kept_columns = torch.arange(state.width - width, device=tokens.device) <= n_kept[:, None]
+        state.mask[:, width : state.width] = kept_columns.long()
         state.positions += 1 + n_kept
-        for s in [s for s, row in enumerate(state.rows) if row is None] + ended:
+        for s in free + ended:
             state.release(s)
-        self.policy.guesses[k].add(produced, self.clock() - start)
+        self.policy.observe(k, len(rows) - len(free), len(rows), produced, tokens.numel(), self.clock() - start)
 
 
 def greedy_from_drafts(

@@ -224,10 +224,12 @@ def propose(draft: Sequence[int], out: Sequence[int], k: int, n: int = 2) -> lis
     ``out`` itself (degenerate generations repeat); failing both, the draft's tokens at the same
     positions (one token substituted, the rest unchanged).
     """
+    if k <= 0:  # nothing to guess: no search (it runs for every row at every step)
+        return []
     if len(out) >= n:
         tail = list(out[-n:])
         for source, end in ((draft, len(draft)), (out, len(out) - 1)):
             for i in range(end - n, -1, -1):
-                if list(source[i : i + n]) == tail:
+                if source[i] == tail[0] and list(source[i : i + n]) == tail:
                     return list(source[i + n : i + n + k])
     return list(draft[len(out) : len(out) + k])

@@ -103,15 +103,18 @@ class Slots:
         return new
 
     def put(self, slots: list[int], ready: Ready) -> None:
-        """Ready rows ``ready.open`` into ``slots`` (as many, free, and wide enough: see :meth:`reserve`)."""
-        n = ready.mask.shape[1]
+        """Ready rows ``ready.open`` into ``slots`` (as many, free, and wide enough: see :meth:`reserve`).
+        Only their attended columns are copied (not a prompt's padding or a draft's rejected columns, which
+        would widen every later step's attention)."""
+        to, frm = (torch.tensor(i, device=self.mask.device) for i in (slots, ready.open))
+        mask, order = _attended_first(ready.mask[frm])
+        n = mask.shape[1]
         self.width = max(self.width, n)  # columns beyond ``width`` are masked for every row
-        cols, to, frm = slice(self.width - n, self.width), torch.tensor(slots), torch.tensor(ready.open)
-        to, frm = to.to(self.mask.device), frm.to(self.mask.device)
+        cols = slice(self.width - n, self.width)
         self.mask[to] = 0
-        self.mask[to, cols] = ready.mask[frm]
+        self.mask[to, cols] = mask
         for (k, v), (rk, rv) in zip(self.layers, ready.layers):
-            k[to, :, cols], v[to, :, cols] = rk[frm], rv[frm]
+            k[to, :, cols], v[to, :, cols] = _gather_columns(rk[frm], order), _gather_columns(rv[frm], order)
         self.positions[to], self.last[to] = ready.positions[frm], ready.last[frm]
         for slot, i in zip(slots, ready.open):
             self.rows[slot] = ready.rows[i]
@@ -122,13 +125,12 @@ class Slots:
 
     def pack(self) -> None:
         """Each row's attended columns into the first columns, in their order; ``width`` = the most of any row."""
-        width = int(self.mask.sum(-1).max())
-        sorted_mask, order = torch.sort(self.mask[:, : self.width], dim=1, stable=True, descending=True)
-        order = order[:, :width]
-        for k, v in self.layers:
-            index = order[:, None, :, None].expand(k.shape[0], k.shape[1], width, k.shape[3])
-            k[:, :, :width], v[:, :, :width] = k[:, :, : self.width].gather(2, index), v[:, :, : self.width].gather(2, index)
-        self.mask[:, :width] = sorted_mask[:, :width]
+        mask, order = _attended_first(self.mask[:, : self.width])
+        width = mask.shape[1]
+        for layer in self.layers:
+            for t in layer:
+                t[:, :, :width] = _gather_columns(t[:, :, : self.width], order)
+        self.mask[:, :width] = mask
         self.mask[:, width:] = 0
         self.width = width
 
@@ -144,3 +146,16 @@ class Slots:
 
     def cache(self):
         return buffer_cache(self.layers, self.width)
+
+
+def _attended_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask, order)`` of each row's attended columns moved first, in their order, cut to the most any row has:
+    column ``j`` of row ``i`` comes from column ``order[i, j]``."""
+    width = int(mask.sum(-1).max()) if mask.numel() else 0
+    sorted_mask, order = torch.sort(mask, dim=1, stable=True, descending=True)
+    return sorted_mask[:, :width], order[:, :width]
+
+
+def _gather_columns(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Columns ``order`` (``[rows, n]``) of each row of a ``[rows, kv_heads, columns, head_dim]`` cache tensor."""
+    return t.gather(2, order[:, None, :, None].expand(t.shape[0], t.shape[1], order.shape[1], t.shape[3]))
