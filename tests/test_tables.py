@@ -81,3 +81,20 @@ def test_the_papers_test_between_two_random_regions():
     assert pairs.loc[7001, "p_AUES"] == expected
     table = experiments.result_tables(per_alpha(), n_rounds=64)["table"]
     assert table.loc[0, "p AUES paper R–R (mean)"] == pytest.approx(pairs.p_AUES.mean())
+
+
+def test_end_point_tests_calibrate_rs_at_full_unlearning_against_random_pairs():
+    # RS at α = 1 is 1 − c: θo 7: Oracle 0.8, Random 0.6 / 0.7; θo 19: 0.9, 0.5 / 0.4; θo 31: 0.95, 0.3 / 0.35.
+    sweeps = SWEEPS + [("θo seed 31", "oracle", 31, 0.05, 0.1), ("θo seed 31", "random", 31001, 0.7, 0.1),
+                       ("θo seed 31", "random", 31002, 0.65, 0.1)]
+    summary = experiments.summarise(per_alpha(sweeps))
+    t = rr.end_point_tests(summary, "oracle", "random").iloc[0]
+    assert (t.mean_a, t.min_b, t.max_b) == pytest.approx((0.8833333, 0.3, 0.7))
+    # pairs: 0.2, 0.1, 0.4, 0.5, 0.65, 0.6 against Random–Random 0.1, 0.1, 0.05: only 0.1 is matched (twice of three)
+    assert t.d == pytest.approx(np.mean([0.2, 0.1, 0.4, 0.5, 0.65, 0.6]))
+    assert t.d_rr_max == pytest.approx(0.1)
+    assert t.p_rr == pytest.approx((2 / 3) / 6)
+    # the Oracle holds the highest RS of every start: the most extreme of the 3^3 labellings
+    assert (t.n_labelings, t.p_labels) == (27, pytest.approx(1 / 27))
+    two_starts = rr.end_point_tests(experiments.summarise(per_alpha()), "oracle", "random").iloc[0]
+    assert two_starts.n_labelings == 9 and np.isnan(two_starts.p_labels)  # 9 labellings cannot reach p < 0.05

@@ -13,6 +13,7 @@ that spread:
 * :func:`label_tests` — the region-label permutation test per objective: within each start, shuffle
   which sweeps are called Oracle and which Random. Its p is reported only with at least
   :data:`MIN_OUTCOMES` (21) distinct labellings (with 20 or fewer p could never fall below 0.05);
+* :func:`end_point_tests` — the same calibrated and label p for another per-sweep value (RS at α = 1);
 * :func:`can_separate` — whether a rank test over ``n`` equally likely outcomes can give p < 0.05
   at all (its smallest p is 1/n): the rule behind the label p and behind "separates" in
   :mod:`workbench.viz.paper`.
@@ -75,18 +76,47 @@ def add_calibrated_p(tests: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     return tests
 
 
+def _shared_starts(summary: pd.DataFrame, a: str, b: str):
+    """Per objective: the sweeps of ``a`` and ``b`` from the starts that hold both, and each one's start."""
+    for objective, g in summary[summary.scenario.isin([a, b])].groupby("objective", sort=True):
+        block = g[[c for c in ("run_id", "start") if c in g.columns]].astype(str).agg("/".join, axis=1)
+        shared = set(block[g.scenario == a]) & set(block[g.scenario == b])
+        yield objective, g[block.isin(shared)], block[block.isin(shared)]
+
+
 def label_tests(summary: pd.DataFrame, a: str, b: str, *, n_rounds: int = 10_000) -> pd.DataFrame:
     """Per objective: the region-label permutation p of AUES and MU95 between scenarios ``a`` and
     ``b`` (blocks: the starts that hold both), and how many labellings there are."""
     rows = []
-    for objective, g in summary[summary.scenario.isin([a, b])].groupby("objective", sort=True):
-        block = g[[c for c in ("run_id", "start") if c in g.columns]].astype(str).agg("/".join, axis=1)
-        shared = {k for k in block[g.scenario == a]} & {k for k in block[g.scenario == b]}
-        g, block = g[block.isin(shared)], block[block.isin(shared)]
+    for objective, g, block in _shared_starts(summary, a, b):
         row = {"objective": objective, "a": a, "b": b, "n_labelings": 0}
         for metric in METRICS:
             p, n = stats.label_permutation_test(g[metric], g.scenario == a, block, n_rounds=n_rounds)
             row[f"p_{metric}_labels"] = p if can_separate(n) else np.nan
             row["n_labelings"] = max(row["n_labelings"], n)
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def end_point_tests(summary: pd.DataFrame, a: str, b: str, metric: str = "RS_end", *,
+                    n_rounds: int = 10_000) -> pd.DataFrame:
+    """Per objective, a per-sweep value other than AUES and MU95 (default: RS at α = 1, how much of the
+    retain set survives full unlearning) tested as those are: the means of ``a`` and ``b``, the mean
+    ``|Δ|`` of the ``a``–``b`` pairs from one start, the largest ``b``–``b`` one, the calibrated p (mean
+    over the pairs of the share of ``b``–``b`` pairs, any start, at least as far apart) and the label
+    permutation p (NaN below :data:`MIN_OUTCOMES` labellings)."""
+    rows = []
+    for objective, g, block in _shared_starts(summary, a, b):
+        d_ab, d_bb = [], []
+        for _, s in g.groupby(block, sort=True):
+            va, vb = (s.loc[s.scenario == sc, metric].to_numpy(float) for sc in (a, b))
+            d_ab += [abs(x - y) for x in va for y in vb]
+            d_bb += [abs(x - y) for x, y in itertools.combinations(vb, 2)]
+        p_labels, n = stats.label_permutation_test(g[metric], g.scenario == a, block, n_rounds=n_rounds)
+        rows.append({"objective": objective, "a": a, "b": b, "metric": metric,
+                     "mean_a": g.loc[g.scenario == a, metric].mean(), "mean_b": g.loc[g.scenario == b, metric].mean(),
+                     "min_b": g.loc[g.scenario == b, metric].min(), "max_b": g.loc[g.scenario == b, metric].max(),
+                     "d": float(np.mean(d_ab)) if d_ab else np.nan, "d_rr_max": max(d_bb, default=np.nan),
+                     "p_rr": float(np.mean([stats.calibrated_p(d, d_bb) for d in d_ab])) if d_ab else np.nan,
+                     "p_labels": p_labels if can_separate(n) else np.nan, "n_labelings": n})
     return pd.DataFrame(rows)

@@ -7,6 +7,7 @@
     python -m workbench grid <grid.yaml> [--jobs N] [--executor local] [--force]
     python -m workbench export <run folder> --objective O --scenario S --seed N [--alpha A] --out DIR [--force]
     python -m workbench export <run folder> --model theta_o --seed N | --model theta_r | theta_p | theta_full --out DIR
+    python -m workbench gather <out folder> <run folder> <run folder> [...] [--allow KEY] [--force]
     python -m workbench demo [--jobs N]
     python -m workbench list
     python -m workbench status [notebook …]
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run-id", default="", help="run folder name (default: automatic)")
     _common(ev)
     _export_parser(sub)
+    ga = sub.add_parser("gather", help="finished runs (or kept references) of one notebook as one result: tables, "
+                        "Random–Random baseline and label test over all of them, from their tables alone")
+    ga.add_argument("out", help="the folder to write (e.g. outputs/reference/<campaign>/<notebook>)")
+    ga.add_argument("runs", nargs="+", help="run folders outputs/<notebook>/<run-id>/ or kept references")
+    ga.add_argument("--allow", action="append", default=[], metavar="KEY",
+                    help="a parameter that may differ between the runs besides seeds, objectives and localizers")
+    ga.add_argument("--force", action="store_true", help="write into a non-empty out folder")
     g = sub.add_parser("grid", help="execute every combination of a grid file's axes")
     g.add_argument("grid_file")
     g.add_argument("--jobs", type=int, default=2)
@@ -167,6 +175,13 @@ def _run(name: str, path: Path, params: dict, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gather(args: argparse.Namespace) -> int:
+    from workbench.viz.gather import gather
+
+    print(gather(args.runs, args.out, allow=args.allow, force=args.force))
+    return 0
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     if args.executor not in grid.EXECUTORS:
         raise config.ConfigError("grid", [f"unknown executor {args.executor!r}; allowed: {sorted(grid.EXECUTORS)}"])
@@ -230,8 +245,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "export": cmd_export, "grid": cmd_grid, "demo": cmd_demo, "list": cmd_list,
-            "status": cmd_status}
+COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "export": cmd_export, "gather": cmd_gather, "grid": cmd_grid,
+            "demo": cmd_demo, "list": cmd_list, "status": cmd_status}
 # Errors the user can fix by changing the command line: reported in one message, no traceback.
 USER_ERRORS = (config.ConfigError, runs.RunExistsError, FileNotFoundError, ValueError)
 

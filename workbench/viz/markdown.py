@@ -3,7 +3,8 @@
 Each kept reference (``outputs/reference/<notebook>/``: ``table.csv``, ``summary.csv``, ``checks.csv``
 …) renders to one markdown block: an AUES table and, where MU is defined, an MU95 table, each with
 the paper's p next to the Random–Random baseline's, MU95's reached counts, and for single-model
-experiments one row per sweep. In a page (``docs/results.md``) each block sits between
+experiments one row per sweep (over several target seeds, one row per seed), and RS at α = 1 tested as
+AUES is. In a page (``docs/results.md``) each block sits between
 ``<!-- results:<notebook> -->`` and ``<!-- /results -->``; :func:`update_readme` rewrites them
 (``scripts/render_readme.py``) and a test checks that the page equals the rendering, so a number
 there always comes from a kept file.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.experiments import baseline as rr
 from workbench.viz.cells import p_value, read_table
 from workbench.viz.paper import paper_block
 from workbench.viz.plots import style
@@ -69,6 +71,52 @@ def sweep_table(summary: pd.DataFrame) -> list[str]:
     return _table(["objective", "region", "seed", "FS at α=1", "AUES", "MU95"], rows)
 
 
+def _natural(text: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(text))]
+
+
+def _spread(values: pd.Series, digits: int) -> str:
+    """One value as it is; several as mean (min–max)."""
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    f = f"{{:.{digits}f}}"
+    mean = f.format(values.mean())
+    return mean if len(values) == 1 else f"{mean} ({f.format(values.min())}–{f.format(values.max())})"
+
+
+def start_table(table: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """For experiments over several start models (one θo per target seed): per objective and start, the
+    compared region's AUES, RS at α = 1 and MU95 beside its Random regions' (mean, and range)."""
+    a, b = table.scenario.iloc[0], table.baseline.iloc[0]
+    name_a, name_b = style(a)[0], style(b)[0]
+    header = ["objective", "start", f"AUES {name_a}", f"AUES {name_b}", f"RS at α=1 {name_a}", f"RS at α=1 {name_b}",
+              f"MU95 {name_a}", f"MU95 {name_b}"]
+    rows = []
+    for (objective, start), g in sorted(summary.groupby(["objective", "start"]), key=lambda kv: (kv[0][0], _natural(kv[0][1]))):
+        x, y = g[g.scenario == a], g[g.scenario == b]
+        rows.append([str(objective), str(start), _spread(x.AUES, 3), _spread(y.AUES, 3), _spread(x.RS_end, 2),
+                     _spread(y.RS_end, 2), _spread(x.MU95, 2), _spread(y.MU95, 2)])
+    return _table(header, rows)
+
+
+def end_point_facts(table: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """RS at α = 1 (what full unlearning leaves of the retain set) compared as AUES is: calibrated and label p."""
+    lines = []
+    for _, r in table.iterrows():
+        t = rr.end_point_tests(summary[summary.objective == r.objective], r.scenario, r.baseline)
+        if t.empty or math.isnan(t.d.iloc[0]):
+            continue
+        t = t.iloc[0]
+        a, b = style(r.scenario)[0], style(r.baseline)[0]
+        labels = (f", p labels {p_value(t.p_labels)} ({int(t.n_labelings)} labellings)"
+                  if not math.isnan(t.p_labels) else "")
+        lines.append(f"{r.objective}, RS at α = 1, {a} vs {b}: {t.mean_a:.2f} vs {t.mean_b:.2f} ({t.min_b:.2f}–"
+                     f"{t.max_b:.2f}); |Δ| per pair {t.d:.2f}, largest {b}–{b} "
+                     f"{'–' if math.isnan(t.d_rr_max) else f'{t.d_rr_max:.2f}'}; p calibrated {p_value(t.p_rr)}{labels}.")
+    return [" ".join(lines)] if lines else []
+
+
 def facts(folder: Path, table: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     """Counts behind the tables, and what the checks and the localization scores recorded."""
     r = table.iloc[0]
@@ -100,7 +148,10 @@ def results_block(folder: str | Path) -> str:
         parts.append(metric_table(table, "MU95"))
     if summary["start"].nunique() == 1:
         parts.append(sweep_table(summary))
+    elif table.scenario.nunique() == 1:
+        parts.append(start_table(table, summary))
     parts.append(facts(folder, table, summary))
+    parts.append(end_point_facts(table, summary))
     return "\n\n".join("\n".join(p) for p in parts) + "\n"
 
 

@@ -82,11 +82,8 @@ def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
     """Copy a run's parameters, summary tables and figures into ``dest`` (e.g. ``outputs/reference/<nb>``).
 
     Models and per-example data stay behind; the per-α table is kept as CSV so the curves can be
-    redrawn. Figures reference one shared ``plotly.min.js`` — the nearest one in ``dest``'s parent
-    or above (``outputs/reference/tofu-tiny/<nb>`` uses ``outputs/reference``'s), else a new one in
-    ``dest``'s parent — so several kept runs do not each carry 5 MB of plotly.js and still open offline.
+    redrawn, and the figures as :func:`write_kept_figures` writes them.
     """
-    import os
     import shutil
 
     run_dir, dest = Path(run_dir), Path(dest)
@@ -95,6 +92,18 @@ def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
         for path in run_dir.glob(pattern):
             shutil.copy2(path, dest / path.name)
     io.write_csv(dest / "per_alpha.csv", pd.read_parquet(run_dir / "per_alpha.parquet"))
+    write_kept_figures(dest, run_dir.parent.name)
+    return dest
+
+
+def write_kept_figures(dest: str | Path, title: str) -> Path:
+    """``dest/figures.html`` redrawn from the tables kept in ``dest``. The figures reference one shared
+    ``plotly.min.js`` — the nearest one in ``dest``'s parent or above (``outputs/reference/tofu-tiny/<nb>``
+    uses ``outputs/reference``'s), else a new one in ``dest``'s parent — so several kept runs do not
+    each carry 5 MB of plotly.js and still open offline."""
+    import os
+
+    dest = Path(dest)
     js = next((d / "plotly.min.js" for d in dest.resolve().parents[:3] if (d / "plotly.min.js").is_file()),
               dest.parent / "plotly.min.js")
     if not js.exists():
@@ -102,6 +111,5 @@ def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
 
         io.write_text(js, get_plotlyjs())
     src = Path(os.path.relpath(js, dest.resolve())).as_posix()
-    titled = {fig.layout.title.text: fig for fig in saved_figures(dest, run_dir.parent.name)}
-    io.write_html(dest / "figures.html", plots.results_report_html(run_dir.parent.name, titled, plotlyjs=src))
-    return dest
+    titled = {fig.layout.title.text: fig for fig in saved_figures(dest, title)}
+    return io.write_html(dest / "figures.html", plots.results_report_html(title, titled, plotlyjs=src))
