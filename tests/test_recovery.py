@@ -15,6 +15,8 @@ from workbench.delta import RegionDelta
 from workbench.experiments.recovery import relative_change
 from workbench.regions import random_region
 from workbench.runs import config
+from workbench.viz.markdown import results_block
+from workbench.viz.report import keep_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,3 +76,11 @@ def test_the_cli_runs_the_notebook_and_a_second_run_recomputes_nothing(tmp_path)
     assert (change.xs(2, level="inject_epochs") > change.xs(1, level="inject_epochs")).all()
     assert not table.passes_check.any()  # smoke injections are far below min_forget_es = 0.8: recorded, not raised
     pd.testing.assert_frame_equal(tables[0], tables[1])
+    # kept and rendered as docs/results.md renders kept references: one row per fraction and strength
+    kept = keep_reference(tmp_path / "out" / "localizer-recovery" / "first", tmp_path / "reference" / "localizer-recovery")
+    assert "AUROC against V_tgt" in (kept / "figures.html").read_text() and not (kept / "per_alpha.csv").exists()
+    block = results_block(kept)
+    rows = [line for line in block.splitlines() if line.startswith("| 10% | 1 |")]
+    auroc = table[(table.fraction == 0.1) & (table.inject_epochs == 1) & (table.localizer == "wagle")].auroc.mean()
+    assert len(rows) == 1 and rows[0].split("|")[-2].strip().startswith(f"{auroc:.3f} (")  # WAGLE: the last column
+    assert "| 30% | 2 |" in block and "Means over 1 target seed" in block

@@ -138,10 +138,33 @@ def facts(folder: Path, table: pd.DataFrame, summary: pd.DataFrame) -> list[str]
     return [" ".join(lines)]
 
 
+def recovery_block(folder: Path) -> str:
+    """Localizer recovery (``summary.csv`` of the notebook): per region fraction and injection strength,
+    θo's forget ES, the planted change's relative size and each localizer's AUROC (precision), means over
+    target seeds; then what chance is."""
+    s = pd.read_csv(folder / "summary.csv")
+    names = sorted(s.localizer.unique())
+    header = ["V_tgt", "injection epochs", "θo forget ES", "planted change ‖Δv‖/‖v‖", "passes check",
+              *[f"{style(n)[0]} AUROC (precision)" for n in names]]
+    rows = []
+    for (fraction, epochs), g in s.groupby(["fraction", "inject_epochs"], sort=True):
+        by = g.set_index("localizer")
+        rows.append([f"{fraction:.0%}", str(epochs), f"{g.forget_es_o.mean():.2f}", f"{g.rel_change.mean():.3f}",
+                     "yes" if g.passes_check.all() else "no",
+                     *[f"{by.auroc[n]:.3f} ({by.precision[n]:.2f})" if n in by.index else "–" for n in names]])
+    seeds = int(s.seeds.max())
+    note = (f"Means over {seeds} target seed{'s' if seeds > 1 else ''} (one θo each per cell). Chance: AUROC 0.5, "
+            "precision = the V_tgt fraction. 'passes check': θo reached min_forget_es without lowering retain ES by "
+            "more than max_retain_es_drop (recorded, not enforced: weak injections are the point).")
+    return "\n".join(_table(header, rows)) + "\n\n" + note + "\n"
+
+
 def results_block(folder: str | Path) -> str:
     """The markdown of one kept reference: AUES (and MU95) tables, per-sweep rows for single-model
-    experiments, and the counts behind them."""
+    experiments, and the counts behind them (localizer recovery: :func:`recovery_block`)."""
     folder = Path(folder)
+    if not (folder / "table.csv").is_file() and (folder / "localization.csv").is_file():
+        return recovery_block(folder)
     table, summary = read_table(folder), pd.read_csv(folder / "summary.csv")
     parts = [metric_table(table, "AUES")]
     if table["MU95"].ne("–").any():

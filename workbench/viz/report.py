@@ -91,13 +91,15 @@ def keep_reference(run_dir: str | Path, dest: str | Path) -> Path:
     for pattern in KEPT_PATTERNS:
         for path in run_dir.glob(pattern):
             shutil.copy2(path, dest / path.name)
-    io.write_csv(dest / "per_alpha.csv", pd.read_parquet(run_dir / "per_alpha.parquet"))
+    if (run_dir / "per_alpha.parquet").is_file():  # localizer-recovery sweeps nothing: its tables are CSV already
+        io.write_csv(dest / "per_alpha.csv", pd.read_parquet(run_dir / "per_alpha.parquet"))
     write_kept_figures(dest, run_dir.parent.name)
     return dest
 
 
 def write_kept_figures(dest: str | Path, title: str) -> Path:
-    """``dest/figures.html`` redrawn from the tables kept in ``dest``. The figures reference one shared
+    """``dest/figures.html`` redrawn from the tables kept in ``dest`` (the curves, or localizer-recovery's
+    AUROC against injection strength from ``localization.csv``). The figures reference one shared
     ``plotly.min.js`` — the nearest one in ``dest``'s parent or above (``outputs/reference/tofu-tiny/<nb>``
     uses ``outputs/reference``'s), else a new one in ``dest``'s parent — so several kept runs do not
     each carry 5 MB of plotly.js and still open offline."""
@@ -111,5 +113,11 @@ def write_kept_figures(dest: str | Path, title: str) -> Path:
 
         io.write_text(js, get_plotlyjs())
     src = Path(os.path.relpath(js, dest.resolve())).as_posix()
-    titled = {fig.layout.title.text: fig for fig in saved_figures(dest, title)}
+    if (dest / "per_alpha.csv").is_file():
+        titled = {fig.layout.title.text: fig for fig in saved_figures(dest, title)}
+    else:
+        from workbench.viz.recovery import recovery_figure
+
+        fig = recovery_figure(pd.read_csv(dest / "localization.csv"))
+        titled = {fig.layout.title.text: fig}
     return io.write_html(dest / "figures.html", plots.results_report_html(title, titled, plotlyjs=src))
