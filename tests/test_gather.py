@@ -110,3 +110,30 @@ def test_gathered_result_renders_one_row_per_target_seed(tmp_path):
     assert rows[0].startswith("| npo | θo seed 7 | 0.900 | 0.825 (0.800–0.850) | 0.80 | 0.65 (0.60–0.70) |")
     assert rows[1].startswith("| npo | θo seed 19 |")
     assert "npo, RS at α = 1, Oracle vs Random: 0.85 vs 0.55 (0.40–0.70)" in block
+
+
+def _recovery_run(outputs, run_id: str, model: str, auroc: float) -> runs.RunDir:
+    rows = pd.DataFrame([{"fraction": 0.1, "seed": seed, "inject_epochs": epochs, "localizer": name,
+                          "forget_es_o": epochs / 10, "rel_change": 0.01 * epochs, "precision": 0.1, "auroc": auroc + seed / 1000,
+                          "base_rate": 0.1, "passes_check": epochs > 5}
+                         for seed in (7, 19) for epochs in (2, 8) for name in ("activations", "wagle")])
+    run = runs.RunDir.create("localizer-recovery", {"model": model, "region_seeds": [7, 19]}, run_id=run_id,
+                             outputs=outputs, device="cpu")
+    rows.to_csv(run.path / "localization.csv", index=False)
+    run.complete()
+    return run
+
+
+def test_localizer_recovery_runs_of_two_models_gather_into_one_figure_and_table(tmp_path):
+    from workbench.viz.markdown import results_block
+
+    tiny, smol = _recovery_run(tmp_path, "t", "tiny-llama", 0.9), _recovery_run(tmp_path, "s", "smollm2", 0.5)
+    with pytest.raises(GatherError, match="--allow model"):
+        gather([tiny.path, smol.path], tmp_path / "refused")
+    dest = gather([tiny.path, smol.path], tmp_path / "both", allow=["model"])
+    summary = pd.read_csv(dest / "summary.csv")
+    assert len(summary) == 2 * 2 * 2  # model x strength x localizer, means over the two seeds
+    assert summary.set_index(["model", "inject_epochs", "localizer"]).auroc[("smollm2", 8, "wagle")] == pytest.approx(0.513)
+    block = results_block(dest)
+    assert "| smollm2 | 10% | 8 | 0.80 | 0.080 | yes | 0.513 (0.10) | 0.513 (0.10) |" in block
+    assert "WAGLE \\u00b7 smollm2" in (dest / "figures.html").read_text()  # one line per localizer and model

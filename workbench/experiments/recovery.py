@@ -27,7 +27,7 @@ from workbench.progress import progress_bar as tqdm
 from workbench.regions import random_region
 from workbench.runs.config import method_params
 
-__all__ = ["localizer_recovery", "relative_change"]
+__all__ = ["localizer_recovery", "recovery_summary", "relative_change"]
 
 
 def relative_change(delta: RegionDelta) -> float:
@@ -90,3 +90,13 @@ def _save_row(row: dict, folder) -> None:
 
 def _load_row(folder) -> dict:
     return pd.read_json(folder / "row.json", orient="records").iloc[0].to_dict()
+
+
+def recovery_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Means over target seeds of :func:`localizer_recovery`'s rows, per (model, where several runs were
+    gathered,) region fraction, injection strength and localizer; ``auroc_min`` the worst seed's AUROC."""
+    keys = [k for k in ("model", "fraction", "inject_epochs", "localizer") if k in table.columns]
+    return (table.groupby(keys, as_index=False, sort=True)
+            .agg(forget_es_o=("forget_es_o", "mean"), rel_change=("rel_change", "mean"), precision=("precision", "mean"),
+                 auroc=("auroc", "mean"), auroc_min=("auroc", "min"), base_rate=("base_rate", "mean"),
+                 seeds=("seed", "nunique"), passes_check=("passes_check", "all")))

@@ -13,7 +13,9 @@ say *which* seeds, objectives or localizers a run covered (:data:`VARYING`); ``a
 parameters that may differ (left out of the result's ``params`` and recorded under ``differing``
 with each run's value). A sweep
 that two runs both hold must hold the same numbers in both (it is kept once). The result's
-params.json lists each run with its commit, CPU and thread count.
+params.json lists each run with its commit, CPU and thread count. Localizer-recovery runs (no sweeps)
+gather their ``localization.csv`` rows instead, with a ``model`` column where runs of several models
+(``--allow model`` and the model's own settings) go into one figure and table.
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ from workbench.runs import io
 from workbench.runs.rundir import PARAMS, PER_ALPHA_COLUMNS, RunDir, repo_root, sweep_keys, with_start
 from workbench.viz.report import write_kept_figures
 
-# Parameters that tell the runs of one campaign apart: which seeds, objectives and localizers each ran.
-VARYING = ("run_id", "region_seeds", "oracle_seeds", "random_seeds", "objectives", "localizers")
+# Parameters that tell the runs of one campaign apart: which seeds, objectives, localizers (and, for
+# localizer recovery, region fractions and injection strengths) each ran.
+VARYING = ("run_id", "region_seeds", "oracle_seeds", "random_seeds", "objectives", "localizers", "region_fractions",
+           "injection_epochs")
+RECOVERY = "localizer-recovery"  # no sweeps: its rows are localization.csv, one per θo and localizer
+RECOVERY_KEY = ["model", "fraction", "seed", "inject_epochs", "localizer"]
 # Tables with one row per target seed or region, concatenated as they are (duplicates kept once).
 ROW_TABLES = ("checks", "regions", "localization")
 CURVE = [c for c in PER_ALPHA_COLUMNS if c not in ("notebook", "objective", "start", "scenario", "seed")]
@@ -58,9 +64,15 @@ def _load(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     if (folder / "status.json").is_file() and state != "complete":
         raise GatherError(f"{folder}: the run is {state}, not complete; finish it (python -m workbench status) "
                           "or leave it out")
+    info = io.read_json(folder / PARAMS)
+    if info.get("notebook") == RECOVERY:
+        if not (folder / "localization.csv").is_file():
+            raise GatherError(f"{folder}: no localization.csv: the run scored no localizer")
+        model = info.get("params", {}).get("model", "")
+        return info, pd.read_csv(folder / "localization.csv").assign(model=model)
     if not any((folder / f"per_alpha.{ext}").is_file() for ext in ("parquet", "csv")):
         raise GatherError(f"{folder}: no per_alpha table (per_alpha.parquet or .csv): the run saved no sweeps")
-    return io.read_json(folder / PARAMS), with_start(run.table("per_alpha"))
+    return info, with_start(run.table("per_alpha"))
 
 
 def _common_params(infos: Sequence[dict[str, Any]], sources: Sequence[Path], allow: Iterable[str]) -> dict[str, Any]:
@@ -111,6 +123,20 @@ def _rows(folders: Sequence[Path], name: str) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True) if frames else None
 
 
+def _recovery_tables(frames: Sequence[pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Localizer recovery's rows of every run (a ``model`` column where the runs used several) and their summary."""
+    from workbench.experiments.recovery import recovery_summary
+
+    rows = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    twice = rows[rows.duplicated(RECOVERY_KEY, keep=False)]
+    if not twice.empty:
+        raise GatherError(f"{len(twice)} localizer scores appear in two runs with different numbers (e.g. "
+                          f"{twice.iloc[0][RECOVERY_KEY].to_dict()}): leave one of the runs out")
+    if rows["model"].nunique() == 1:
+        rows = rows.drop(columns="model")
+    return {"localization": rows, "summary": recovery_summary(rows)}
+
+
 def gather(sources: Sequence[str | os.PathLike], dest: str | os.PathLike, *, allow: Iterable[str] = (),
            force: bool = False, title: str | None = None) -> Path:
     """Write into ``dest`` the tables (summary, tests, Random–Random pairs, the paper-shaped table),
@@ -125,17 +151,17 @@ def gather(sources: Sequence[str | os.PathLike], dest: str | os.PathLike, *, all
     loaded = [_load(f) for f in folders]
     infos = [info for info, _ in loaded]
     common = _common_params(infos, folders, allow)
-    per_alpha = _one_copy([pa for _, pa in loaded], folders)
-    tables = result_tables(per_alpha, n_rounds=int(common["params"].get("n_rounds") or 10_000))
+    if infos[0]["notebook"] == RECOVERY:
+        tables = _recovery_tables([rows for _, rows in loaded])
+    else:
+        per_alpha = _one_copy([pa for _, pa in loaded], folders)
+        tables = {"per_alpha": per_alpha,
+                  **result_tables(per_alpha, n_rounds=int(common["params"].get("n_rounds") or 10_000))}
+        tables |= {name: rows for name in ROW_TABLES if (rows := _rows(folders, name)) is not None}
     dest.mkdir(parents=True, exist_ok=True)
-    io.write_csv(dest / "per_alpha.csv", per_alpha)
     for name, df in tables.items():
         if not df.empty:
             io.write_csv(dest / f"{name}.csv", df)
-    for name in ROW_TABLES:
-        rows = _rows(folders, name)
-        if rows is not None:
-            io.write_csv(dest / f"{name}.csv", rows)
     shared = {k: infos[0].get(k) for k in ("cpu_model", "blas", "threads", "device")
               if all(i.get(k) == infos[0].get(k) for i in infos)}
     io.write_json(dest / PARAMS, {"notebook": infos[0]["notebook"], **shared, **common,

@@ -144,12 +144,15 @@ def recovery_block(folder: Path) -> str:
     target seeds; then what chance is."""
     s = pd.read_csv(folder / "summary.csv")
     names = sorted(s.localizer.unique())
-    header = ["V_tgt", "injection epochs", "θo forget ES", "planted change ‖Δv‖/‖v‖", "passes check",
+    models = ["model"] if "model" in s.columns else []  # runs of several models gathered into one
+    header = [*models, "V_tgt", "injection epochs", "θo forget ES", "planted change ‖Δv‖/‖v‖", "passes check",
               *[f"{style(n)[0]} AUROC (precision)" for n in names]]
     rows = []
-    for (fraction, epochs), g in s.groupby(["fraction", "inject_epochs"], sort=True):
+    for key, g in s.groupby([*models, "fraction", "inject_epochs"], sort=True):
+        *model, fraction, epochs = key
         by = g.set_index("localizer")
-        rows.append([f"{fraction:.0%}", str(epochs), f"{g.forget_es_o.mean():.2f}", f"{g.rel_change.mean():.3f}",
+        rows.append([*map(str, model), f"{fraction:.0%}", str(epochs), f"{g.forget_es_o.mean():.2f}",
+                     f"{g.rel_change.mean():.3f}",
                      "yes" if g.passes_check.all() else "no",
                      *[f"{by.auroc[n]:.3f} ({by.precision[n]:.2f})" if n in by.index else "–" for n in names]])
     seeds = int(s.seeds.max())
