@@ -94,8 +94,9 @@ def test_unfinished_runs_other_notebooks_and_a_full_folder_are_refused(tmp_path)
 
 def test_cli_gathers_and_reports_a_refusal_in_one_line(tmp_path, capsys):
     a, b = _run(tmp_path, "a", "θo seed 7"), _run(tmp_path, "b", "θo seed 19")
-    assert cli.main(["gather", str(tmp_path / "out"), str(a.path), str(b.path)]) == 0
+    assert cli.main(["gather", str(tmp_path / "out"), str(a.path), str(b.path), "--title", "five θo, one table"]) == 0
     assert (tmp_path / "out" / "table.csv").is_file()
+    assert "five θo, one table" in (tmp_path / "out" / "figures.html").read_text(encoding="utf-8")
     assert cli.main(["gather", str(tmp_path / "out"), str(a.path), str(b.path)]) == cli.EXIT_INVALID
     assert "not empty" in capsys.readouterr().err
 

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("--allow", action="append", default=[], metavar="KEY",
                     help="a parameter that may differ between the runs besides seeds, objectives and localizers")
     ga.add_argument("--force", action="store_true", help="write into a non-empty out folder")
+    ga.add_argument("--title", help="the figures' title (default: the notebook's name)")
     g = sub.add_parser("grid", help="execute every combination of a grid file's axes")
     g.add_argument("grid_file")
     g.add_argument("--jobs", type=int, default=2)
@@ -178,7 +179,7 @@ def _run(name: str, path: Path, params: dict, args: argparse.Namespace) -> int:
 def cmd_gather(args: argparse.Namespace) -> int:
     from workbench.viz.gather import gather
 
-    print(gather(args.runs, args.out, allow=args.allow, force=args.force))
+    print(gather(args.runs, args.out, allow=args.allow, force=args.force, title=args.title))
     return 0
 
 

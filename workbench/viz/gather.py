@@ -142,7 +142,6 @@ def gather(sources: Sequence[str | os.PathLike], dest: str | os.PathLike, *, all
     """Write into ``dest`` the tables (summary, tests, Random–Random pairs, the paper-shaped table),
     per-α curves, the row tables (:data:`ROW_TABLES`) and figures of the runs ``sources`` as one
     result, and a params.json that names each run. ``dest`` must be empty or new unless ``force``."""
-
     folders, dest, allow = [Path(s) for s in sources], Path(dest), tuple(allow)
     if len(folders) < 2:
         raise GatherError("gather needs at least two runs")
