@@ -32,6 +32,9 @@ def test_results_tables_equal_the_rendering_of_outputs_reference():
     text = RESULTS.read_text(encoding="utf-8")
     blocks = {m.group("name"): m.group("body") for m in markdown.BLOCK.finditer(text)}
     assert set(NOTEBOOKS) <= set(blocks), "every default run has a generated results block"
+    for marker, pattern in (("results", markdown.BLOCK), ("paper", markdown.PAPER_BLOCK)):
+        assert len(re.findall(f"^<!-- {marker}:", text, re.M)) == len(pattern.findall(text)), (
+            f"a <!-- {marker}:… --> marker the renderer does not match (a character its name pattern lacks?)")
     for name, body in blocks.items():
         assert body == markdown.results_block(ROOT / "outputs" / "reference" / name), (
             f"docs/results.md block {name!r} differs from outputs/reference/{name}: run scripts/render_readme.py")

@@ -23,9 +23,9 @@ from workbench.viz.cells import p_value, read_table
 from workbench.viz.paper import paper_block
 from workbench.viz.plots import style
 
-BLOCK = re.compile(r"(<!-- results:(?P<name>[\w/-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w./-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 # ``<!-- paper:<path> -->`` blocks put a kept run next to the paper's tables (:mod:`workbench.viz.paper`).
-PAPER_BLOCK = re.compile(r"(<!-- paper:(?P<name>[\w/-]+) -->\n)(?P<body>.*?)(<!-- /paper -->)", re.S)
+PAPER_BLOCK = re.compile(r"(<!-- paper:(?P<name>[\w./-]+) -->\n)(?P<body>.*?)(<!-- /paper -->)", re.S)
 
 
 def _row_label(row: pd.Series, several: bool) -> str:
