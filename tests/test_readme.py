@@ -236,3 +236,9 @@ def test_the_second_cpu_comparison_equals_its_rendering_from_the_kept_runs():
     block = text.split("<!-- cpus -->\n", 1)[1].split("\n<!-- /cpus -->", 1)[0]
     assert block == report(ROOT / "outputs" / "reference", ROOT / "outputs" / "reference" / "amd-epyc")
     assert "**no**" in block  # it says plainly which conclusions did not survive
+
+
+def test_a_block_marker_the_renderer_cannot_fill_is_an_error():
+    for page in ("<!-- results:a b -->\n<!-- /results -->\n", "<!-- paper:tofu-tiny/lume -->\nno end marker\n"):
+        with pytest.raises(ValueError, match="not one the renderer can fill"):
+            markdown.render_readme(page, ROOT / "outputs" / "reference")

@@ -184,7 +184,13 @@ def results_block(folder: str | Path) -> str:
 def render_readme(text: str, reference: str | Path) -> str:
     """``text`` with every ``results:<path>`` block replaced by :func:`results_block` of
     ``reference/<path>``, and every ``paper:<path>`` block by its comparison with the paper's tables
-    (the notebook is the path's last part, e.g. ``tofu-tiny/oracle-vs-random``)."""
+    (the notebook is the path's last part, e.g. ``tofu-tiny/oracle-vs-random``). A marker the block patterns do
+    not match (a name with a character they lack, a missing end marker) is an error, not a block left as it is."""
+    for marker, pattern in (("results", BLOCK), ("paper", PAPER_BLOCK)):
+        names = re.findall(rf"^<!-- {marker}:(.*?) -->", text, re.M)
+        if len(names) != len(pattern.findall(text)):
+            raise ValueError(f"a <!-- {marker}:… --> block of {names} is not one the renderer can fill: its name "
+                             f"takes letters, digits, '_', '.', '-' and '/', and it needs its <!-- /{marker} --> line")
     text = BLOCK.sub(lambda m: m.group(1) + results_block(Path(reference) / m.group("name")) + m.group(4), text)
     return PAPER_BLOCK.sub(lambda m: m.group(1) + paper_block(Path(reference) / m.group("name"),
                                                               Path(m.group("name")).name) + m.group(4), text)
