@@ -138,3 +138,13 @@ def test_localizer_recovery_runs_of_two_models_gather_into_one_figure_and_table(
     block = results_block(dest)
     assert "| smollm2 | 10% | 8 | 0.80 | 0.080 | yes | 0.513 (0.10) | 0.513 (0.10) |" in block
     assert "WAGLE \\u00b7 smollm2" in (dest / "figures.html").read_text()  # one line per localizer and model
+
+
+def test_a_model_run_at_one_fraction_only_still_has_a_legend_entry():
+    from workbench.viz.recovery import recovery_figure
+
+    rows = pd.DataFrame([{"model": model, "fraction": fraction, "seed": 7, "inject_epochs": 5, "localizer": "wagle",
+                          "forget_es_o": 0.9, "auroc": 0.6, "precision": 0.2}
+                         for model, fraction in (("tiny-llama", 0.01), ("tiny-llama", 0.1), ("smollm2", 0.1))])
+    legend = [t.name for t in recovery_figure(rows).data if t.showlegend]
+    assert sorted(legend) == ["WAGLE · smollm2", "WAGLE · tiny-llama"]
