@@ -113,12 +113,12 @@ def test_gathered_result_renders_one_row_per_target_seed(tmp_path):
     assert "npo, RS at α = 1, Oracle vs Random: 0.85 vs 0.55 (0.40–0.70)" in block
 
 
-def _recovery_run(outputs, run_id: str, model: str, auroc: float) -> runs.RunDir:
+def _recovery_run(outputs, run_id: str, model: str, auroc: float, seeds=(7, 19)) -> runs.RunDir:
     rows = pd.DataFrame([{"fraction": 0.1, "seed": seed, "inject_epochs": epochs, "localizer": name,
                           "forget_es_o": epochs / 10, "rel_change": 0.01 * epochs, "precision": 0.1, "auroc": auroc + seed / 1000,
                           "base_rate": 0.1, "passes_check": epochs > 5}
-                         for seed in (7, 19) for epochs in (2, 8) for name in ("activations", "wagle")])
-    run = runs.RunDir.create("localizer-recovery", {"model": model, "region_seeds": [7, 19]}, run_id=run_id,
+                         for seed in seeds for epochs in (2, 8) for name in ("activations", "wagle")])
+    run = runs.RunDir.create("localizer-recovery", {"model": model, "region_seeds": list(seeds)}, run_id=run_id,
                              outputs=outputs, device="cpu")
     rows.to_csv(run.path / "localization.csv", index=False)
     run.complete()
@@ -148,3 +148,13 @@ def test_a_model_run_at_one_fraction_only_still_has_a_legend_entry():
                          for model, fraction in (("tiny-llama", 0.01), ("tiny-llama", 0.1), ("smollm2", 0.1))])
     legend = [t.name for t in recovery_figure(rows).data if t.showlegend]
     assert sorted(legend) == ["WAGLE · smollm2", "WAGLE · tiny-llama"]
+
+
+def test_recovery_table_of_models_with_different_seed_counts_says_each_count(tmp_path):
+    from workbench.viz.markdown import results_block
+
+    tiny, smol = _recovery_run(tmp_path, "t", "tiny-llama", 0.9), _recovery_run(tmp_path, "s", "smollm2", 0.5, seeds=(7,))
+    block = results_block(gather([tiny.path, smol.path], tmp_path / "both", allow=["model", "region_seeds"]))
+    assert "Means over target seeds, smollm2: 1, tiny-llama: 2 (one θo each per cell)" in block
+    same = _recovery_run(tmp_path, "s2", "smollm2", 0.5)  # two seeds each: one count
+    assert "Means over 2 target seeds (one" in results_block(gather([tiny.path, same.path], tmp_path / "two", allow=["model"]))

@@ -156,7 +156,10 @@ def recovery_block(folder: Path) -> str:
                      "yes" if g.passes_check.all() else "no",
                      *[f"{by.auroc[n]:.3f} ({by.precision[n]:.2f})" if n in by.index else "–" for n in names]])
     seeds = int(s.seeds.max())
-    note = (f"Means over {seeds} target seed{'s' if seeds > 1 else ''} (one θo each per cell). Chance: AUROC 0.5, "
+    over = f"{seeds} target seed{'s' if seeds > 1 else ''}"
+    if s.seeds.nunique() > 1 and models:  # e.g. three seeds of the tiny model, one of SmolLM2
+        over = "target seeds, " + ", ".join(f"{m}: {int(n)}" for m, n in s.groupby("model").seeds.max().items())
+    note = (f"Means over {over} (one θo each per cell). Chance: AUROC 0.5, "
             "precision = the V_tgt fraction. 'passes check': θo reached min_forget_es without lowering retain ES by "
             "more than max_retain_es_drop (recorded, not enforced: weak injections are the point).")
     return "\n".join(_table(header, rows)) + "\n\n" + note + "\n"
