@@ -142,7 +142,8 @@ def _cell(i: int) -> dict:
     return {"row": i // MAX_COLUMNS + 1, "col": i % MAX_COLUMNS + 1}
 
 
-def _legend_once(fig: go.Figure, name: str) -> bool:
+def legend_once(fig: go.Figure, name: str) -> bool:
+    """Whether a trace named ``name`` is the first of its name in ``fig`` to show a legend entry."""
     return name not in {t.name for t in fig.data if t.showlegend is not False}
 
 
@@ -161,7 +162,7 @@ def _curves(fig: go.Figure, panel: Panel, scenario: str, x: str, y: str, cell: d
                                  name=f"AUES area · {title}", legendgroup=title), **cell)
     name = f"{title} (thin: each sweep, bold: their mean)"
     fig.add_trace(go.Scatter(x=mean[x], y=mean[y], mode="lines", line=dict(color=color, width=BOLD), name=name,
-                             legendgroup=title, showlegend=_legend_once(fig, name),
+                             legendgroup=title, showlegend=legend_once(fig, name),
                              hovertext=hover(mean), hoverinfo="text+name"), **cell)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.viz.plots import PANEL_HEIGHT, PANEL_WIDTH, style
+from workbench.viz.plots import PANEL_HEIGHT, PANEL_WIDTH, legend_once, style
 
 DASHES = ("solid", "dash", "dot", "dashdot")
 
@@ -25,7 +25,7 @@ def recovery_figure(table: pd.DataFrame, *, title: str = "When can a localizer f
     fractions = sorted(table["fraction"].unique())
     fig = make_subplots(rows=1, cols=len(fractions), shared_yaxes=True,
                         subplot_titles=[f"V_tgt = {p:.0%} of value vectors" for p in fractions])
-    models, shown = list(dict.fromkeys(table["model"])), set()
+    models = list(dict.fromkeys(table["model"]))
     for col, fraction in enumerate(fractions, start=1):
         panel = table[table["fraction"] == fraction]
         for (model, name), g in panel.groupby(["model", "localizer"], sort=True):
@@ -34,11 +34,9 @@ def recovery_figure(table: pd.DataFrame, *, title: str = "When can a localizer f
             mean = mean.sort_values("forget_es")
             label, colour = style(name)
             label = f"{label} · {model}" if model else label
-            first = label not in shown  # one legend entry per line, even for a model only a later panel holds
-            shown.add(label)
             fig.add_trace(go.Scatter(
                 x=mean["forget_es"], y=mean["auroc"], mode="lines+markers", name=label, legendgroup=label,
-                showlegend=first, line={"color": colour, "dash": DASHES[models.index(model) % len(DASHES)]},
+                showlegend=legend_once(fig, label), line={"color": colour, "dash": DASHES[models.index(model) % len(DASHES)]},
                 customdata=mean.reset_index()[["inject_epochs", "precision", "n"]].to_numpy(),
                 hovertemplate=("%{fullData.name}<br>injection %{customdata[0]} epochs: forget ES %{x:.3f}"
                                "<br>AUROC %{y:.3f}, precision %{customdata[1]:.3f} (mean of %{customdata[2]} seeds)"
