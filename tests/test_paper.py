@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -122,3 +123,47 @@ def test_label_p_is_reported_only_where_it_can_fall_below_005(n_sweeps, reported
     row = baseline.label_tests(summary, "oracle", "random").iloc[0]
     assert row.n_labelings == {6: 20, 7: 35}[n_sweeps]
     assert (row.p_AUES_labels == pytest.approx(1 / 35)) if reported else np.isnan(row.p_AUES_labels)
+
+
+def _revisit(tmp_path, **params):
+    # θ_full; WAGLE vectors 0.65 vs Random 0.70/0.72; WAGLE weights 0.61 vs random weights 0.50/0.54
+    rows = [("npo", "θ_full", "random", 7, 0.70), ("npo", "θ_full", "random", 19, 0.72),
+            ("npo", "θ_full", "random_weights", 7, 0.50), ("npo", "θ_full", "random_weights", 19, 0.54),
+            ("npo", "θ_full", "wagle_weights", 0, 0.61), ("npo", "θ_full", "wagle", 0, 0.65)]
+    summary = pd.DataFrame(rows, columns=["objective", "start", "scenario", "seed", "AUES"])
+    summary.assign(MU95=summary.AUES, MU95_reached=True).to_csv(tmp_path / "summary.csv", index=False)
+    pd.DataFrame([{"objective": "npo", "scenario": s, "baseline": b, "p AUES paper (mean)": 0.5, "p AUES R–R": 1.0,
+                   "R–R pairs": 1} for s, b in (("wagle", "random"), ("wagle_weights", "random_weights"))]
+                 ).to_csv(tmp_path / "table.csv", index=False)
+    (tmp_path / "params.json").write_text(json.dumps({"params": params}))
+    rows = [(table, region, mean, note) for table, note in ((1, ""), (3, "5% ratio"), (5, "weights"))
+            for region, mean in (("random", 0.5), ("wagle", 0.5 + table / 100))]
+    pd.DataFrame([{"table": t, "model": "M", "objective": "npo", "region": r, "metric": "aues", "mean": m,
+                   "std": 0.01, "p_value": float("nan"), "note": n or None} for t, r, m, n in rows]
+                 ).to_csv(tmp_path / "paper.csv", index=False)
+    return paper.paper_block(tmp_path, "revisit-localizers", tmp_path / "paper.csv")
+
+
+def _cells(block: str, table: int) -> list[list[str]]:
+    section = block.split(f"Paper Table {table}")[1].split("Paper Table")[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()[4:] if line]
+
+
+def test_revisit_variants_are_set_against_the_paper_table_of_their_setting(tmp_path):
+    # Table 3 (5%, NPO) for the value vectors, Table 5 for the weight-level regions, each with its own
+    # Random: WAGLE 0.65 − 0.71 vs the paper's +0.03; WAGLE weights 0.61 − 0.52 vs the paper's +0.05
+    block = _revisit(tmp_path, objective="npo", region_fraction=0.05, weight_level=True, weight_fraction=0.8)
+    assert "Paper Table 1" not in block and "Paper Table 3 (5% ratio)." in block and "Paper Table 5 (weights)." in block
+    (vectors,), (weights,) = _cells(block, 3), _cells(block, 5)
+    assert vectors[2].startswith("-0.060") and vectors[4].startswith("+0.030")
+    assert weights[2].startswith("+0.090") and weights[4].startswith("+0.050")
+    assert weights[0] != vectors[0]
+
+
+def test_revisit_default_is_table_1_and_an_unlisted_setting_has_no_paper_table(tmp_path):
+    block = _revisit(tmp_path, objective="npo", region_fraction=0.1)
+    assert block.startswith("Paper Table 1.") and "Table 5" not in block
+    assert [c[2][:6] for c in _cells(block, 1)] == ["-0.060"]  # the weight-level row is not set against Table 1
+    assert paper.tables_of(tmp_path, "revisit-localizers") == [(1, {})]
+    assert _revisit(tmp_path, objective="rmu", region_fraction=0.3).startswith("No table of the paper")
+    assert paper.tables_of(tmp_path, "l2-mlp-supervision") == []

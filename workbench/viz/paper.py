@@ -33,6 +33,7 @@ rule **[choice]**:
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -40,6 +41,7 @@ import pandas as pd
 
 from workbench.experiments.baseline import MIN_OUTCOMES, can_separate
 from workbench.experiments.controlled import RANDOM
+from workbench.experiments.revisit import RANDOM_WEIGHTS
 from workbench.experiments.tables import baseline_of
 from workbench.viz.cells import p_value, read_table
 from workbench.viz.plots import style
@@ -49,6 +51,11 @@ PAPER_CSV = Path(__file__).resolve().parents[2] / "outputs" / "reference" / "pap
 # Which of the paper's tables each notebook reproduces (Figure 1, the L2 notebook's, has no numbers).
 PAPER_TABLE = {"oracle-vs-random": 2, "revisit-localizers": 1, "lume": 6}
 METRICS = {"AUES": "aues", "MU95": "mu95"}
+# revisit-localizers' variants (appendix E.1), by (objective, region fraction) of the value-vector regions:
+# Table 1 NPO at 10%, Table 3 NPO at 5%, Table 4 RMU at 10%; Table 5 is the weight-level regions (NPO).
+REVISIT_TABLES = {("npo", 0.1): 1, ("npo", 0.05): 3, ("rmu", 0.1): 4}
+# Table 5's rows name WAGLE and Random; ours are the weight-level scenarios.
+WEIGHT_REGIONS = {"wagle": "wagle_weights", RANDOM: RANDOM_WEIGHTS}
 
 
 def ours(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -70,17 +77,34 @@ def ours(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paper(paper_csv: str | Path, table: int, metric: str) -> pd.DataFrame:
-    """Per (model, objective, region ≠ random): the paper's Δ, σ_R and p."""
+def tables_of(folder: str | Path, notebook: str) -> list[tuple[int, dict[str, str]]]:
+    """The paper tables one kept run answers, each with the paper's region names that our scenarios
+    rename ({} for none): revisit-localizers' by its ``params.json`` (:data:`REVISIT_TABLES`, and Table 5
+    where it has weight-level regions); an unlisted setting answers none."""
+    if notebook != "revisit-localizers":
+        return [(PAPER_TABLE[notebook], {})] if notebook in PAPER_TABLE else []
+    cfg = json.loads((Path(folder) / "params.json").read_text(encoding="utf-8"))["params"]
+    objective = cfg.get("objective", "npo")
+    tables = [(REVISIT_TABLES[objective, cfg.get("region_fraction", 0.1)], {})] if (
+        (objective, cfg.get("region_fraction", 0.1)) in REVISIT_TABLES) else []
+    if cfg.get("weight_level") and objective == "npo" and cfg.get("weight_fraction", 0.8) == 0.8:
+        tables.append((5, WEIGHT_REGIONS))
+    return tables
+
+
+def paper(paper_csv: str | Path, table: int, metric: str, regions: dict[str, str] | None = None) -> pd.DataFrame:
+    """Per (model, objective, region ≠ random): the paper's Δ, σ_R and p, the paper's region names renamed
+    to our scenarios' by ``regions``."""
     p = pd.read_csv(paper_csv)
     p = p[(p.table == table) & (p.metric == METRICS[metric])]
+    p = p.assign(region=p.region.map(lambda r: (regions or {}).get(r, r)))
     rows = []
     for (model, objective), g in p.groupby(["model", "objective"], sort=False):
-        random = g[g.region == RANDOM]
+        random = g[g.region == (regions or {}).get(RANDOM, RANDOM)]
         if random.empty:
             continue
         r = random.iloc[0]
-        for _, row in g[~g.region.isin([RANDOM, "original"])].iterrows():
+        for _, row in g[~g.region.isin([r.region, "original"])].iterrows():
             rows.append({"model": model, "objective": objective, "scenario": row.region, "value": row["mean"],
                          "baseline": r["mean"], "delta": row["mean"] - r["mean"], "sigma": r["std"], "p": row.p_value})
     return pd.DataFrame(rows)
@@ -111,12 +135,18 @@ def _verdict(delta_ours: float, p_ours: float, n_rr: int, delta_paper: float, p_
     return "differ: ours separates from Random" if ours_differs else "differ: the paper separates"
 
 
-def comparison(folder: str | Path, notebook: str, metric: str, paper_csv: str | Path = PAPER_CSV) -> list[str]:
-    """Markdown rows: our Δ (Δ/σ_R, p paper-style, p calibrated) next to each of the paper's models."""
+def comparison(folder: str | Path, notebook: str, metric: str, paper_csv: str | Path = PAPER_CSV,
+               paper_table: tuple[int, dict[str, str]] | None = None) -> list[str]:
+    """Markdown rows: our Δ (Δ/σ_R, p paper-style, p calibrated) next to each of the paper's models, for
+    ``paper_table`` (the notebook's one table by default); a table of renamed regions (Table 5) takes only
+    our scenarios it names."""
     folder = Path(folder)
     summary, table = pd.read_csv(folder / "summary.csv"), read_table(folder)
-    mine, theirs = ours(summary, metric), paper(paper_csv, PAPER_TABLE[notebook], metric)
-    if theirs.empty:
+    number, regions = paper_table or (PAPER_TABLE[notebook], {})
+    mine, theirs = ours(summary, metric), paper(paper_csv, number, metric, regions)
+    scope = set(regions.values())
+    mine = mine[mine.scenario.isin(scope) if scope else ~mine.scenario.isin(WEIGHT_REGIONS.values())]
+    if theirs.empty or mine.empty:
         return []
     models = list(dict.fromkeys(theirs.model))
     header = ["objective · region", f"ours: {metric} vs Random", "ours: Δ (Δ/σ_R)", "ours: p paper / p calibrated"]
@@ -150,9 +180,14 @@ def paper_block(folder: str | Path, notebook: str, paper_csv: str | Path = PAPER
     if notebook not in PAPER_TABLE:
         return ("The paper reports this experiment as curves only (Figure 1), without numbers; compare "
                 "the figures.\n")
-    parts = [f"Paper Table {PAPER_TABLE[notebook]}."]
-    for metric in METRICS:
-        rows = comparison(folder, notebook, metric, paper_csv)
-        if len(rows) > 2:
-            parts.append("\n".join(rows))
-    return "\n\n".join(parts) + "\n"
+    csv = pd.read_csv(paper_csv)
+    notes = csv[csv.region == RANDOM].groupby("table").note.first()  # the setting, where the paper names one
+    parts = []
+    for number, regions in tables_of(folder, notebook):
+        note = notes.get(number)
+        parts.append(f"Paper Table {number}" + (f" ({note})." if isinstance(note, str) else "."))
+        for metric in METRICS:
+            rows = comparison(folder, notebook, metric, paper_csv, (number, regions))
+            if len(rows) > 2:
+                parts.append("\n".join(rows))
+    return "\n\n".join(parts or ["No table of the paper has this run's setting."]) + "\n"
