@@ -68,6 +68,8 @@ def test_verdicts():
     assert paper._verdict(0.01, 0.6, 3, -0.01, 0.01) == "differ: the paper separates"
     assert paper._verdict(0.03, 0.4, 3, -0.02, float("nan")) == "opposite ordering (paper: below Random)"
     assert paper._verdict(-0.03, 0.4, 3, -0.02, float("nan")) == "same ordering (paper: below Random)"
+    # a tie is neither ordering (a float difference of two equal means is not exactly 0)
+    assert paper._verdict(-5.724 - (-5.724 + 1e-15), 1.0, 3, -2.1, float("nan")) == "a tie with Random (paper: below Random)"
 
 
 def test_a_missing_calibrated_p_is_not_testable_never_agree():

@@ -242,3 +242,11 @@ def test_a_block_marker_the_renderer_cannot_fill_is_an_error():
     for page in ("<!-- results:a b -->\n<!-- /results -->\n", "<!-- paper:tofu-tiny/lume -->\nno end marker\n"):
         with pytest.raises(ValueError, match="not one the renderer can fill"):
             markdown.render_readme(page, ROOT / "outputs" / "reference")
+
+
+def test_a_paper_block_takes_its_notebook_from_the_kept_params_not_the_folder_name():
+    # tofu-tiny/revisit-localizers-tables3-5 is revisit-localizers at 5% with weight-level regions
+    page = "<!-- paper:tofu-tiny/revisit-localizers-tables3-5 -->\n<!-- /paper -->\n"
+    rendered = markdown.render_readme(page, ROOT / "outputs" / "reference")
+    assert "Paper Table 3 (5% localization ratio)." in rendered and "Paper Table 5" in rendered
+    assert markdown.notebook_of(ROOT / "outputs" / "reference" / "nowhere" / "lume") == "lume"

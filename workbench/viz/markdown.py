@@ -12,6 +12,7 @@ there always comes from a kept file.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -187,8 +188,9 @@ def results_block(folder: str | Path) -> str:
 def render_readme(text: str, reference: str | Path) -> str:
     """``text`` with every ``results:<path>`` block replaced by :func:`results_block` of
     ``reference/<path>``, and every ``paper:<path>`` block by its comparison with the paper's tables
-    (the notebook is the path's last part, e.g. ``tofu-tiny/oracle-vs-random``). A marker the block patterns do
-    not match (a name with a character they lack, a missing end marker) is an error, not a block left as it is."""
+    (the notebook is the one its ``params.json`` names, else the path's last part, e.g.
+    ``tofu-tiny/oracle-vs-random``). A marker the block patterns do not match (a name with a character they
+    lack, a missing end marker) is an error, not a block left as it is."""
     for marker, pattern in (("results", BLOCK), ("paper", PAPER_BLOCK)):
         names = re.findall(rf"^<!-- {marker}:(.*?) -->", text, re.M)
         if len(names) != len(pattern.findall(text)):
@@ -196,7 +198,14 @@ def render_readme(text: str, reference: str | Path) -> str:
                              f"takes letters, digits, '_', '.', '-' and '/', and it needs its <!-- /{marker} --> line")
     text = BLOCK.sub(lambda m: m.group(1) + results_block(Path(reference) / m.group("name")) + m.group(4), text)
     return PAPER_BLOCK.sub(lambda m: m.group(1) + paper_block(Path(reference) / m.group("name"),
-                                                              Path(m.group("name")).name) + m.group(4), text)
+                                                              notebook_of(Path(reference) / m.group("name")))
+                           + m.group(4), text)
+
+
+def notebook_of(folder: Path) -> str:
+    """The notebook a kept run came from: its ``params.json`` says, else the folder's name does."""
+    params = folder / "params.json"
+    return json.loads(params.read_text(encoding="utf-8")).get("notebook", folder.name) if params.exists() else folder.name
 
 
 def update_readme(readme: str | Path, reference: str | Path) -> bool:

@@ -121,6 +121,8 @@ def _verdict(delta_ours: float, p_ours: float, n_rr: int, delta_paper: float, p_
     one run per localizer) it is the ordering against Random."""
     if not math.isfinite(p_paper):
         side = "above" if delta_paper > 0 else "below"
+        if round(delta_ours, 9) == 0:  # e.g. MU95 where every sweep reaches it at the same FQ
+            return f"a tie with Random (paper: {side} Random)"
         return f"{'same' if delta_ours * delta_paper > 0 else 'opposite'} ordering (paper: {side} Random)"
     paper_differs = p_paper < 0.05
     paper = "the paper separates" if paper_differs else "the paper: no difference"
