@@ -169,3 +169,19 @@ def test_revisit_default_is_table_1_and_an_unlisted_setting_has_no_paper_table(t
     assert paper.tables_of(tmp_path, "revisit-localizers") == [(1, {})]
     assert _revisit(tmp_path, objective="rmu", region_fraction=0.3).startswith("No table of the paper")
     assert paper.tables_of(tmp_path, "l2-mlp-supervision") == []
+
+
+def test_forgetting_at_alpha_1_is_tested_where_l2_supervision_shares_one_rate():
+    from workbench.viz.markdown import end_point_facts
+
+    # By hand: FS at α = 1 Oracle 0.85, Random 0.72 / 0.70 / 0.67 → |Δ| per pair (0.13 + 0.15 + 0.18) / 3 = 0.153,
+    # largest Random–Random 0.05, every Oracle pair beyond it: p calibrated 0. NPO's rates are set per region by
+    # the FS rule, so its FS at α = 1 is a setting and gets no line.
+    rows = [(objective, "θo 7", scenario, seed, fs, 1.0) for objective in ("l2_mlp", "npo")
+            for scenario, seed, fs in (("oracle", 7, 0.85), ("random", 7, 0.72), ("random", 11, 0.70), ("random", 49, 0.67))]
+    summary = pd.DataFrame(rows, columns=["objective", "start", "scenario", "seed", "FS_end", "RS_end"])
+    table = pd.DataFrame([{"objective": o, "scenario": "oracle", "baseline": "random"} for o in ("l2_mlp", "npo")])
+    (text,) = end_point_facts(table, summary)
+    assert ("l2_mlp, FS at α = 1, Oracle vs Random: 0.85 vs 0.70 (0.67–0.72); |Δ| per pair 0.15, largest "
+            "Random–Random 0.05; p calibrated 0.") in text
+    assert "npo, FS" not in text and "npo, RS at α = 1" in text and "l2_mlp, RS at α = 1" in text
