@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.experiments import baseline as rr
+from workbench.objectives.l2_mlp import L2MLP
 from workbench.viz.cells import p_value, read_table
 from workbench.viz.paper import paper_block
 from workbench.viz.plots import style
@@ -105,7 +106,7 @@ def start_table(table: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
 # outcome to test too ("the Oracle region forgets further"); the other objectives' rates are set per region or
 # objective to reach the FS rule's band, which makes FS at α = 1 a setting rather than a result.
 END_POINTS = {"RS_end": "RS"}
-SHARED_RATE_END_POINTS = {"l2_mlp": {"FS_end": "FS"}}
+SHARED_RATE_END_POINTS = {L2MLP.name: {"FS_end": "FS"}}
 
 
 def end_point_facts(table: pd.DataFrame, summary: pd.DataFrame) -> list[str]:

@@ -43,6 +43,9 @@ from workbench.experiments.baseline import MIN_OUTCOMES, can_separate
 from workbench.experiments.controlled import RANDOM
 from workbench.experiments.revisit import RANDOM_WEIGHTS
 from workbench.experiments.tables import baseline_of
+from workbench.localizers.wagle import Wagle, WagleWeights
+from workbench.objectives.npo import NPO
+from workbench.objectives.rmu import RMU
 from workbench.viz.cells import p_value, read_table
 from workbench.viz.plots import style
 
@@ -53,9 +56,9 @@ PAPER_TABLE = {"oracle-vs-random": 2, "revisit-localizers": 1, "lume": 6}
 METRICS = {"AUES": "aues", "MU95": "mu95"}
 # revisit-localizers' variants (appendix E.1), by (objective, region fraction) of the value-vector regions:
 # Table 1 NPO at 10%, Table 3 NPO at 5%, Table 4 RMU at 10%; Table 5 is the weight-level regions (NPO).
-REVISIT_TABLES = {("npo", 0.1): 1, ("npo", 0.05): 3, ("rmu", 0.1): 4}
+REVISIT_TABLES = {(NPO.name, 0.1): 1, (NPO.name, 0.05): 3, (RMU.name, 0.1): 4}
 # Table 5's rows name WAGLE and Random; ours are the weight-level scenarios.
-WEIGHT_REGIONS = {"wagle": "wagle_weights", RANDOM: RANDOM_WEIGHTS}
+WEIGHT_REGIONS = {Wagle.name: WagleWeights.name, RANDOM: RANDOM_WEIGHTS}
 
 
 def ours(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -84,10 +87,10 @@ def tables_of(folder: str | Path, notebook: str) -> list[tuple[int, dict[str, st
     if notebook != "revisit-localizers":
         return [(PAPER_TABLE[notebook], {})] if notebook in PAPER_TABLE else []
     cfg = json.loads((Path(folder) / "params.json").read_text(encoding="utf-8"))["params"]
-    objective = cfg.get("objective", "npo")
+    objective = cfg.get("objective", NPO.name)
     tables = [(REVISIT_TABLES[objective, cfg.get("region_fraction", 0.1)], {})] if (
         (objective, cfg.get("region_fraction", 0.1)) in REVISIT_TABLES) else []
-    if cfg.get("weight_level") and objective == "npo" and cfg.get("weight_fraction", 0.8) == 0.8:
+    if cfg.get("weight_level") and objective == NPO.name and cfg.get("weight_fraction", 0.8) == 0.8:
         tables.append((5, WEIGHT_REGIONS))
     return tables
 
