@@ -12,7 +12,6 @@ there always comes from a kept file.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -21,6 +20,8 @@ import pandas as pd
 
 from workbench.experiments import baseline as rr
 from workbench.objectives.l2_mlp import L2MLP
+from workbench.runs import io
+from workbench.runs.rundir import PARAMS
 from workbench.viz.cells import p_value, read_table
 from workbench.viz.paper import paper_block
 from workbench.viz.plots import style
@@ -216,8 +217,7 @@ def render_readme(text: str, reference: str | Path) -> str:
 
 def notebook_of(folder: Path) -> str:
     """The notebook a kept run came from: its ``params.json`` says, else the folder's name does."""
-    params = folder / "params.json"
-    return json.loads(params.read_text(encoding="utf-8")).get("notebook", folder.name) if params.exists() else folder.name
+    return io.read_json(folder / PARAMS).get("notebook", folder.name) if (folder / PARAMS).is_file() else folder.name
 
 
 def update_readme(readme: str | Path, reference: str | Path) -> bool:

@@ -33,7 +33,6 @@ rule **[choice]**:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -46,6 +45,8 @@ from workbench.experiments.tables import baseline_of
 from workbench.localizers.wagle import Wagle, WagleWeights
 from workbench.objectives.npo import NPO
 from workbench.objectives.rmu import RMU
+from workbench.runs import io
+from workbench.runs.rundir import PARAMS
 from workbench.viz.cells import p_value, read_table
 from workbench.viz.plots import style
 
@@ -86,10 +87,10 @@ def tables_of(folder: str | Path, notebook: str) -> list[tuple[int, dict[str, st
     where it has weight-level regions); an unlisted setting answers none."""
     if notebook != "revisit-localizers":
         return [(PAPER_TABLE[notebook], {})] if notebook in PAPER_TABLE else []
-    cfg = json.loads((Path(folder) / "params.json").read_text(encoding="utf-8"))["params"]
+    cfg = io.read_json(Path(folder) / PARAMS)["params"]
     objective = cfg.get("objective", NPO.name)
-    tables = [(REVISIT_TABLES[objective, cfg.get("region_fraction", 0.1)], {})] if (
-        (objective, cfg.get("region_fraction", 0.1)) in REVISIT_TABLES) else []
+    vectors = REVISIT_TABLES.get((objective, cfg.get("region_fraction", 0.1)))
+    tables = [(vectors, {})] if vectors else []
     if cfg.get("weight_level") and objective == NPO.name and cfg.get("weight_fraction", 0.8) == 0.8:
         tables.append((5, WEIGHT_REGIONS))
     return tables
@@ -98,12 +99,13 @@ def tables_of(folder: str | Path, notebook: str) -> list[tuple[int, dict[str, st
 def paper(paper_csv: str | Path, table: int, metric: str, regions: dict[str, str] | None = None) -> pd.DataFrame:
     """Per (model, objective, region ≠ random): the paper's Δ, σ_R and p, the paper's region names renamed
     to our scenarios' by ``regions``."""
+    regions = regions or {}
     p = pd.read_csv(paper_csv)
     p = p[(p.table == table) & (p.metric == METRICS[metric])]
-    p = p.assign(region=p.region.map(lambda r: (regions or {}).get(r, r)))
+    p = p.assign(region=p.region.map(lambda r: regions.get(r, r)))
     rows = []
     for (model, objective), g in p.groupby(["model", "objective"], sort=False):
-        random = g[g.region == (regions or {}).get(RANDOM, RANDOM)]
+        random = g[g.region == regions.get(RANDOM, RANDOM)]
         if random.empty:
             continue
         r = random.iloc[0]
