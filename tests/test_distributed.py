@@ -157,6 +157,9 @@ def _check_ranks_communicated(out: Path) -> dict:
     assert [i["rank"] for i in infos] == [0, 1]
     assert all(i["world"] == 2 and i["distributed_type"].endswith("MULTI_CPU") for i in infos), infos
     assert all(i["threads"] == 1 for i in infos)
+    # no rank tore its connections down before every rank had left the final barrier (gloo issue 155)
+    assert [json.loads((out / f"rank{r}.exit.json").read_text()) for r in range(2)] == [
+        {"waited_for_every_rank": True, "process_group": False}] * 2
     ranks = [load_file(out / f"rank{r}.safetensors") for r in range(2)]
     assert ranks[0].keys() == ranks[1].keys()
     for name in ranks[0]:  # each rank saw different rows: only the all-reduce keeps them equal

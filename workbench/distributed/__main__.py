@@ -161,8 +161,37 @@ def main(argv: Sequence[str] | None = None) -> None:
                      gradient_checkpointing=args.gradient_checkpointing, progress=False)
     result, history = train_distributed(accelerator, model, spec, region=region)
     _save(accelerator, result, history, args, out)
+    _finish(accelerator, out if args.dump_ranks else None)
+
+
+def _finish(accelerator, dump: Path | None = None) -> None:
+    """Wait for every rank, and for every rank to have left that barrier, then destroy the process group.
+
+    A gloo barrier followed at once by the group's destruction is a known way for a rank to fail (gloo issue
+    155: a rank tears its connections down while a peer may still be reading the barrier's last message).
+    CI once saw rank 1 of a two-process test abort ("terminate called without an active exception") where
+    the same test passes every other time. The second rendezvous goes through the launch's key-value store,
+    not the group's connections. ``dump``: write
+    ``rank<r>.exit.json`` saying that the rank waited and the group is gone (the two-process tests read it)."""
     accelerator.wait_for_everyone()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    waited = _all_left_barrier(rank, world)
     accelerator.end_training()
+    if dump is not None:
+        state = {"waited_for_every_rank": waited, "process_group": torch.distributed.is_initialized()}
+        (dump / f"rank{rank}.exit.json").write_text(json.dumps(state))
+
+
+def _all_left_barrier(rank: int, world: int) -> bool:
+    """Say in the store that ``rank`` has left the final barrier and wait until every rank has (False: no
+    process group, nothing to wait for)."""
+    dist = torch.distributed
+    if not dist.is_initialized():
+        return False
+    store = dist.distributed_c10d._get_default_store()  # the launch's TCPStore: no gloo connection involved
+    store.set(f"workbench/left-barrier/{rank}", "1")
+    store.wait([f"workbench/left-barrier/{r}" for r in range(world)])
+    return True
 
 
 def _train_notebook_stage(args, accelerator, out: Path) -> None:
@@ -181,8 +210,7 @@ def _train_notebook_stage(args, accelerator, out: Path) -> None:
             {"notebook": args.notebook, "stage": args.stage, "params": cfg.to_dict(), "train": job.train.as_dict(),
              "processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
              "versions": package_versions(), "history": history}, indent=1, default=str))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    _finish(accelerator)
 
 
 if __name__ == "__main__":
