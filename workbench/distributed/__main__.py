@@ -171,8 +171,8 @@ def _finish(accelerator, dump: Path | None = None) -> None:
     155: a rank tears its connections down while a peer may still be reading the barrier's last message).
     CI once saw rank 1 of a two-process test abort ("terminate called without an active exception") where
     the same test passes every other time. The second rendezvous goes through the launch's key-value store,
-    not the group's connections. ``dump``: write
-    ``rank<r>.exit.json`` saying that the rank waited and the group is gone (the two-process tests read it)."""
+    not the group's connections. ``dump``: write ``rank<r>.exit.json`` saying that the rank waited and the
+    group is gone (the two-process tests read it)."""
     accelerator.wait_for_everyone()
     rank, world = accelerator.process_index, accelerator.num_processes
     waited = _all_left_barrier(rank, world)

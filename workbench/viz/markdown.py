@@ -115,6 +115,7 @@ def end_point_facts(table: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     (:data:`SHARED_RATE_END_POINTS`), compared as AUES is: calibrated and label p."""
     lines = []
     for _, r in table.iterrows():
+        a, b = style(r.scenario)[0], style(r.baseline)[0]
         for metric, label in {**END_POINTS, **SHARED_RATE_END_POINTS.get(r.objective, {})}.items():
             if metric not in summary:
                 continue
@@ -122,7 +123,6 @@ def end_point_facts(table: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
             if t.empty or math.isnan(t.d.iloc[0]):
                 continue
             t = t.iloc[0]
-            a, b = style(r.scenario)[0], style(r.baseline)[0]
             labels = (f", p labels {p_value(t.p_labels)} ({int(t.n_labelings)} labellings)"
                       if not math.isnan(t.p_labels) else "")
             lines.append(f"{r.objective}, {label} at α = 1, {a} vs {b}: {t.mean_a:.2f} vs {t.mean_b:.2f} ({t.min_b:.2f}–"
