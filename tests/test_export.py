@@ -23,10 +23,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.data.formatting import collate, encode_all
 from workbench.evaluation import Evaluator
-from workbench.experiments.export import export_model, older_transformers_tokenizer
+from workbench.experiments.export import export_model, older_transformers_tokenizer, run_threads
 from workbench.experiments.session import delta_identity, open_session
-from workbench.regions import random_region
 from workbench.models.folders import make_v4_compatible
+from workbench.regions import random_region
 from workbench.runs import cli, config, grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,18 +53,24 @@ def smoke_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_models(smoke_run):
-    """The run's models as its sweeps evaluated them: θo of seed 7 and its NPO deltas (oracle, random)."""
+    """The run's models as its sweeps evaluated them: θo of seed 7 and its NPO deltas (oracle, random).
+
+    Computed with the run's threads (as ``export`` does): the thread count is part of every cache key, so
+    under the Makefile's two threads the session would otherwise train its own θr, equal only in the last
+    bits to the one-thread run's."""
     run, cache = smoke_run
-    cfg = config.from_params(NB, json.loads((run / "params.json").read_text())["params"])
-    session = open_session(cfg, cache_root=str(cache), progress=False)
-    v_tgt = random_region(session.model, cfg.region_fraction, SEED)
-    delta_o, _ = session.inject(v_tgt)
-    start = delta_identity(delta_o)
-    deltas = {}
-    with session.at(delta_o):
-        for scenario, region in (("oracle", v_tgt), ("random", random_region(session.model, cfg.region_fraction,
-                                                                              RANDOM_SEED, exclude=v_tgt))):
-            deltas[scenario] = session.unlearn(region, OBJECTIVE, cfg.lr_for(OBJECTIVE), start_key=start)
+    info = json.loads((run / "params.json").read_text())
+    cfg = config.from_params(NB, info["params"])
+    with run_threads(info["threads"]):
+        session = open_session(cfg, cache_root=str(cache), progress=False)
+        v_tgt = random_region(session.model, cfg.region_fraction, SEED)
+        delta_o, _ = session.inject(v_tgt)
+        start = delta_identity(delta_o)
+        deltas = {}
+        with session.at(delta_o):
+            for scenario, region in (("oracle", v_tgt), ("random", random_region(session.model, cfg.region_fraction,
+                                                                                  RANDOM_SEED, exclude=v_tgt))):
+                deltas[scenario] = session.unlearn(region, OBJECTIVE, cfg.lr_for(OBJECTIVE), start_key=start)
     return session, delta_o, deltas
 
 

@@ -276,7 +276,7 @@ def _check_out(out: Path, run: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None):
+def run_threads(n: int | None):
     """Compute with the threads the run computed with: they set the last bits of a recomputed model."""
     previous = torch.get_num_threads()
     torch.set_num_threads(int(n or previous))
@@ -308,7 +308,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *, model: str |
     use_deterministic(device)  # as open_session does: the flags are part of every cache key
     cache = NotingCache(cache_root, device=device)
     print(f"exporting {choice.describe()} of {run} → {out}", file=sys.stderr)
-    with _threads(info.get("threads")):
+    with run_threads(info.get("threads")):
         net, tok, keys = build_model(cfg, run, choice, cache, progress=progress)
     tmp = out.with_name(f".{out.name}.export-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
