@@ -61,6 +61,7 @@ def run_models(smoke_run):
     run, cache = smoke_run
     info = json.loads((run / "params.json").read_text())
     cfg = config.from_params(NB, info["params"])
+    entries = _entries(cache)
     with run_threads(info["threads"]):
         session = open_session(cfg, cache_root=str(cache), progress=False)
         v_tgt = random_region(session.model, cfg.region_fraction, SEED)
@@ -71,7 +72,15 @@ def run_models(smoke_run):
             for scenario, region in (("oracle", v_tgt), ("random", random_region(session.model, cfg.region_fraction,
                                                                                   RANDOM_SEED, exclude=v_tgt))):
                 deltas[scenario] = session.unlearn(region, OBJECTIVE, cfg.lr_for(OBJECTIVE), start_key=start)
+    built = sorted(set(_entries(cache)) - set(entries))
+    assert not built, f"the test's session built {built}: it should take every model from the run's cache entries"
     return session, delta_o, deltas
+
+
+def _entries(cache: Path) -> list[str]:
+    """The cache's entries (kind/key folders), lock files left out."""
+    return [f"{kind.name}/{entry.name}" for kind in cache.iterdir() if kind.is_dir()
+            for entry in kind.iterdir() if not entry.name.startswith(".")]
 
 
 def _reload(folder: Path):
