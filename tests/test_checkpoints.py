@@ -70,10 +70,22 @@ def test_a_brought_retain_model_replaces_fine_tuning_and_is_keyed_by_content(tmp
         assert torch.equal(a, b), name
     copy = Path(shutil.copytree(folder, tmp_path / "copied"))  # same content elsewhere: same key
     cache = Cache(tmp_path / "cache")
-    assert chain.external_model(_cfg(retain_model=str(copy)), cache, "cpu", which="retain")[0] == s.base_key
+    key = chain.external_model(_cfg(retain_model=str(copy)), config_data(_cfg()), cache, "cpu", which="retain")[0]
+    assert key == s.base_key
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")  # one changed weight: a new key
-    assert chain.external_model(_cfg(retain_model=str(copy)), cache, "cpu", which="retain")[0] != s.base_key
+    assert chain.external_model(_cfg(retain_model=str(copy)), config_data(_cfg()), cache, "cpu", which="retain")[0] != key
+
+
+@pytest.mark.integration
+def test_a_brought_checkpoint_with_another_forget_set_gets_its_own_entries(tmp_path):
+    """Everything downstream of a brought θr keys on its key alone: with two forget authors instead of one, the
+    same checkpoint must not be served the first forget set's reference truth ratios (20 where there are 40)."""
+    folder = _theta_r_folder(_cfg(), tmp_path / "elsewhere", tmp_path / "theta_r")
+    one, two = (session.open_session(_cfg(retain_model=str(folder), n_forget_authors=n), cache_root=str(tmp_path / "c"),
+                                     progress=False) for n in (1, 2))
+    assert one.base_key != two.base_key
+    assert len(two.data.forget) == 2 * len(one.data.forget) == len(two.evaluator.reference_forget_tr)
 
 
 @pytest.mark.integration
@@ -86,7 +98,7 @@ def test_a_brought_full_model_replaces_fine_tuning_on_the_full_set(tmp_path, mon
                                       which="full", force=False, progress=False)
     expected, _ = load_pretrained(str(folder), device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
-    assert key == chain.external_model(revisit, Cache(tmp_path / "cache"), "cpu", which="full")[0]
+    assert key == chain.external_model(revisit, config_data(revisit), Cache(tmp_path / "cache"), "cpu", which="full")[0]
 
 
 @pytest.mark.slow

@@ -32,9 +32,9 @@ import torch
 from workbench.data.formatting import encode_all, pad_id
 from workbench.models import (
     TinyLlamaConfig,
-    hub_commit,
     build_tiny,
     estimate_memory,
+    hub_commit,
     load_model,
     require_fits,
     save_model_folder,
@@ -154,14 +154,16 @@ def finetuned_model(cfg, data, cache, device, model, tok, parent_key: str, *, wh
     return key, model, tok
 
 
-def external_model(cfg, cache, device, *, which: str):
-    """θr / θ_full trained elsewhere (``retain_model`` / ``full_model``), keyed by its content."""
+def external_model(cfg, data, cache, device, *, which: str):
+    """θr / θ_full trained elsewhere (``retain_model`` / ``full_model``), keyed by its content and by the data
+    the run uses it with: every entry downstream (θr's reference truth ratios, θo, unlearning runs, sweeps) keys
+    on this key alone, so another forget set on the same checkpoint must not be served the first one's."""
     name, revision = getattr(cfg, f"{which}_model"), getattr(cfg, f"{which}_revision")
     model, tok = load_model(name, device=str(device), dtype=cfg.dtype, revision=revision,
                             trust_remote_code=cfg.trust_remote_code)
     identity = {"which": which, "dtype": cfg.dtype, **checkpoint_identity(cache, model, name, revision)}
     print(f"θ_{which} from {name}: {identity}")
-    return cache_mod.fingerprint(identity), model, tok
+    return cache_mod.fingerprint({**identity, "data": data.fingerprint()}), model, tok
 
 
 def chain_model(cfg, data, cache, device, *, which: str, force: bool, progress: bool,
@@ -172,7 +174,7 @@ def chain_model(cfg, data, cache, device, *, which: str, force: bool, progress: 
     brought one), so a parameter or a memory need that does not fit the model fails before hours of training.
     """
     if getattr(cfg, f"{which}_model", ""):
-        key, model, tok = external_model(cfg, cache, device, which=which)
+        key, model, tok = external_model(cfg, data, cache, device, which=which)
         if check:
             check(model, tok)
         return key, model, tok
