@@ -167,3 +167,28 @@ def test_es_summary_gives_the_numbers_of_its_former_batching_loop(tmp_path):
     got = session.es_summary()
     assert set(got) == set(items) and 0 < got["retain_eval"] < got["forget"]  # memorised forget set, partly the rest
     assert got == {split: pytest.approx(former(split), abs=1e-6) for split in items}
+
+
+def test_revisit_s_localizer_regions_are_cached_under_theta_full(tmp_path, monkeypatch):
+    """A resumed revisit-localizers run (or an export) takes each localizer's region from the cache instead of
+    scoring θ_full again; value-vector and weight-level regions come back equal to a fresh localization."""
+    from workbench import localizers as loc
+    from workbench.experiments.revisit import localized_region
+    from workbench.localizers import base
+    from workbench.runs.config import method_params
+
+    smoke = yaml.safe_load(open("params/revisit-localizers/smoke.yaml"))
+    cfg = config.from_params("revisit-localizers", {**smoke, "weight_level": True})
+    s = pipeline.open_session(cfg, base="full", cache_root=str(tmp_path), progress=False)
+    asked = [("activations", 0.1), (cfg.weight_localizer, cfg.weight_fraction)]
+    first = [localized_region(s, name, fraction) for name, fraction in asked]
+    for (name, fraction), region in zip(asked, first):
+        fresh = loc.localize(name, s.model, s.items["forget"], s.items["retain"], s.pad, fraction,
+                             **method_params(cfg, "localizer", name)).region
+        assert region.fingerprint() == fresh.fingerprint() and region.size == fresh.size > 0
+    scored = []
+    original = base.score
+    monkeypatch.setattr(base, "score", lambda name, *a, **k: scored.append(name) or original(name, *a, **k))
+    assert [localized_region(s, n, f).fingerprint() for n, f in asked] == [r.fingerprint() for r in first]
+    assert scored == []  # served from the cache
+    assert localized_region(s, "activations", 0.2).size > first[0].size and scored == ["activations"]

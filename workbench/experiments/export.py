@@ -36,14 +36,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from workbench import localizers as loc
 from workbench import objectives as obj
 from workbench.data import config_data
 from workbench.data.formatting import encode_all
 from workbench.evaluation import EvalConfig, Evaluator
 from workbench.experiments.chain import chain_model, pretrained_model
 from workbench.experiments.controlled import ORACLE, RANDOM, theta_o
-from workbench.experiments.revisit import RANDOM_WEIGHTS, THETA_FULL
+from workbench.experiments.revisit import RANDOM_WEIGHTS, THETA_FULL, localized_region
 from workbench.experiments.session import Session, delta_identity, frozen_copy
 from workbench.models import resolve_device, save_model_folder, use_deterministic
 from workbench.regions import Region, random_region, random_weight_region
@@ -201,10 +200,8 @@ def _revisit_region(session: Session, choice: Choice):
     if name == RANDOM_WEIGHTS:
         return random_weight_region(model, cfg.weight_fraction, choice.seed), cfg.lr_weight_level
     weights = cfg.weight_level and name == cfg.weight_localizer
-    found = loc.localize(name, model, session.items["forget"], session.items["retain"], session.pad,
-                         cfg.weight_fraction if weights else cfg.region_fraction,
-                         **config.method_params(cfg, "localizer", name))
-    return found.region, (cfg.lr_weight_level if weights else cfg.lr_for(name))
+    region = localized_region(session, name, cfg.weight_fraction if weights else cfg.region_fraction)
+    return region, (cfg.lr_weight_level if weights else cfg.lr_for(name))
 
 
 def build_model(cfg, run: Path, choice: Choice, cache: cache_mod.Cache, *, progress: bool = True):
