@@ -40,8 +40,8 @@ import transformers
 from workbench.data import load_data, tokenizer_corpus
 from workbench.data.formatting import encode_all, pad_id
 from workbench.data.schema import UnlearningData
-from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
 from workbench.decoding import greedy_from_drafts
+from workbench.evaluation import EvalConfig, Evaluator, eos_ids, greedy_generate
 from workbench.generation import prefill
 from workbench.mixing import ALPHAS, evaluated_in, mixing_sweep
 from workbench.regions import random_region

@@ -60,10 +60,10 @@ from workbench.scoring import (
     eos_ids,
     greedy_generate,
     plan_continuations,
-    truth_ratio_terms,
     score_continuations,
     score_sequences,
     sequence_batches,
+    truth_ratio_terms,
 )
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from workbench import metrics as m
 from workbench.data.formatting import Encoded, collate
 from workbench.generation import Prefix, extend, right_pad
-from workbench.likelihood import nll_sum, model_device
+from workbench.likelihood import model_device, nll_sum
 
 
 @dataclass(frozen=True)

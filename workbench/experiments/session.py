@@ -38,17 +38,17 @@ from workbench.data.formatting import Encoded, encode_all, pad_id
 from workbench.data.schema import UnlearningData
 from workbench.delta import RegionDelta
 from workbench.evaluation import EvalConfig, Evaluator
-from workbench.experiments.checks import check_fs, check_injection
 from workbench.experiments.chain import (
     EVAL_SOURCES,
     CheckFailed,
     chain_model,
     train_cfg,
 )
-from workbench.mixing import evaluated_in, mixing_sweep
-from workbench.models import architectures as arch
+from workbench.experiments.checks import check_fs, check_injection
 from workbench.experiments.preflight import preflight, stage_fits
 from workbench.experiments.reference import reference_config, reference_truth_ratios
+from workbench.mixing import evaluated_in, mixing_sweep
+from workbench.models import architectures as arch
 from workbench.models import resolve_device, use_deterministic
 from workbench.regions import Region, WeightRegion
 from workbench.runs import cache as cache_mod

@@ -155,8 +155,8 @@ from workbench.models.checkpoints import hub_commit  # noqa: E402,F401
 from workbench.models.folders import save_model_folder  # noqa: E402,F401
 from workbench.models.memory import (  # noqa: E402,F401
     GIB,
-    count_parameters,
     DoesNotFit,
+    count_parameters,
     device_memory,
     estimate_eval_memory,
     estimate_memory,
