@@ -10,7 +10,7 @@ import pytest
 from test_tables import SWEEPS, per_alpha
 
 from workbench import experiments
-from workbench.runs import cli
+from workbench.runs import cli, config
 from workbench.runs import rundir as runs
 from workbench.viz.gather import GatherError, gather
 
@@ -73,6 +73,19 @@ def test_runs_of_another_setting_are_refused_unless_allowed(tmp_path):
     dest = gather([a.path, b.path], tmp_path / "allowed", allow=["lr_npo"])
     info = json.loads((dest / "params.json").read_text())
     assert "lr_npo" not in info["params"] and info["differing"]["lr_npo"] == [0.01, 0.02]
+
+
+def test_a_parameter_added_after_a_run_counts_as_its_default(tmp_path):
+    """A kept run recorded before ``eval_dtype`` existed gathers with a newer run that records the default
+    (and the filling is recorded), but not with one that set it otherwise."""
+    default = config.from_params("oracle-vs-random", {}).eval_dtype
+    old, new = _run(tmp_path, "old", "θo seed 7"), _run(tmp_path, "new", "θo seed 19", params={"eval_dtype": default})
+    info = json.loads((gather([old.path, new.path], tmp_path / "both") / "params.json").read_text())
+    assert info["params"]["eval_dtype"] == default and "eval_dtype" in info["filled_with_defaults"]["old"]
+    assert "eval_dtype" not in info["filled_with_defaults"]["new"]
+    other = _run(tmp_path, "other", "θo seed 19", params={"eval_dtype": "bfloat16"})
+    with pytest.raises(GatherError, match=rf"eval_dtype: old={default!r}, other='bfloat16'"):
+        gather([old.path, other.path], tmp_path / "refused")
 
 
 def test_unfinished_runs_other_notebooks_and_a_full_folder_are_refused(tmp_path):

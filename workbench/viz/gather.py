@@ -11,7 +11,8 @@ Random–Random pair and the label test every target seed; nothing is trained or
 Runs gather only where they ran the same experiment: every parameter must agree except those that
 say *which* seeds, objectives or localizers a run covered (:data:`VARYING`); ``allow`` names further
 parameters that may differ (left out of the result's ``params`` and recorded under ``differing``
-with each run's value). A sweep
+with each run's value). A parameter a run does not record (added after it ran) counts as the notebook's
+default, and is listed under ``filled_with_defaults``. A sweep
 that two runs both hold must hold the same numbers in both (it is kept once). The result's
 params.json lists each run with its commit, CPU and thread count. Localizer-recovery runs (no sweeps)
 gather their ``localization.csv`` rows instead, with a ``model`` column where runs of several models
@@ -20,6 +21,8 @@ gather their ``localization.csv`` rows instead, with a ``model`` column where ru
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.experiments.tables import result_tables
-from workbench.runs import io
+from workbench.runs import config, io
 from workbench.runs.rundir import PARAMS, PER_ALPHA_COLUMNS, RunDir, repo_root, sweep_keys, with_start
 from workbench.viz.report import write_kept_figures
 
@@ -80,7 +83,7 @@ def _common_params(infos: Sequence[dict[str, Any]], sources: Sequence[Path], all
     notebooks = {info.get("notebook") for info in infos}
     if len(notebooks) != 1:
         raise GatherError(f"the runs come from different notebooks {sorted(map(str, notebooks))}; gather one notebook's runs")
-    varying, params = set(VARYING) | set(allow), [info.get("params", {}) for info in infos]
+    varying, (params, filled) = set(VARYING) | set(allow), _with_defaults(infos, sources)
     keys = sorted(set().union(*params))
     differ = {k: [p.get(k) for p in params] for k in keys if any(p.get(k) != params[0].get(k) for p in params)}
     refused = {k: v for k, v in differ.items() if k not in varying}
@@ -92,7 +95,23 @@ def _common_params(infos: Sequence[dict[str, Any]], sources: Sequence[Path], all
     merged = {k: v for k, v in params[0].items() if k not in differ}
     for k in set(differ) & set(VARYING) - {"run_id"}:  # the seeds, objectives, localizers the runs cover together
         merged[k] = list(dict.fromkeys(v for val in differ[k] for v in (val if isinstance(val, list) else [val])))
-    return {"params": merged, "differing": {k: v for k, v in differ.items() if k != "run_id"}}
+    return {"params": merged, "differing": {k: v for k, v in differ.items() if k != "run_id"},
+            **({"filled_with_defaults": filled} if filled else {})}
+
+
+def _with_defaults(infos: Sequence[dict[str, Any]], sources: Sequence[Path]) -> tuple[list[dict], dict[str, list[str]]]:
+    """Each run's parameters, those it does not record filled in with the notebook's defaults: a parameter added
+    after a run was kept did what its default does (that is how parameters are added), so it is no difference.
+    A gathered folder's parameters left out because its runs differed stay out (and are refused as differing)."""
+    defaults = json.loads(io.to_json(dataclasses.asdict(config.from_params(infos[0]["notebook"], {}))))
+    params, filled = [], {}
+    for info, source in zip(infos, sources):
+        own = info.get("params", {})
+        missing = [k for k in defaults if k not in own and k not in info.get("differing", {})]
+        params.append({**own, **{k: defaults[k] for k in missing}})
+        if missing := [k for k in missing if k != "run_id"]:
+            filled[source.name] = missing
+    return params, filled
 
 
 def _one_copy(frames: Sequence[pd.DataFrame], sources: Sequence[Path]) -> pd.DataFrame:
