@@ -7,8 +7,12 @@ import pytest
 import yaml
 
 from workbench import experiments, training
+from workbench import localizers as loc
 from workbench.experiments import session as pipeline
+from workbench.experiments.revisit import localized_region
+from workbench.localizers import base
 from workbench.runs import config
+from workbench.runs.config import method_params
 
 pytestmark = pytest.mark.integration
 
@@ -172,11 +176,6 @@ def test_es_summary_gives_the_numbers_of_its_former_batching_loop(tmp_path):
 def test_revisit_s_localizer_regions_are_cached_under_theta_full(tmp_path, monkeypatch):
     """A resumed revisit-localizers run (or an export) takes each localizer's region from the cache instead of
     scoring θ_full again; value-vector and weight-level regions come back equal to a fresh localization."""
-    from workbench import localizers as loc
-    from workbench.experiments.revisit import localized_region
-    from workbench.localizers import base
-    from workbench.runs.config import method_params
-
     smoke = yaml.safe_load(open("params/revisit-localizers/smoke.yaml"))
     cfg = config.from_params("revisit-localizers", {**smoke, "weight_level": True})
     s = pipeline.open_session(cfg, base="full", cache_root=str(tmp_path), progress=False)

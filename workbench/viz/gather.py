@@ -21,7 +21,6 @@ gather their ``localization.csv`` rows instead, with a ``model`` column where ru
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -103,7 +102,7 @@ def _with_defaults(infos: Sequence[dict[str, Any]], sources: Sequence[Path]) -> 
     """Each run's parameters, those it does not record filled in with the notebook's defaults: a parameter added
     after a run was kept did what its default does (that is how parameters are added), so it is no difference.
     A gathered folder's parameters left out because its runs differed stay out (and are refused as differing)."""
-    defaults = json.loads(io.to_json(dataclasses.asdict(config.from_params(infos[0]["notebook"], {}))))
+    defaults = json.loads(io.to_json(config.from_params(infos[0]["notebook"], {}).to_dict()))  # as params.json holds them
     params, filled = [], {}
     for info, source in zip(infos, sources):
         own = info.get("params", {})
